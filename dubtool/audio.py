@@ -1,0 +1,120 @@
+"""Audio in and out: decode anything ffmpeg reads to mono float32 at a chosen rate, write WAV
+atomically, and the model's front end (log-mel features at the animation frame rate).
+
+Mel features use torch.stft + librosa's mel filter bank rather than torchaudio, whose PyPI builds
+pull a CUDA torch (see README).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DependencyError, InputError, SilenceError
+from .fileio import atomic_path, require_file
+
+SAMPLE_RATE = 16_000  # everything inside dubtool runs at 16 kHz mono
+MAX_AUDIO_S = 4 * 3600  # refuse absurd inputs with a clear message instead of exhausting memory
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Mono float32 samples in -1..1 at `sample_rate` Hz."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def ffmpeg_binary() -> str:
+    exe = shutil.which("ffmpeg")
+    if not exe:
+        raise DependencyError("ffmpeg not found; install it (Debian/Ubuntu: apt-get install ffmpeg)")
+    return exe
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: str = "audio file") -> Audio:
+    """Decode the first audio stream of any media file to mono float32 at `sample_rate`
+    (ffmpeg downmixes stereo and resamples)."""
+    p = require_file(path, what)
+    cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", str(p), "-map", "0:a:0", "-t", str(MAX_AUDIO_S),
+           "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
+    r = subprocess.run(cmd, capture_output=True)
+    if r.returncode != 0:
+        msg = r.stderr.decode("utf-8", "replace").strip().splitlines()
+        detail = msg[-1] if msg else "unknown error"
+        if "matches no streams" in detail or "Stream map" in detail:
+            raise InputError(f"{p}: has no audio track")
+        raise InputError(f"{p}: cannot decode audio ({detail})")
+    samples = np.frombuffer(r.stdout, dtype="<f4").astype(np.float32)
+    if samples.size == 0:
+        raise InputError(f"{p}: audio track is empty")
+    if not np.all(np.isfinite(samples)):
+        samples = np.nan_to_num(samples)
+    return Audio(samples, sample_rate)
+
+
+def write_wav(audio: Audio, path: str | os.PathLike) -> Path:
+    import soundfile as sf
+
+    with atomic_path(path, suffix=".wav") as tmp:
+        sf.write(str(tmp), np.clip(audio.samples, -1, 1), audio.sample_rate, subtype="PCM_16", format="WAV")
+    return Path(path)
+
+
+def rms_envelope(samples: np.ndarray, sample_rate: int, fps: float) -> np.ndarray:
+    """Frame-rate RMS energy (one value per animation frame, window = 2 frames)."""
+    hop = sample_rate / fps
+    n = int(np.ceil(len(samples) / hop))
+    win = int(round(2 * hop))
+    padded = np.pad(samples.astype(np.float64) ** 2, (win // 2, win))
+    c = np.concatenate([[0.0], np.cumsum(padded)])
+    starts = (np.arange(n) * hop).astype(np.int64)
+    e = (c[starts + win] - c[starts]) / win
+    return np.sqrt(np.maximum(e, 0.0)).astype(np.float32)
+
+
+def require_speech(audio: Audio, source: str, min_rms_db: float = -50.0) -> None:
+    """Raise SilenceError when the loudest part of the audio is still below `min_rms_db` dBFS."""
+    env = rms_envelope(audio.samples, audio.sample_rate, 50.0)
+    peak_db = 20 * np.log10(max(float(np.percentile(env, 99)) if env.size else 0.0, 1e-10))
+    if peak_db < min_rms_db:
+        raise SilenceError(f"{source}: no speech found (loudest level {peak_db:.0f} dBFS)")
+
+
+N_MELS = 80
+N_FFT = 512
+WIN = 400  # 25 ms at 16 kHz
+
+
+def mel_features(samples: np.ndarray, sample_rate: int, fps: float, n_mels: int = N_MELS):
+    """Log-mel spectrogram resampled to the animation frame rate: returns a (frames, n_mels) float32
+    torch tensor, frames = round(duration * fps). STFT hop is 10 ms; frames are averaged into
+    animation frames so each output row covers exactly its frame's time span."""
+    import librosa
+    import torch
+
+    if sample_rate != SAMPLE_RATE:
+        samples = librosa.resample(np.asarray(samples, np.float32), orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+        sample_rate = SAMPLE_RATE
+    x = torch.as_tensor(np.asarray(samples, np.float32))
+    hop = sample_rate // 100
+    spec = torch.stft(x, N_FFT, hop_length=hop, win_length=WIN, window=torch.hann_window(WIN),
+                      center=True, return_complex=True).abs() ** 2
+    fb = torch.as_tensor(librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=n_mels, fmin=20, fmax=7600),
+                         dtype=torch.float32)
+    mel = torch.log(torch.clamp(fb @ spec, min=1e-6)).T  # (stft_frames, n_mels)
+    n_out = max(1, int(round(len(samples) / sample_rate * fps)))
+    # Map each 10 ms STFT frame to the animation frame it falls in, then average.
+    idx = torch.clamp((torch.arange(mel.shape[0]) * (hop / sample_rate) * fps).long(), max=n_out - 1)
+    out = torch.zeros(n_out, n_mels).index_add_(0, idx, mel)
+    cnt = torch.zeros(n_out).index_add_(0, idx, torch.ones(mel.shape[0])).clamp(min=1)
+    return out / cnt[:, None]

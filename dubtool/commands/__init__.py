@@ -1,0 +1,1 @@
+"""One module per `dubtool` command; each registers itself on `dubtool.cli.app`."""
