@@ -140,24 +140,41 @@ def _base_symbol(symbol: str) -> str:
     return s.strip().strip("ˈˌːˑ'\"%,0123456789").replace("ʰ", "").replace("ʲ", "").replace("ʷ", "").lower()
 
 
+# ARPAbet (CMUdict / pocketsphinx) symbols, upper case with optional stress digit.
+_ARPABET_BILABIAL = {"P", "B", "M"}
+_ARPABET_OPEN = {"AA", "AE", "AW", "AY"}
+_IPA_BILABIAL = set("pbmɸβʙ")
+_IPA_OPEN = set("aɑæɐɒɶ")
+
+
+def _arpabet(symbol: str) -> str | None:
+    s = symbol.strip().rstrip("012")
+    return s if s and s.isascii() and s.isalpha() and s.isupper() else None
+
+
 def _is_bilabial(symbol: str) -> bool:
+    """/p b m/ (and ɸ β) in IPA (dubtool.phonemes rules) or ARPAbet."""
+    arpa = _arpabet(symbol)
+    if arpa is not None:
+        return arpa in _ARPABET_BILABIAL
     try:
         from .phonemes import is_bilabial
     except ImportError:
-        return _base_symbol(symbol) in {"p", "b", "m", "pp", "bb", "mm"}
+        base = _base_symbol(symbol)
+        return bool(base) and base[0] in _IPA_BILABIAL
     return bool(is_bilabial(symbol))
 
 
-_OPEN_VOWELS = {"a", "ɑ", "æ", "ɐ", "ɒ", "ɔ", "ʌ", "ɛ", "œ", "ɜ", "ɶ", "aa", "ae", "ah", "ao", "aw", "ay",
-                "ai", "au", "aɪ", "aʊ", "ɔɪ", "ɑ̃", "ɔ̃", "ɛ̃", "œ̃", "eh", "oy"}
-
-
 def _is_open_vowel(symbol: str) -> bool:
+    """Open vowels /a ɑ æ ɐ ɒ/ (diphthongs by their onset) in IPA or ARPAbet (AA AE AW AY)."""
+    arpa = _arpabet(symbol)
+    if arpa is not None:
+        return arpa in _ARPABET_OPEN
     try:
         from .phonemes import is_open_vowel
     except ImportError:
         base = _base_symbol(symbol)
-        return base in _OPEN_VOWELS or (len(base) > 1 and base[0] in "aɑæɐɒ")
+        return bool(base) and base[0] in _IPA_OPEN
     return bool(is_open_vowel(symbol))
 
 
@@ -274,7 +291,7 @@ class JawContrast:
 
 
 def open_vowel_jaw(values61, phonemes, fps: float) -> JawContrast:
-    """Mean jawOpen on open vowels (/a ɑ æ ɔ ɛ .../, ARPAbet AA AE AH AO ...) vs the rest of the clip.
+    """Mean jawOpen on open vowels (/a ɑ æ ɐ ɒ/, ARPAbet AA AE AW AY) vs the rest of the clip.
     Fields are NaN when the line has no open vowel (or nothing else)."""
     v = _values(values61)
     mask = np.zeros(len(v), bool)

@@ -212,3 +212,24 @@ def test_metrics_accept_animation_objects(rig):
 
     a = Animation(_performance().astype(np.float32), FPS)
     assert metrics.jitter(a) == pytest.approx(metrics.jitter(a.values))
+
+
+def test_arpabet_phonemes_from_pocketsphinx_are_understood(rig):
+    ph = [("M", 0.0, 0.1), ("AA1", 0.1, 0.3), ("P", 0.3, 0.4), ("AH0", 0.4, 0.6)]
+    jaw = np.zeros(18)
+    jaw[3:9] = 0.6
+    jaw[12:18] = 0.6
+    v = _anim_from_jaw(jaw)
+    assert metrics.bilabial_closure_rate(v, ph, FPS, rig=rig) == 1.0
+    assert metrics.open_vowel_jaw(v, ph, FPS).open_vowel_mean == pytest.approx(0.6)
+
+
+def test_shipped_rig_opens_lips_with_the_jaw_and_closes_them_with_mouth_close():
+    rig = metrics.default_rig()
+    if rig is None:
+        pytest.skip("models/face_rig.npz not built")
+    neutral, open_ = metrics.lip_gap_reference(rig)
+    assert open_ > neutral + 0.3  # jawOpen 0.5 parts the lips by several mm (rig units are cm)
+    v = _anim_from_jaw([0.5, 0.5], close=[0.0, 0.5])
+    g = metrics.normalized_lip_gap(v, rig)
+    assert g[0] == pytest.approx(1.0) and g[1] < 0.3
