@@ -1,0 +1,468 @@
+"""The keypoint-conditioned flow generator (after KM-Speaker): dub speech + upper-face keypoints +
+a global style context -> 61-channel ARKit animation.
+
+Pieces, each small and testable alone (as in facebookresearch/flow_matching):
+  * `RectifiedFlow` — the straight probability path x_t = (1-t) x0 + t x1 and its velocity target;
+  * `FlowNet` — the velocity network: conv audio front end, keypoint and style encoders, and a
+    compact transformer whose self-attention is banded (local) so long takes run in overlapping
+    chunks batched together;
+  * `solve_ode` — Euler / midpoint integration from noise (t=0) to data (t=1);
+  * `Generator` — the loaded checkpoint: normalisation stats, config, `generate()`.
+
+Lip/jaw motion comes from the audio alone and the upper face from the keypoints: training swaps
+audio and keypoints between samples (see train.py), so the network cannot read lips off keypoints.
+Classifier-free guidance scales the full condition against the all-dropped one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from .arkit import NUM_BLENDSHAPES, NUM_CHANNELS, Animation
+from .errors import InputError, ModelError
+
+FORMAT = "dubtool-flow"
+FORMAT_VERSION = 1
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v1.pt"
+STYLE_DIM = 2 * NUM_CHANNELS
+
+
+@dataclass(frozen=True)
+class ModelDimensions:
+    """Network shape; stored in the checkpoint (whisper-style) so `load_model` rebuilds it exactly."""
+
+    n_mels: int = 80
+    n_keypoints: int = 174
+    n_channels: int = NUM_CHANNELS
+    style_dim: int = STYLE_DIM
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    ff_mult: int = 3
+    conv_kernel: int = 5
+    attn_window: int = 24  # each frame attends to +-attn_window frames (0.8 s at 30 fps)
+    fps: float = 30.0
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Inference defaults: ODE steps and method, guidance, and the chunking of long takes."""
+
+    steps: int = 4
+    method: str = "euler"  # "euler" | "midpoint"
+    guidance: float = 1.0  # 1.0 = plain conditional sampling (no extra unconditional pass)
+    chunk_frames: int = 160
+    overlap_frames: int = 32
+
+
+def style_context(values61: np.ndarray) -> np.ndarray:
+    """Global style of a whole performance: per-channel mean and standard deviation of the 61
+    channels (STYLE_DIM float32). A smiling actor has a high mouthSmile mean; a lively one high
+    brow/head std."""
+    v = np.asarray(values61, dtype=np.float32)
+    if v.ndim != 2 or v.shape[1] != NUM_CHANNELS or v.shape[0] == 0:
+        raise InputError(f"style context needs frames x {NUM_CHANNELS} values, got shape {v.shape}")
+    return np.concatenate([v.mean(axis=0), v.std(axis=0)]).astype(np.float32)
+
+
+def normalize_mel(mel: np.ndarray) -> np.ndarray:
+    """Gain-invariant log-mel: subtract the utterance's loud-frame level (95th percentile of the
+    frame means), so a quiet and a loud recording of the same speech look alike."""
+    m = np.asarray(mel, dtype=np.float32)
+    level = float(np.percentile(m.mean(axis=1), 95)) if m.size else 0.0
+    return m - level
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+# ----------------------------------------------------------------------------------------------
+# Network
+
+
+def _build_net_classes():
+    """Define the torch modules lazily so importing dubtool.generate does not import torch."""
+    torch = _torch()
+    nn = torch.nn
+    F = torch.nn.functional
+
+    class Block(nn.Module):
+        """Pre-norm transformer block with a depthwise conv (local position) and adaLN modulation
+        from the global vector (flow time + style)."""
+
+        def __init__(self, d: int, heads: int, ff_mult: int, kernel: int):
+            super().__init__()
+            self.heads = heads
+            self.norm_conv = nn.LayerNorm(d)
+            self.conv = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d)
+            self.norm_attn = nn.LayerNorm(d, elementwise_affine=False)
+            self.qkv = nn.Linear(d, 3 * d)
+            self.proj = nn.Linear(d, d)
+            self.norm_ff = nn.LayerNorm(d, elementwise_affine=False)
+            self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
+            self.mod = nn.Linear(d, 6 * d)
+            nn.init.zeros_(self.mod.weight)
+            nn.init.zeros_(self.mod.bias)
+
+        def forward(self, h, g, mask):
+            b, t, d = h.shape
+            h = h + self.conv(self.norm_conv(h).transpose(1, 2)).transpose(1, 2)
+            s1, b1, g1, s2, b2, g2 = self.mod(g)[:, None, :].chunk(6, dim=-1)
+            x = self.norm_attn(h) * (1 + s1) + b1
+            q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            h = h + (1 + g1) * self.proj(a.transpose(1, 2).reshape(b, t, d))
+            x = self.norm_ff(h) * (1 + s2) + b2
+            return h + (1 + g2) * self.ff(x)
+
+    class FlowNet(nn.Module):
+        """Velocity network v(x_t, t | audio, keypoints, style). Conditions are encoded once per
+        sample (`encode`) and reused at every ODE step (`velocity`)."""
+
+        def __init__(self, dims: ModelDimensions):
+            super().__init__()
+            self.dims = dims
+            d, k = dims.d_model, dims.conv_kernel
+            self.audio = nn.Sequential(
+                nn.Conv1d(dims.n_mels, d, k, padding=k // 2), nn.GELU(),
+                nn.Conv1d(d, d, k, padding=k // 2), nn.GELU(),
+                nn.Conv1d(d, d, k, padding=k // 2))
+            self.keypoints = nn.Sequential(nn.Linear(dims.n_keypoints, d), nn.GELU(), nn.Linear(d, d))
+            self.style = nn.Sequential(nn.Linear(dims.style_dim, d), nn.GELU(), nn.Linear(d, d))
+            self.null_audio = nn.Parameter(torch.zeros(d))
+            self.null_keypoints = nn.Parameter(torch.zeros(d))
+            self.null_style = nn.Parameter(torch.zeros(d))
+            self.time = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+            self.inp = nn.Linear(dims.n_channels, d)
+            self.blocks = nn.ModuleList(
+                Block(d, dims.n_heads, dims.ff_mult, k) for _ in range(dims.n_layers))
+            self.norm_out = nn.LayerNorm(d, elementwise_affine=False)
+            self.mod_out = nn.Linear(d, 2 * d)
+            self.out = nn.Linear(d, dims.n_channels)
+            for m in (self.mod_out, self.out):
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
+
+        def encode(self, mel, keypoints, style, drop_audio=None, drop_keypoints=None, drop_style=None):
+            """mel (B,T,n_mels), keypoints (B,T,n_kp), style (B,style_dim); drop_* (B,) bool replace
+            that condition by its learned null embedding (classifier-free guidance)."""
+            a = self.audio(mel.transpose(1, 2)).transpose(1, 2)
+            kp = self.keypoints(keypoints)
+            st = self.style(style)
+            if drop_audio is not None:
+                a = torch.where(drop_audio[:, None, None], self.null_audio.to(a.dtype), a)
+            if drop_keypoints is not None:
+                kp = torch.where(drop_keypoints[:, None, None], self.null_keypoints.to(kp.dtype), kp)
+            if drop_style is not None:
+                st = torch.where(drop_style[:, None], self.null_style.to(st.dtype), st)
+            return a + kp, st
+
+        def time_embedding(self, t):
+            half = self.dims.d_model // 2
+            freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+            ang = (t.float()[:, None] * 1000.0) * freqs[None]
+            return self.time(torch.cat([ang.sin(), ang.cos()], dim=-1).to(t.dtype if t.is_floating_point() else torch.float32))
+
+        def band_mask(self, t: int, device):
+            i = torch.arange(t, device=device)
+            return (i[None, :] - i[:, None]).abs() <= self.dims.attn_window
+
+        def velocity(self, x, t, cond_frames, cond_global, mask=None):
+            """x (B,T,C) at flow time t (B,) -> velocity (B,T,C)."""
+            if mask is None:
+                mask = self.band_mask(x.shape[1], x.device)
+            g = self.time_embedding(t).to(x.dtype) + cond_global
+            h = self.inp(x) + cond_frames
+            for blk in self.blocks:
+                h = blk(h, g, mask)
+            s, b = self.mod_out(g)[:, None, :].chunk(2, dim=-1)
+            return self.out(self.norm_out(h) * (1 + s) + b)
+
+        def forward(self, x, t, mel, keypoints, style, drop_audio=None, drop_keypoints=None, drop_style=None):
+            cf, cg = self.encode(mel, keypoints, style, drop_audio, drop_keypoints, drop_style)
+            return self.velocity(x, t, cf, cg)
+
+    return FlowNet
+
+
+_NET = None
+
+
+def build_net(dims: ModelDimensions):
+    global _NET
+    if _NET is None:
+        _NET = _build_net_classes()
+    return _NET(dims)
+
+
+# ----------------------------------------------------------------------------------------------
+# Path, loss and solver
+
+
+class RectifiedFlow:
+    """Straight-line path from noise x0 (t=0) to data x1 (t=1) (Liu et al., rectified flow)."""
+
+    @staticmethod
+    def interpolate(x0, x1, t):
+        tt = t.view(-1, *([1] * (x1.dim() - 1)))
+        return (1 - tt) * x0 + tt * x1
+
+    @staticmethod
+    def target_velocity(x0, x1):
+        return x1 - x0
+
+    @staticmethod
+    def sample_time(n: int, generator=None, device="cpu"):
+        """Logit-normal flow times: more weight mid-path, where few-step sampling errs most."""
+        torch = _torch()
+        return torch.sigmoid(torch.randn(n, generator=generator, device=device))
+
+
+def solve_ode(velocity_fn, x0, steps: int, method: str = "euler"):
+    """Integrate dx/dt = velocity_fn(x, t) from t=0 to 1 with `steps` fixed steps."""
+    torch = _torch()
+    if steps < 1:
+        raise InputError(f"sampling steps must be >= 1, got {steps}")
+    if method not in ("euler", "midpoint"):
+        raise InputError(f"unknown ODE method {method!r}; use euler or midpoint")
+    x = x0
+    dt = 1.0 / steps
+    for i in range(steps):
+        t = torch.full((x.shape[0],), i * dt, dtype=x.dtype, device=x.device)
+        v = velocity_fn(x, t)
+        if method == "midpoint":
+            v = velocity_fn(x + 0.5 * dt * v, t + 0.5 * dt)
+        x = x + dt * v
+    return x
+
+
+def _chunk_starts(n: int, chunk: int, overlap: int) -> list[int]:
+    if n <= chunk:
+        return [0]
+    hop = chunk - overlap
+    starts = list(range(0, n - chunk, hop)) + [n - chunk]
+    return sorted(set(starts))
+
+
+def _chunk_weights(n: int, chunk: int, starts: list[int], overlap: int) -> np.ndarray:
+    """(len(starts), chunk) crossfade weights: linear ramps over the overlaps (none at the take's
+    ends), normalised so the weights of every frame sum to 1."""
+    c = min(chunk, n)
+    i = np.arange(c, dtype=np.float64)
+    w = np.ones((len(starts), c))
+    ramp = max(overlap, 1) + 1
+    for j, s in enumerate(starts):
+        if s > 0:
+            w[j] = np.minimum(w[j], (i + 1) / ramp)
+        if s + c < n:
+            w[j] = np.minimum(w[j], (c - i) / ramp)
+    total = np.zeros(n)
+    for j, s in enumerate(starts):
+        total[s:s + c] += w[j]
+    for j, s in enumerate(starts):
+        w[j] /= total[s:s + c]
+    return w.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loaded model
+
+
+class Generator:
+    """A trained flow model plus its normalisation statistics and sampling defaults."""
+
+    def __init__(self, net, dims: ModelDimensions, sampler: SamplerConfig, stats: dict, meta: dict | None = None,
+                 device: str = "cpu"):
+        self.net = net.eval()
+        self.dims = dims
+        self.sampler = sampler
+        self.meta = dict(meta or {})
+        self.device = device
+        torch = _torch()
+        self._stats = {k: torch.as_tensor(np.asarray(v, np.float32), device=device) for k, v in stats.items()}
+
+    @property
+    def fps(self) -> float:
+        return float(self.dims.fps)
+
+    # -- conditioning preparation (numpy in, normalised torch out)
+
+    def _prepare(self, audio, keypoints: np.ndarray, style: np.ndarray):
+        from .audio import mel_features
+
+        n = int(round(audio.duration_s * self.fps))
+        if n < 1:
+            raise InputError("audio is too short to animate (under one frame)")
+        mel = mel_features(audio.samples, audio.sample_rate, self.fps).numpy()
+        mel = _fit_length(mel, n, "mel features", tolerance=n)
+        kp = np.asarray(keypoints, np.float32)
+        if kp.ndim != 2 or kp.shape[1] != self.dims.n_keypoints:
+            raise InputError(f"keypoints must be frames x {self.dims.n_keypoints}, got shape {kp.shape}")
+        kp = _fit_length(kp, n, "keypoints", tolerance=2)
+        st = np.asarray(style, np.float32).reshape(-1)
+        if st.shape[0] != self.dims.style_dim:
+            raise InputError(f"style context must have {self.dims.style_dim} values, got {st.shape[0]}")
+        if not (np.all(np.isfinite(kp)) and np.all(np.isfinite(st))):
+            raise InputError("keypoints or style context hold NaN/inf values")
+        return self.normalize_inputs(normalize_mel(mel), kp, st)
+
+    def normalize_inputs(self, mel: np.ndarray, kp: np.ndarray, st: np.ndarray):
+        torch = _torch()
+        s = self._stats
+        mel_t = (torch.as_tensor(mel, device=self.device) - s["mel_mean"]) / s["mel_std"]
+        kp_t = (torch.as_tensor(kp, device=self.device) - s["kp_mean"]) / s["kp_std"]
+        st_t = (torch.as_tensor(st, device=self.device) - s["style_mean"]) / s["style_std"]
+        return mel_t, kp_t, st_t
+
+    def denormalize(self, x):
+        return x * self._stats["target_std"] + self._stats["target_mean"]
+
+    # -- sampling
+
+    def sample(self, mel, kp, st, *, steps: int, guidance: float, seed: int, method: str | None = None):
+        """Batched sampling on normalised tensors: mel (B,T,80), kp (B,T,174), st (B,S) -> (B,T,61)
+        normalised. Long sequences are cut into overlapping chunks, batched, and their velocities
+        crossfaded into one global field at every ODE step, so chunk seams stay consistent."""
+        torch = _torch()
+        b, n = mel.shape[0], mel.shape[1]
+        sc = self.sampler
+        chunk = min(sc.chunk_frames, n)
+        starts = _chunk_starts(n, chunk, sc.overlap_frames)
+        weights = torch.as_tensor(_chunk_weights(n, chunk, starts, sc.overlap_frames), device=self.device)
+        idx = torch.as_tensor(np.stack([np.arange(s, s + chunk) for s in starts]), device=self.device)  # (K,c)
+        k = len(starts)
+
+        def chunks(x):  # (B,T,D) -> (B*K, c, D)
+            return x[:, idx].reshape(b * k, chunk, x.shape[-1])
+
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        x0 = torch.randn(b, n, self.dims.n_channels, generator=gen).to(self.device)
+        with torch.inference_mode():
+            cf, cg = self.net.encode(chunks(mel), chunks(kp), st.repeat_interleave(k, dim=0))
+            if guidance != 1.0:
+                drop = torch.ones(b * k, dtype=torch.bool, device=self.device)
+                uf, ug = self.net.encode(chunks(mel), chunks(kp), st.repeat_interleave(k, dim=0), drop, drop, drop)
+                cf, cg = torch.cat([cf, uf]), torch.cat([cg, ug])
+            mask = self.net.band_mask(chunk, self.device)
+
+            def velocity(x, t):
+                xc = chunks(x)
+                tc = t[:1].expand(xc.shape[0])
+                if guidance != 1.0:
+                    v = self.net.velocity(torch.cat([xc, xc]), torch.cat([tc, tc]), cf, cg, mask)
+                    vc, vu = v.chunk(2)
+                    v = vu + guidance * (vc - vu)
+                else:
+                    v = self.net.velocity(xc, tc, cf, cg, mask)
+                v = v.view(b, k, chunk, -1) * weights[None, :, :, None]
+                out = torch.zeros_like(x)
+                out.index_add_(1, idx.reshape(-1), v.reshape(b, k * chunk, -1))
+                return out
+
+            return solve_ode(velocity, x0, steps, method or sc.method)
+
+    def generate(self, audio, keypoints: np.ndarray, style: np.ndarray, *, steps: int | None = None,
+                 guidance: float | None = None, seed: int = 0) -> Animation:
+        """Animate `audio` (dubtool.audio.Audio) with the upper face given by `keypoints` (T,174)
+        and the global `style` context. T = round(audio.duration_s * fps); keypoints a frame or two
+        off are padded/trimmed. Deterministic for a fixed seed."""
+        steps = self.sampler.steps if steps is None else int(steps)
+        guidance = self.sampler.guidance if guidance is None else float(guidance)
+        mel, kp, st = self._prepare(audio, keypoints, style)
+        x = self.sample(mel[None], kp[None], st[None], steps=steps, guidance=guidance, seed=seed)
+        values = self.denormalize(x[0]).float().cpu().numpy()
+        values[:, :NUM_BLENDSHAPES] = np.clip(values[:, :NUM_BLENDSHAPES], 0.0, 1.0)
+        return Animation(values, self.fps, meta={"generator": self.meta.get("name", "dubtool_flow"),
+                                                 "steps": steps, "guidance": guidance, "seed": seed})
+
+
+def _fit_length(x: np.ndarray, n: int, what: str, tolerance: int) -> np.ndarray:
+    """Pad (edge) or trim x to n frames when it is at most `tolerance` frames off."""
+    m = x.shape[0]
+    if m == n:
+        return x
+    if abs(m - n) > tolerance:
+        raise InputError(f"{what} have {m} frames but the audio needs {n}; they must cover the same time span")
+    if m > n:
+        return x[:n]
+    return np.concatenate([x, np.repeat(x[-1:], n - m, axis=0)], axis=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _dataclass_from(cls, data: dict, path: Path):
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ModelError(f"{path}: checkpoint config has unknown fields {sorted(unknown)}; update dubtool")
+    return cls(**data)
+
+
+def save_checkpoint(path, net, dims: ModelDimensions, sampler: SamplerConfig, stats: dict, meta: dict,
+                    half: bool = True) -> Path:
+    """Write a checkpoint atomically: weights (fp16 by default), configs, stats and format version."""
+    torch = _torch()
+    from .fileio import atomic_path
+
+    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone()
+             for k, v in net.state_dict().items()}
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "dims": asdict(dims),
+               "sampler": asdict(sampler), "stats": {k: np.asarray(v, np.float32) for k, v in stats.items()},
+               "meta": meta, "state_dict": state}
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+STAT_KEYS = ("mel_mean", "mel_std", "kp_mean", "kp_std", "style_mean", "style_std", "target_mean", "target_std")
+
+
+def load_model(path: str | None = None, device: str = "cpu") -> Generator:
+    """Load a generator checkpoint (default models/dubtool_flow_v1.pt). Raises ModelError when the
+    file is missing, corrupt, of another format version or of mismatched shapes."""
+    torch = _torch()
+    p = Path(path) if path is not None else DEFAULT_MODEL
+    if not p.is_file():
+        raise ModelError(f"generator checkpoint not found: {p} (train one with `dubtool train`)")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for truncated/garbage files
+        raise ModelError(f"{p}: not a readable generator checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ModelError(f"{p}: not a dubtool generator checkpoint")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{p}: checkpoint format version {ckpt.get('format_version')} is not supported "
+                         f"(this dubtool reads version {FORMAT_VERSION}); retrain or update dubtool")
+    try:
+        dims = _dataclass_from(ModelDimensions, ckpt["dims"], p)
+        sampler = _dataclass_from(SamplerConfig, ckpt["sampler"], p)
+        stats = {k: np.asarray(ckpt["stats"][k], np.float32) for k in STAT_KEYS}
+        state = ckpt["state_dict"]
+    except (KeyError, TypeError) as e:
+        raise ModelError(f"{p}: checkpoint is missing {e}") from None
+    if dims.n_channels != NUM_CHANNELS or dims.style_dim != STYLE_DIM:
+        raise ModelError(f"{p}: checkpoint is for {dims.n_channels} channels / style {dims.style_dim}, "
+                         f"expected {NUM_CHANNELS} / {STYLE_DIM}")
+    expect = {"mel_mean": dims.n_mels, "kp_mean": dims.n_keypoints, "style_mean": dims.style_dim,
+              "target_mean": dims.n_channels}
+    for k, size in expect.items():
+        for key in (k, k.replace("mean", "std")):
+            if stats[key].shape != (size,):
+                raise ModelError(f"{p}: statistic {key} has shape {stats[key].shape}, expected ({size},)")
+    net = build_net(dims)
+    try:
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (RuntimeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0][:160]
+        raise ModelError(f"{p}: weights do not match the stored config ({first})") from None
+    net = net.to(device)
+    return Generator(net, dims, sampler, stats, ckpt.get("meta", {}), device)
