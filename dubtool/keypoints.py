@@ -42,3 +42,38 @@ def keypoint_features(canonical: np.ndarray, neutral: np.ndarray, rotations: np.
     t = canonical.shape[0]
     return np.concatenate([disp.reshape(t, -1), rotations[:, EYE_ROT_IDX], rotations[:, HEAD_IDX]],
                           axis=1).astype(np.float32)
+
+
+def keypoints_from_curves(values61: np.ndarray, rig=None, neutral: np.ndarray | None = None) -> np.ndarray:
+    """(T, KEYPOINT_DIM) keypoints made by posing the rig with the upper-face channels of `values61`
+    (T, 61) — lower-face channels are ignored, so no lip motion can reach the model.
+
+    This is how tracked source curves or keyframe curves become conditioning without a tracker/rig
+    domain gap. `rig` is anything with `.neutral (468,3)` and `.deltas (52,468,3)` (default: the
+    shipped rig); `neutral` (>=468,3) is an actor's neutral face: the rig's deltas are scaled by its
+    size relative to the rig's neutral, since a bigger face moves its brows further."""
+    from .arkit import NUM_CHANNELS, UPPER_IDX
+    from .errors import InputError
+
+    v = np.asarray(values61, dtype=np.float32)
+    if v.ndim != 2 or v.shape[1] != NUM_CHANNELS:
+        raise InputError(f"curves must be frames x {NUM_CHANNELS}, got shape {v.shape}")
+    if rig is None:
+        from .rig import load_rig
+
+        rig = load_rig()
+    idx = np.asarray(UPPER_FACE_VERTICES)
+    deltas = np.asarray(rig.deltas, np.float32)[UPPER_IDX][:, idx, :]  # (n_upper, K, 3)
+    if neutral is not None:
+        deltas = deltas * _face_scale(np.asarray(neutral, np.float32), np.asarray(rig.neutral, np.float32))
+    disp = np.tensordot(v[:, UPPER_IDX], deltas, axes=(1, 0)) * DISPLACEMENT_SCALE  # (T, K, 3)
+    return np.concatenate([disp.reshape(len(v), -1), v[:, EYE_ROT_IDX], v[:, HEAD_IDX]], axis=1).astype(np.float32)
+
+
+def _face_scale(neutral: np.ndarray, reference: np.ndarray) -> float:
+    """Ratio of RMS distances to the centroid (face size) of two neutral meshes, over the first 468 vertices."""
+    def size(m):
+        m = m[:468]
+        return float(np.sqrt(((m - m.mean(axis=0)) ** 2).sum(axis=1).mean()))
+
+    return size(neutral) / max(size(reference), 1e-6)
