@@ -1,0 +1,311 @@
+"""Author the 52 ARKit blendshapes procedurally on MediaPipe's canonical face mesh and write
+models/face_rig.npz.
+
+    .venv/bin/python scripts/build_rig.py [-o models/face_rig.npz]
+
+Needs the face_landmarker.task bundle (`dubtool setup-models`) once, for the canonical mesh; the npz it
+writes is what `dubtool.rig.load_rig()` reads everywhere else.
+
+Method: every shape is a displacement field. Handles (landmark vertices with a displacement) are spread
+over the mesh by inverse-distance (Shepard) interpolation over *geodesic* distances, times a smooth
+falloff; the geodesic graph leaves out the triangles spanning the mouth and eye openings, so upper
+and lower lips (and lids) don't drag each other. Jaw shapes rigidly rotate/translate a weighted
+lower-face region about a hinge below the ear line. Units: centimetres; +x = the subject's left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import dijkstra
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dubtool.arkit import BLENDSHAPE_NAMES  # noqa: E402
+from dubtool.fileio import atomic_path  # noqa: E402
+from dubtool.rig import (FORMAT_VERSION, INNER_LIPS, LEFT_EYE_CONTOUR, RIGHT_EYE_CONTOUR,  # noqa: E402
+                         RIG_PATH, canonical_mesh)
+
+# MediaPipe face-mesh landmark sets (right = the subject's right = -x). Lists run from the outer corner.
+LIP_OUTER_UPPER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
+LIP_OUTER_LOWER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
+LIP_INNER_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+LIP_INNER_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+EYE = {
+    "Right": dict(upper=(33, 246, 161, 160, 159, 158, 157, 173, 133), lower=(33, 7, 163, 144, 145, 153, 154, 155, 133),
+                  upper1=(247, 30, 29, 27, 28, 56, 190), lower1=(130, 25, 110, 24, 23, 22, 26, 112, 243),
+                  lower2=(226, 31, 228, 229, 230, 231, 232, 233, 244),
+                  brow=(70, 63, 105, 66, 107, 46, 53, 52, 65, 55), inner_brow=(107, 66, 55, 65),
+                  outer_brow=(70, 63, 46, 53), cheek=117, cheek_low=205, nose_wing=129, sneer=(198, 209, 49, 48, 115),
+                  corner=61, sgn=-1.0),
+    "Left": dict(upper=(263, 466, 388, 387, 386, 385, 384, 398, 362), lower=(263, 249, 390, 373, 374, 380, 381, 382, 362),
+                 upper1=(467, 260, 259, 257, 258, 286, 414), lower1=(359, 255, 339, 254, 253, 252, 256, 341, 463),
+                 lower2=(446, 261, 448, 449, 450, 451, 452, 453, 464),
+                 brow=(300, 293, 334, 296, 336, 276, 283, 282, 295, 285), inner_brow=(336, 296, 285, 295),
+                 outer_brow=(300, 293, 276, 283), cheek=346, cheek_low=425, nose_wing=358, sneer=(420, 429, 279, 278, 344),
+                 corner=291, sgn=1.0),
+}
+FOREHEAD_TOP = (10, 338, 297, 332, 284, 251, 109, 67, 103, 54, 21, 151)
+FACE_SIDES = (234, 127, 162, 93, 454, 356, 389, 323)
+JAW_PIVOT = np.array([0.0, 0.0, -3.0])
+
+
+class Mesh:
+    def __init__(self, vertices: np.ndarray, triangles: np.ndarray):
+        self.v = vertices.astype(np.float64)
+        self.tri = triangles
+        inner_lips, eyes = set(INNER_LIPS), (set(LEFT_EYE_CONTOUR), set(RIGHT_EYE_CONTOUR))
+        self.opening = np.array([set(t) <= inner_lips or any(set(t) <= e for e in eyes) for t in triangles.tolist()])
+        kept = triangles[~self.opening]
+        e = np.concatenate([kept[:, [0, 1]], kept[:, [1, 2]], kept[:, [2, 0]]])
+        length = np.linalg.norm(self.v[e[:, 0]] - self.v[e[:, 1]], axis=1)
+        g = coo_matrix((length, (e[:, 0], e[:, 1])), shape=(len(self.v),) * 2).tocsr()
+        self.geo = dijkstra(g, directed=False)  # (468,468) geodesic distances over the surface, cm
+        # The closed-up openings' own edges are left out, so e.g. 13 -> 14 must go round a mouth corner.
+
+    def spread(self, handles: dict[int, np.ndarray], radius: float, pins=(), power: float = 2.0) -> np.ndarray:
+        """Displacement field: handles keep their displacement, pins stay still, the rest blends by
+        inverse geodesic distance and fades to zero `radius` cm from the nearest handle."""
+        ids = list(handles) + [p for p in pins if p not in handles]
+        disp = np.array([handles[i] for i in handles] + [np.zeros(3)] * (len(ids) - len(handles)))
+        d = self.geo[:, ids]                                    # (V, H)
+        w = 1.0 / np.maximum(d, 1e-6) ** power
+        out = (w @ disp) / w.sum(1, keepdims=True)
+        dmin = self.geo[:, list(handles)].min(1)
+        return out * falloff(dmin / radius)[:, None]
+
+    def region(self, centres, radius: float) -> np.ndarray:
+        """Smooth 0..1 weight: 1 at the centre vertices, 0 beyond `radius` cm (geodesic)."""
+        return falloff(self.geo[:, list(centres)].min(1) / radius)
+
+
+def falloff(x: np.ndarray) -> np.ndarray:
+    """Smooth bump: 1 at 0, 0 at >= 1, zero slope at both ends."""
+    x = np.clip(x, 0.0, 1.0)
+    return (1.0 - x * x) ** 2
+
+
+def smoothstep(a: float, b: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - a) / (b - a), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def rotation_x(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def author(mesh: Mesh) -> dict[str, np.ndarray]:
+    v, geo = mesh.v, mesh.geo
+    n = len(v)
+    shapes: dict[str, np.ndarray] = {}
+    vec = lambda x=0.0, y=0.0, z=0.0: np.array([x, y, z], dtype=np.float64)  # noqa: E731
+    x = v[:, 0]
+
+    # ---- jaw and lower-face region ----------------------------------------------------------------
+    d_up = geo[:, list(LIP_INNER_UPPER[1:-1])].min(1)
+    d_low = geo[:, list(LIP_INNER_LOWER[1:-1])].min(1)
+    lowerness = smoothstep(0.35, 0.65, d_up / (d_up + d_low + 1e-9))   # 1 below the lip line, 0 above
+    corner_y = v[[61, 291], 1].mean()
+    below = smoothstep(corner_y + 1.2, corner_y - 0.8, v[:, 1])        # fades out above the mouth corners
+    side = smoothstep(7.4, 5.0, np.abs(x))                              # ear-side rim barely moves
+    jaw_w = np.maximum(lowerness * np.maximum(below, 0.6 * smoothstep(corner_y + 0.3, corner_y - 0.3, v[:, 1])),
+                       below * smoothstep(corner_y - 0.5, corner_y - 2.0, v[:, 1])) * (0.35 + 0.65 * side)
+    jaw_w[list(LIP_INNER_LOWER[1:-1]) + list(LIP_OUTER_LOWER[1:-1])] = 1.0
+    lips_upper = set(LIP_INNER_UPPER[1:-1]) | set(LIP_OUTER_UPPER[1:-1])
+    jaw_w[list(lips_upper)] = 0.0
+    rot = rotation_x(0.16)  # positive about +x: chin (in front of the hinge) swings down
+    shapes["jawOpen"] = jaw_w[:, None] * ((v - JAW_PIVOT) @ rot.T + JAW_PIVOT - v)
+    shapes["jawForward"] = jaw_w[:, None] * vec(z=0.55)
+    shapes["jawLeft"] = jaw_w[:, None] * vec(x=0.6)
+    shapes["jawRight"] = jaw_w[:, None] * vec(x=-0.6)
+
+    # ---- lips -------------------------------------------------------------------------------------
+    lip_ids = set(LIP_OUTER_UPPER) | set(LIP_OUTER_LOWER) | set(LIP_INNER_UPPER) | set(LIP_INNER_LOWER)
+    pins_mouth = (1, 4, 5, 195, 197, 6, 168, 152, 199, 175) + FACE_SIDES  # nose and chin tip stay
+    mouth_centre = v[[13, 14]].mean(0)
+
+    def lip_field(fn, radius=2.2, pins=pins_mouth, ids=lip_ids):
+        return mesh.spread({i: fn(i) for i in ids}, radius, pins)
+
+    # mouthClose: lips meet with the jaw open (undoes jawOpen on the lips only)
+    lower_lip_region = np.clip(mesh.region(LIP_INNER_LOWER[1:-1], 1.6) * lowerness, 0, 1)
+    close = -shapes["jawOpen"] * lower_lip_region[:, None]
+    gap = (v[14] - v[13])  # canonical mouth is slightly parted: close that too
+    close += mesh.spread({i: -0.5 * gap for i in LIP_INNER_LOWER[1:-1]} | {i: 0.5 * gap for i in LIP_INNER_UPPER[1:-1]},
+                         1.2, pins=(61, 291, 0, 17))
+    shapes["mouthClose"] = close
+
+    def toward_centre(i, amount):
+        d = mouth_centre - v[i]
+        d[1] *= 0.35
+        d[2] = 0.0
+        return d / (np.linalg.norm(d) + 1e-9) * amount * min(1.0, abs(v[i, 0]) / 2.4)
+
+    def pucker(i):
+        f = 1.0 - (v[i, 0] / 2.6) ** 2
+        return toward_centre(i, 0.75) + vec(z=0.35 + 0.45 * max(f, 0))
+
+    shapes["mouthPucker"] = lip_field(pucker)
+
+    def funnel(i):
+        up = i in LIP_INNER_UPPER or i in LIP_OUTER_UPPER
+        f = max(1.0 - (v[i, 0] / 2.6) ** 2, 0)
+        open_ = vec(y=(0.3 if up else -0.35) * f)
+        return toward_centre(i, 0.5) + vec(z=0.25 + 0.3 * f) + open_
+
+    shapes["mouthFunnel"] = lip_field(funnel)
+    shapes["mouthLeft"] = lip_field(lambda i: vec(x=0.55, z=-0.05), radius=2.6)
+    shapes["mouthRight"] = lip_field(lambda i: vec(x=-0.55, z=-0.05), radius=2.6)
+
+    def upper(i):
+        return i in LIP_INNER_UPPER or i in LIP_OUTER_UPPER
+
+    # roll: outer contour tucks in and back towards the inner contour
+    shapes["mouthRollLower"] = lip_field(lambda i: vec(y=0.25, z=-0.4) if i in LIP_OUTER_LOWER[1:-1] else
+                                         vec(y=0.08, z=-0.25) if i in LIP_INNER_LOWER[1:-1] else vec(), radius=1.5)
+    shapes["mouthRollUpper"] = lip_field(lambda i: vec(y=-0.25, z=-0.4) if i in LIP_OUTER_UPPER[1:-1] else
+                                         vec(y=-0.08, z=-0.25) if i in LIP_INNER_UPPER[1:-1] else vec(), radius=1.5)
+    chin = (152, 199, 175, 200, 18, 17, 84, 314)
+    shrug_lower = lip_field(lambda i: vec(y=0.3, z=0.2) if not upper(i) else vec(), radius=2.0)
+    shrug_lower += mesh.spread({i: vec(y=0.25, z=0.15) for i in (199, 200, 175, 18)}, 2.5, pins=lips_upper)
+    shapes["mouthShrugLower"] = shrug_lower
+    shapes["mouthShrugUpper"] = lip_field(lambda i: vec(y=0.28, z=0.18) if upper(i) else vec(y=0.05), radius=2.0)
+
+    for side, e in EYE.items():
+        s = e["sgn"]
+        half = smoothstep(-0.6, 0.9, s * x)  # this side of the mouth, fading across the midline
+        corner = e["corner"]
+
+        def corner_field(d, radius=2.6, corner=corner):
+            return mesh.spread({corner: d}, radius, pins=pins_mouth)
+
+        smile = corner_field(vec(x=0.38 * s, y=0.55, z=-0.2), radius=3.2)
+        smile += mesh.spread({e["cheek_low"]: vec(y=0.25, z=0.2)}, 2.5, pins=(e["nose_wing"],) + tuple(e["lower"]))
+        shapes[f"mouthSmile{side}"] = smile
+        shapes[f"mouthFrown{side}"] = corner_field(vec(x=0.1 * s, y=-0.5, z=-0.05), radius=3.0)
+        shapes[f"mouthDimple{side}"] = corner_field(vec(x=0.28 * s, y=0.05, z=-0.35), radius=2.6)
+        shapes[f"mouthStretch{side}"] = corner_field(vec(x=0.5 * s, y=-0.2, z=-0.15), radius=3.2) \
+            + lip_field(lambda i: vec(y=-0.12) if not upper(i) else vec(), radius=1.8) * half[:, None]
+        shapes[f"mouthPress{side}"] = half[:, None] * lip_field(
+            lambda i: (vec(y=-0.12, z=-0.08) if upper(i) else vec(y=0.14, z=-0.08)) if i not in (61, 291)
+            else vec(), radius=1.4)
+        shapes[f"mouthLowerDown{side}"] = half[:, None] * lip_field(
+            lambda i: vec(y=-0.45, z=0.05) if i in LIP_INNER_LOWER[1:-1] or i in LIP_OUTER_LOWER[1:-1] else vec(),
+            radius=1.6)
+        shapes[f"mouthUpperUp{side}"] = half[:, None] * lip_field(
+            lambda i: vec(y=0.45, z=0.05) if i in LIP_INNER_UPPER[1:-1] or i in LIP_OUTER_UPPER[1:-1] else vec(),
+            radius=1.6)
+
+    # ---- eyes -----------------------------------------------------------------------------------------
+    for side, e in EYE.items():
+        s = e["sgn"]
+        up, lo = np.array(e["upper"]), np.array(e["lower"])
+        gap = v[lo] - v[up]                               # (9,3) upper -> lower, zero at the corners
+        brow_pins = tuple(e["brow"]) + (e["cheek"], e["nose_wing"])
+
+        def lids(upper_frac, lower_frac, extra=None, radius=1.3):
+            h = {int(i): upper_frac * gap[k] for k, i in enumerate(up)}
+            for k, i in enumerate(lo):
+                if k not in (0, len(lo) - 1):
+                    h[int(i)] = -lower_frac * gap[k]
+            if extra:
+                h.update(extra)
+            return mesh.spread(h, radius, pins=brow_pins)
+
+        # blink: the upper lid comes down 85% of the way, the lower rises the rest, with a little
+        # forward bulge over the (absent) cornea.
+        blink = lids(0.85, 0.15)
+        bulge = mesh.spread({int(i): vec(z=0.12 * np.sin(np.pi * k / 8)) for k, i in enumerate(up)}, 1.0, pins=brow_pins)
+        shapes[f"eyeBlink{side}"] = blink + bulge
+        shapes[f"eyeSquint{side}"] = lids(0.12, 0.35, {e["cheek"]: vec(y=0.2, z=0.05)}, radius=1.6)
+        shapes[f"eyeWide{side}"] = lids(-0.45, -0.12, radius=1.4)
+        shapes[f"eyeLookUp{side}"] = lids(-0.25, -0.12)
+        shapes[f"eyeLookDown{side}"] = lids(0.4, 0.1)
+        # In = towards the nose (-s in x), Out = towards the ear. Lid margins follow the cornea sideways.
+        for name, dx in (("In", -s), ("Out", s)):
+            h = {}
+            for k, i in enumerate(list(up[1:-1]) + list(lo[1:-1])):
+                h[int(i)] = vec(x=0.15 * dx, z=0.03)
+            shapes[f"eyeLook{name}{side}"] = mesh.spread(h, 1.0, pins=brow_pins + (int(up[0]), int(up[-1])))
+
+    # ---- brows ------------------------------------------------------------------------------------------
+    all_eye = tuple(LEFT_EYE_CONTOUR) + tuple(RIGHT_EYE_CONTOUR)
+    inner = {i: vec(y=0.6, z=0.05) for i in EYE["Left"]["inner_brow"] + EYE["Right"]["inner_brow"]}
+    inner.update({i: vec(y=0.15) for i in EYE["Left"]["outer_brow"] + EYE["Right"]["outer_brow"]})
+    inner.update({i: vec(y=0.35) for i in (9, 151)})
+    shapes["browInnerUp"] = mesh.spread(inner, 3.0, pins=all_eye + (10, 338, 109))
+    for side, e in EYE.items():
+        s = e["sgn"]
+        h = {i: vec(x=-0.15 * s, y=-0.45, z=0.05) for i in e["brow"]}
+        h.update({i: vec(x=-0.25 * s, y=-0.55, z=0.1) for i in e["inner_brow"]})
+        shapes[f"browDown{side}"] = mesh.spread(h, 2.2, pins=tuple(e["lower"]) + tuple(e["upper"]) + FOREHEAD_TOP + (9, 8))
+        h = {i: vec(y=0.6) for i in e["outer_brow"]}
+        h.update({i: vec(y=0.15) for i in e["inner_brow"]})
+        shapes[f"browOuterUp{side}"] = mesh.spread(h, 2.8, pins=tuple(e["lower"]) + tuple(e["upper"]) + (9, 8, 168))
+
+    # ---- cheeks and nose ------------------------------------------------------------------------------
+    puff = np.zeros((n, 3))
+    for side, e in EYE.items():
+        s = e["sgn"]
+        centre = int(np.argmin(np.linalg.norm(v - np.array([4.3 * s, -3.0, 3.4]), axis=1)))
+        w = mesh.region([centre], 3.0)
+        outward = np.array([s * 0.8, 0.0, 0.6])
+        puff += w[:, None] * outward * 0.7
+    puff[list(lip_ids)] *= 0.3
+    shapes["cheekPuff"] = puff
+    for side, e in EYE.items():
+        shapes[f"cheekSquint{side}"] = mesh.spread(
+            {e["cheek"]: vec(y=0.35, z=0.1), e["cheek_low"]: vec(y=0.15, z=0.05)}
+            | {int(i): vec(y=0.12) for i in e["lower"][2:-2]}, 2.0, pins=tuple(e["upper"]) + (e["corner"],))
+        s = e["sgn"]
+        h = {e["nose_wing"]: vec(x=0.05 * s, y=0.35, z=0.05)}
+        h.update({i: vec(y=0.25, z=0.05) for i in e["sneer"]})
+        h.update({i: vec(y=-0.1) for i in e["inner_brow"]})
+        shapes[f"noseSneer{side}"] = mesh.spread(h, 1.8, pins=(1, 4, 5, 195, 6, 168, 0, e["corner"]) + tuple(e["upper"]))
+
+    # tongueOut: the mesh has no tongue; the tongue pushes the lower lip a little down and forward.
+    shapes["tongueOut"] = lip_field(lambda i: vec(y=-0.2, z=0.15) if i in LIP_INNER_LOWER[1:-1] else
+                                    vec(y=-0.1, z=0.08) if i in LIP_OUTER_LOWER[1:-1] else vec(), radius=1.5)
+    return shapes
+
+
+def stable_vertices(deltas: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Vertices that no shape moves by more than 0.5 mm: the rigid anchor for alignment."""
+    motion = np.linalg.norm(deltas, axis=2).max(0)
+    idx = np.flatnonzero(motion < 0.05)
+    return idx
+
+
+def build() -> dict[str, np.ndarray]:
+    vertices, uvs, triangles = canonical_mesh()
+    mesh = Mesh(vertices, triangles)
+    shapes = author(mesh)
+    missing = set(BLENDSHAPE_NAMES) - set(shapes)
+    if missing:
+        raise SystemExit(f"shapes not authored: {sorted(missing)}")
+    deltas = np.stack([shapes[n] for n in BLENDSHAPE_NAMES]).astype(np.float32)
+    return dict(format_version=np.int32(FORMAT_VERSION), names=np.array(BLENDSHAPE_NAMES),
+                neutral=vertices.astype(np.float32), deltas=deltas, triangles=triangles.astype(np.int32),
+                uvs=uvs.astype(np.float32), stable_vertices=stable_vertices(deltas, vertices).astype(np.int32),
+                opening_triangles=mesh.opening)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-o", "--out", default=str(RIG_PATH))
+    args = ap.parse_args()
+    data = build()
+    with atomic_path(args.out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **data)
+    print(f"wrote {args.out}: {len(data['names'])} shapes, {len(data['stable_vertices'])} stable vertices, "
+          f"{int(data['opening_triangles'].sum())} opening triangles")
+
+
+if __name__ == "__main__":
+    main()
