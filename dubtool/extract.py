@@ -1,0 +1,384 @@
+"""Video of an actor -> `Performance`: MediaPipe FaceLandmarker per frame (landmarks, ARKit
+blendshapes, head pose), head pose removed into canonical-mesh space, eye rotations from the
+irises, gaps filled, One Euro smoothing.
+
+Conventions (shared with rig.py's head_rotation_matrix, yaw about +y, pitch about +x, roll about +z,
+R = Ry(yaw) @ Rx(pitch) @ Rz(roll), canonical space x = subject's left, y = up, z = out of the face):
+  HeadYaw   > 0: the subject turns to their left (nose moves to image right).
+  HeadPitch > 0: the subject looks down.
+  HeadRoll  > 0: the head tilts toward the subject's right shoulder (their left ear goes up).
+  Eye yaw/pitch use the same signs (gaze toward the subject's left / downward); eye roll is 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+
+from . import __version__
+from .arkit import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, NUM_CHANNELS, Animation, index
+from .errors import InputError, ModelError, NoFaceError
+from .performance import NUM_LANDMARKS, Performance
+from .smoothing import OneEuroConfig, one_euro
+from .video import VideoInfo, iter_frames, probe, scaled_size
+
+# Vertices that move with the skull, not with expression: forehead, nose bridge and tip, eye
+# corners, temples and upper cheekbones (no brow, lid, lip or jaw point). Used to fit each frame
+# to the canonical mesh.
+STABLE_VERTICES = (10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 33, 133, 362, 263, 127, 356, 234, 454,
+                   67, 297, 54, 284, 117, 346, 119, 348, 121, 350, 129, 358, 143, 372)
+RIGHT_IRIS, LEFT_IRIS = 468, 473  # iris centres: subject's right eye (image left), subject's left eye
+RIGHT_EYE_CORNERS, LEFT_EYE_CORNERS = (33, 133), (362, 263)
+EYEBALL_RADIUS_CM = 1.2  # human eyeball ~24 mm across; canonical units are ~cm
+# Iris centre height above the eye-corner line for a level gaze (cm), measured on a camera-facing
+# still: the canthi sit below the iris centre, so without this a straight gaze reads as looking up.
+IRIS_REST_UP_CM = 0.25
+FIT_RESIDUAL_CM = 1.0  # RMS fit residual (cm) at which confidence falls to 1/e; good tracks ~0.3-0.4
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """fps: output frame rate (None = the video's average rate); smoothing: One Euro on landmarks,
+    blendshapes and rotations (None = off); max_track_width: frames wider than this are downscaled
+    before tracking; max_gap_s: gaps shorter than this are interpolated, longer ones hold the
+    nearest tracked frame; min_face_ratio: below this share of frames with a face -> NoFaceError."""
+
+    fps: float | None = None
+    smoothing: OneEuroConfig | None = field(default_factory=OneEuroConfig)
+    max_track_width: int = 1280
+    max_gap_s: float = 0.5
+    min_face_ratio: float = 0.1
+    decode_threads: int = 0
+
+
+ProgressFn = Callable[[int, int], None]  # (frames done, frames expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical mesh and pure geometry
+
+def _parse_canonical_mesh() -> np.ndarray:
+    from .assets import bundle_member
+
+    try:
+        from mediapipe.tasks.cc.vision.face_geometry.proto import geometry_pipeline_metadata_pb2 as pb
+    except ImportError as e:  # pragma: no cover - mediapipe layout change
+        raise ModelError(f"cannot read the canonical face mesh: {e}") from None
+    meta = pb.GeometryPipelineMetadata()
+    meta.ParseFromString(bundle_member("geometry_pipeline_metadata_landmarks.binarypb"))
+    v = np.asarray(meta.canonical_mesh.vertex_buffer, np.float64).reshape(-1, 5)[:, :3]  # x y z u v
+    if v.shape != (468, 3):
+        raise ModelError(f"canonical face mesh has {v.shape[0]} vertices, expected 468")
+    return v
+
+
+@lru_cache(maxsize=1)
+def canonical_neutral() -> np.ndarray:
+    """(468, 3) canonical face mesh (cm, x = subject's left, y up, z out of the face): the rig's
+    neutral when dubtool.rig is available, else parsed from the tracker bundle."""
+    try:
+        from .rig import load_rig
+    except ImportError:
+        return _parse_canonical_mesh()
+    return np.asarray(load_rig().neutral, np.float64)[:468]
+
+
+def to_metric_camera(landmarks: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Normalised MediaPipe landmarks (..., 3) -> pixel-unit points in a right-handed frame with
+    y up and z toward the camera (so no mirror is needed to fit the canonical mesh)."""
+    p = np.empty_like(landmarks, dtype=np.float64)
+    p[..., 0] = landmarks[..., 0] * width
+    p[..., 1] = -landmarks[..., 1] * height
+    p[..., 2] = -landmarks[..., 2] * width
+    return p
+
+
+def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batched Umeyama: scale s (B,), rotation R (B,3,3), translation t (B,3) minimising
+    |s R src + t - dst| for src (B,N,3), dst (N,3) (no reflection)."""
+    mu_s = src.mean(axis=1, keepdims=True)
+    mu_d = dst.mean(axis=0)
+    a = src - mu_s
+    b = dst - mu_d
+    cov = np.einsum("nj,bni->bji", b, a) / src.shape[1]  # (B, 3, 3) = E[b a^T]
+    u, sig, vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(u @ vt))
+    fix = np.ones((src.shape[0], 3))
+    fix[:, 2] = d
+    r = np.einsum("bij,bj,bjk->bik", u, fix, vt)
+    var_a = (a ** 2).sum(axis=(1, 2)) / src.shape[1]
+    s = (sig * fix).sum(axis=1) / np.maximum(var_a, 1e-12)
+    t = mu_d - s[:, None] * np.einsum("bij,bj->bi", r, mu_s[:, 0])
+    return s, r, t
+
+
+def canonicalize(landmarks: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks (T,478,3) normalised -> (canonical (T,478,3) in canonical-mesh units,
+    RMS fit residual (T,) in the same units) by a similarity fit on STABLE_VERTICES."""
+    pts = to_metric_camera(landmarks, width, height)
+    idx = np.asarray(STABLE_VERTICES)
+    ref = canonical_neutral()[idx]
+    s, r, t = similarity_fit(pts[:, idx], ref)
+    canon = s[:, None, None] * np.einsum("bij,bnj->bni", r, pts) + t[:, None, :]
+    resid = np.sqrt(((canon[:, idx] - ref) ** 2).sum(axis=2).mean(axis=1))
+    return canon.astype(np.float32), resid
+
+
+def head_rotations(pose: np.ndarray) -> np.ndarray:
+    """(T,4,4) canonical->camera matrices -> (T,3) yaw, pitch, roll (radians) with
+    R = Ry(yaw) Rx(pitch) Rz(roll)."""
+    r = pose[:, :3, :3]
+    pitch = np.arcsin(np.clip(-r[:, 1, 2], -1.0, 1.0))
+    yaw = np.arctan2(r[:, 0, 2], r[:, 2, 2])
+    roll = np.arctan2(r[:, 1, 0], r[:, 1, 1])
+    return np.stack([yaw, pitch, roll], axis=1)
+
+
+def eye_rotations(canonical: np.ndarray) -> np.ndarray:
+    """(T,478,3) canonical landmarks -> (T,6) LeftEye yaw/pitch/roll, RightEye yaw/pitch/roll:
+    the iris centre's offset from the midpoint of its eye corners, as an angle on the eyeball."""
+    out = np.zeros((canonical.shape[0], 6), np.float32)
+    for k, (iris, (c0, c1)) in enumerate(((LEFT_IRIS, LEFT_EYE_CORNERS), (RIGHT_IRIS, RIGHT_EYE_CORNERS))):
+        mid = 0.5 * (canonical[:, c0] + canonical[:, c1])
+        off = canonical[:, iris] - mid
+        out[:, 3 * k] = np.arcsin(np.clip(off[:, 0] / EYEBALL_RADIUS_CM, -1, 1))
+        out[:, 3 * k + 1] = np.arcsin(np.clip((IRIS_REST_UP_CM - off[:, 1]) / EYEBALL_RADIUS_CM, -1, 1))
+    return out
+
+
+def orthonormalize(pose: np.ndarray) -> np.ndarray:
+    """Project each 4x4's rotation block back onto SO(3) (after interpolation/smoothing)."""
+    out = pose.copy()
+    u, _, vt = np.linalg.svd(pose[:, :3, :3])
+    d = np.sign(np.linalg.det(u @ vt))
+    u[:, :, 2] *= d[:, None]
+    out[:, :3, :3] = u @ vt
+    out[:, 3, :] = (0.0, 0.0, 0.0, 1.0)
+    return out
+
+
+def find_gaps(found: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of False in `found` as [start, end) frame ranges."""
+    f = np.concatenate([[True], np.asarray(found, bool), [True]])
+    d = np.diff(f.astype(np.int8))
+    return list(zip(np.nonzero(d == -1)[0].tolist(), np.nonzero(d == 1)[0].tolist()))
+
+
+def fill_gaps(arrays: list[np.ndarray], found: np.ndarray, fps: float, max_gap_s: float) -> list[dict]:
+    """Fill untracked frames in place: interior gaps shorter than `max_gap_s` are interpolated
+    linearly, others hold the nearest tracked frame. Returns one dict per gap."""
+    t = len(found)
+    gaps = []
+    for a, b in find_gaps(found):
+        n = b - a
+        left, right = a - 1, b
+        interp = n / fps < max_gap_s and left >= 0 and right < t
+        for arr in arrays:
+            if interp:
+                w = ((np.arange(a, b) - left) / (right - left)).reshape((-1,) + (1,) * (arr.ndim - 1))
+                arr[a:b] = (1 - w) * arr[left] + w * arr[right]
+            else:
+                for i in range(a, b):
+                    src = left if (right >= t or (left >= 0 and i - left <= right - i)) else right
+                    arr[i] = arr[src]
+        gaps.append({"start_frame": a, "end_frame": b, "start_s": round(a / fps, 3), "end_s": round(b / fps, 3),
+                     "duration_s": round(n / fps, 3), "filled": "interpolated" if interp else "held"})
+    return gaps
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracker
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """MediaPipe's C++ side logs GPU/XNNPACK notices straight to fd 2 at start-up; keep them out of
+    the user's terminal (Python exceptions still propagate)."""
+    if os.environ.get("DUBTOOL_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+_BLEND_INDEX = {n: i for i, n in enumerate(BLENDSHAPE_NAMES)}
+
+
+class FaceTracker:
+    """MediaPipe FaceLandmarker in VIDEO mode (tracking between frames), one face, local model file."""
+
+    def __init__(self) -> None:
+        from .assets import face_landmarker_path
+
+        model = face_landmarker_path()
+        with _native_stderr_silenced():
+            import mediapipe as mp
+            from mediapipe.tasks.python import BaseOptions, vision
+
+        self._mp = mp
+        opts = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(model)), running_mode=vision.RunningMode.VIDEO,
+            num_faces=1, output_face_blendshapes=True, output_facial_transformation_matrixes=True)
+        with _native_stderr_silenced():
+            self._landmarker = vision.FaceLandmarker.create_from_options(opts)
+        self._warm = False
+
+    def track(self, rgb: np.ndarray, timestamp_ms: int):
+        """-> (landmarks (478,3) normalised, blendshapes (52,) by ARKit name, pose (4,4)) or None."""
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        if not self._warm:  # the first inference logs feedback-tensor notices
+            with _native_stderr_silenced():
+                res = self._landmarker.detect_for_video(image, timestamp_ms)
+            self._warm = True
+        else:
+            res = self._landmarker.detect_for_video(image, timestamp_ms)
+        if not res.face_landmarks:
+            return None
+        lm = np.array([(p.x, p.y, p.z) for p in res.face_landmarks[0]], np.float32)
+        if lm.shape[0] != NUM_LANDMARKS:
+            return None
+        bs = np.zeros(NUM_BLENDSHAPES, np.float32)  # tongueOut is not in MediaPipe's model: stays 0
+        if res.face_blendshapes:
+            for c in res.face_blendshapes[0]:
+                i = _BLEND_INDEX.get(c.category_name)
+                if i is not None:
+                    bs[i] = c.score
+        pose = np.asarray(res.facial_transformation_matrixes[0], np.float64) if res.facial_transformation_matrixes \
+            else np.eye(4)
+        return lm, bs, pose
+
+    def close(self) -> None:
+        self._landmarker.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The job
+
+def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOptions(),
+            progress: ProgressFn | None = None) -> Performance:
+    """Track a video of a speaking actor into a Performance (see module docstring for conventions).
+    Raises InputError for unreadable input and NoFaceError when too few frames show a face."""
+    from .audio import load_audio
+
+    t0 = time.perf_counter()
+    info: VideoInfo = probe(video_path)
+    fps = float(options.fps or info.fps)
+    if not (0 < fps <= 240):
+        raise InputError(f"--fps must be in 0..240, got {fps}")
+    size = scaled_size(info.width, info.height, options.max_track_width)
+
+    audio = None
+    if info.has_audio:
+        try:
+            audio = load_audio(info.path, what="video file")
+        except InputError as e:
+            warnings.warn(f"{e}; continuing without audio", stacklevel=2)
+    else:
+        warnings.warn(f"{info.path}: no audio track; the performance will have no source audio", stacklevel=2)
+
+    tracker = FaceTracker()
+    lms: list[np.ndarray] = []
+    blends: list[np.ndarray] = []
+    poses: list[np.ndarray] = []
+    found: list[bool] = []
+    expected = max(1, int(round(info.duration_s * fps))) if info.duration_s else 0
+    zero_lm = np.zeros((NUM_LANDMARKS, 3), np.float32)
+    t_track = 0.0
+    try:
+        for i, frame in enumerate(iter_frames(info.path, fps=fps, size=size, threads=options.decode_threads)):
+            ts = time.perf_counter()
+            r = tracker.track(frame, int(round(i * 1000.0 / fps)))
+            t_track += time.perf_counter() - ts
+            if r is None:
+                lms.append(zero_lm)
+                blends.append(np.zeros(NUM_BLENDSHAPES, np.float32))
+                poses.append(np.eye(4))
+                found.append(False)
+            else:
+                lms.append(r[0])
+                blends.append(r[1])
+                poses.append(r[2])
+                found.append(True)
+            if progress is not None:
+                progress(i + 1, max(expected, i + 1))
+    finally:
+        tracker.close()
+    t_decode_track = time.perf_counter() - t0
+
+    face_found = np.asarray(found, bool)
+    n = len(face_found)
+    ratio = float(face_found.mean()) if n else 0.0
+    if n == 0 or ratio < options.min_face_ratio:
+        raise NoFaceError(f"{info.path}: a face was found in {int(face_found.sum())} of {n} frames "
+                          f"({ratio:.0%}); extract needs a visible face in at least "
+                          f"{options.min_face_ratio:.0%} of the video")
+
+    ts = time.perf_counter()
+    landmarks = np.stack(lms).astype(np.float32)
+    blend = np.stack(blends).astype(np.float32)
+    pose = np.stack(poses)
+    canon = np.zeros_like(landmarks)
+    resid = np.full(n, np.inf)
+    canon[face_found], resid[face_found] = canonicalize(landmarks[face_found], info.width, info.height)
+    confidence = np.where(face_found, np.exp(-(resid / FIT_RESIDUAL_CM) ** 2), 0.0).astype(np.float32)
+    gaps = fill_gaps([landmarks, canon, blend, pose], face_found, fps, options.max_gap_s)
+    pose = orthonormalize(pose)
+
+    if options.smoothing is not None:
+        cfg = options.smoothing
+        # Speeds are normalised per unit so one beta fits: landmarks in image fractions, canonical
+        # points in cm, weights 0..1, translations in cm.
+        landmarks = one_euro(landmarks, fps, cfg, scale=0.01)
+        canon = one_euro(canon, fps, cfg, scale=0.3)
+        blend = np.clip(one_euro(blend, fps, cfg, scale=0.1), 0.0, 1.0)
+        pose_s = pose.copy()
+        pose_s[:, :3, :] = one_euro(pose[:, :3, :], fps, cfg, scale=np.array([[0.1] * 3 + [0.5]] * 3))
+        pose = orthonormalize(pose_s)
+
+    values = np.zeros((n, NUM_CHANNELS), np.float32)
+    values[:, :NUM_BLENDSHAPES] = blend
+    values[:, index("HeadYaw"):index("HeadYaw") + 3] = head_rotations(pose)
+    values[:, index("LeftEyeYaw"):index("LeftEyeYaw") + 6] = eye_rotations(canon)
+    t_post = time.perf_counter() - ts
+
+    long_gaps = [g for g in gaps if g["filled"] == "held"]
+    meta = {
+        "fps": fps, "source_fps": info.fps, "width": info.width, "height": info.height,
+        "track_width": size[0], "track_height": size[1], "rotation": info.rotation,
+        "duration_s": round(n / fps, 3), "source": os.path.abspath(info.path),
+        "tool": "dubtool extract", "tool_version": __version__, "tracker": "mediapipe FaceLandmarker 0.10.21",
+        "face_found_ratio": round(ratio, 4), "gaps": gaps, "long_gaps": len(long_gaps),
+        "has_audio": audio is not None,
+        "smoothing": asdict(options.smoothing) if options.smoothing is not None else None,
+        "conventions": "HeadYaw+ = subject turns to their left; HeadPitch+ = looks down; "
+                       "HeadRoll+ = tilts to their right shoulder; R = Ry(yaw) Rx(pitch) Rz(roll)",
+        "timings_s": {"decode_track": round(t_decode_track, 3), "track": round(t_track, 3),
+                      "post": round(t_post, 3), "total": round(time.perf_counter() - t0, 3)},
+    }
+    anim = Animation(values, fps, None, {"source": os.path.abspath(info.path)})
+    return Performance(landmarks, canon, pose.astype(np.float32), anim, face_found, confidence, audio, meta)
+
+
+def summary(perf: Performance, outputs: dict[str, str]) -> dict:
+    """Script-friendly summary of an extraction (what `--json` prints)."""
+    m = perf.meta
+    return {"frames": perf.num_frames, "fps": perf.fps, "duration_s": round(perf.duration_s, 3),
+            "width": m.get("width"), "height": m.get("height"), "face_found_ratio": m.get("face_found_ratio"),
+            "gaps": m.get("gaps", []), "long_gaps": m.get("long_gaps", 0), "has_audio": perf.audio is not None,
+            "timings_s": m.get("timings_s", {}),
+            "fps_processed": round(perf.num_frames / max(m.get("timings_s", {}).get("total", 0.0), 1e-9), 1),
+            "outputs": outputs}
