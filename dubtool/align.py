@@ -227,6 +227,17 @@ def clause_times(audio: Audio, text: str, voice: str) -> list[float] | None:
     return out
 
 
+def snap_to_pause(t_s: float, segments: list[Segment], max_shift_s: float = 0.4) -> float:
+    """Move a clause-boundary time to the middle of the nearest pause between phrases when one lies
+    within `max_shift_s` (clause boundaries are usually spoken as pauses; DTW places them loosely)."""
+    best, best_d = t_s, max_shift_s
+    for a, b in zip(segments[:-1], segments[1:]):
+        d = 0.0 if a.end_s <= t_s <= b.start_s else min(abs(t_s - a.end_s), abs(t_s - b.start_s))
+        if d <= best_d:
+            best, best_d = 0.5 * (a.end_s + b.start_s), d
+    return best
+
+
 def text_anchors(source: Audio, dub: Audio, source_text: str, dub_text: str, source_voice: str,
                  dub_voice: str) -> tuple[list[tuple[float, float]], str]:
     """Cross-language (source_s, dub_s) anchors at clause boundaries, and a note saying what was done."""
@@ -260,6 +271,7 @@ def align(source: Audio, dub: Audio, config: AlignConfig = AlignConfig(), source
     method = "phrase-dp"
     if source_text and dub_text:
         anchors, note = text_anchors(source, dub, source_text, dub_text, source_voice, dub_voice)
+        anchors = [(snap_to_pause(a, src_segs), snap_to_pause(b, dub_segs)) for a, b in anchors]
         notes.append(note)
         if anchors:
             method = "phrase-dp+text"

@@ -1,0 +1,191 @@
+"""Batch localization from a manifest CSV: many lines in parallel worker processes.
+
+Manifest columns (header row required, order free): source, dub, lang, output, and optionally
+dub_text, source_text, keyframes. Relative paths are relative to the manifest's folder.
+
+* Workers are spawned processes; each loads the flow model once (`localize.get_generator` caches it).
+* Resumable: a row whose output CSV exists is skipped (outputs are written atomically and the CSV
+  last, so an existing CSV is a finished line); `force` redoes them.
+* A failing row is reported and the rest go on; results are written as CSV and JSON beside the
+  manifest (`<manifest>.results.csv/.json`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from .errors import DubtoolError, InputError
+from .fileio import require_file, write_text_atomic
+from .localize import LocalizeOptions, localize_files
+
+REQUIRED_COLUMNS = ("source", "dub", "lang", "output")
+OPTIONAL_COLUMNS = ("dub_text", "source_text", "keyframes")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    line: int            # line number in the manifest (for messages)
+    source: str
+    dub: str
+    lang: str
+    output: str
+    dub_text: str | None = None
+    source_text: str | None = None
+    keyframes: str | None = None
+
+
+@dataclass(frozen=True)
+class RowResult:
+    line: int
+    output: str
+    status: str          # "done" | "skipped" | "failed"
+    seconds: float = 0.0
+    message: str = ""
+    frames: int | None = None
+
+
+def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
+    """Rows of a manifest CSV; InputError naming the line for anything malformed."""
+    p = require_file(path, "manifest")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{p}: not a text CSV file ({e.reason})") from None
+    reader = csv.reader(text.splitlines())
+    rows = [(i + 1, r) for i, r in enumerate(reader) if any(c.strip() for c in r)]
+    if not rows:
+        raise InputError(f"{p}: empty manifest")
+    header = [h.strip().lower() for h in rows[0][1]]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise InputError(f"{p}: line {rows[0][0]}: missing column(s) {', '.join(missing)} "
+                         f"(need {', '.join(REQUIRED_COLUMNS)}; optional {', '.join(OPTIONAL_COLUMNS)})")
+    unknown = [h for h in header if h and h not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    if unknown:
+        raise InputError(f"{p}: line {rows[0][0]}: unknown column(s) {', '.join(unknown)}")
+    base = p.parent
+    out: list[ManifestRow] = []
+    seen: dict[str, int] = {}
+    for line, r in rows[1:]:
+        if len(r) > len(header):
+            raise InputError(f"{p}: line {line}: {len(r)} cells, header has {len(header)}")
+        cells = {h: (r[i].strip() if i < len(r) else "") for i, h in enumerate(header)}
+        for c in REQUIRED_COLUMNS:
+            if not cells.get(c):
+                raise InputError(f"{p}: line {line}: empty '{c}'")
+
+        def path_of(v: str | None) -> str | None:
+            if not v:
+                return None
+            q = Path(v).expanduser()
+            return str(q if q.is_absolute() else base / q)
+
+        output = path_of(cells["output"])
+        if output in seen:
+            raise InputError(f"{p}: line {line}: output {cells['output']} is also the output of line {seen[output]}")
+        seen[output] = line
+        out.append(ManifestRow(line, path_of(cells["source"]), path_of(cells["dub"]), cells["lang"], output,
+                               cells.get("dub_text") or None, cells.get("source_text") or None,
+                               path_of(cells.get("keyframes"))))
+    if not out:
+        raise InputError(f"{p}: manifest has a header but no rows")
+    return out
+
+
+def _row_options(row: ManifestRow, base: LocalizeOptions) -> LocalizeOptions:
+    return replace(base, lang=row.lang, dub_text=row.dub_text or base.dub_text,
+                   source_text=row.source_text or base.source_text, keyframes=row.keyframes or base.keyframes)
+
+
+def run_row(row: ManifestRow, base: LocalizeOptions) -> RowResult:
+    """One manifest row, errors caught into the result (runs inside a worker)."""
+    t0 = time.perf_counter()
+    try:
+        report = localize_files(row.source, row.dub, row.output, _row_options(row, base))
+        return RowResult(row.line, row.output, "done", time.perf_counter() - t0, "", report["frames"])
+    except DubtoolError as e:
+        return RowResult(row.line, row.output, "failed", time.perf_counter() - t0, str(e))
+    except Exception as e:  # an unexpected failure on one line must not stop the batch
+        return RowResult(row.line, row.output, "failed", time.perf_counter() - t0,
+                         f"internal error: {type(e).__name__}: {e}")
+
+
+def _worker_init(base: LocalizeOptions) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    if base.model == "flow":
+        from .localize import get_generator
+
+        try:
+            get_generator(base.model_path, base.device)
+        except DubtoolError:
+            pass  # each row then reports the model error itself
+
+
+def run_manifest(manifest: str | os.PathLike, base: LocalizeOptions = LocalizeOptions(), workers: int = 1,
+                 force: bool = False, on_result: Callable[[RowResult], None] | None = None) -> list[RowResult]:
+    """Process every row; returns one result per row in manifest order."""
+    rows = read_manifest(manifest)
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    results: dict[int, RowResult] = {}
+    todo = []
+    for row in rows:
+        if not force and Path(row.output).is_file():
+            results[row.line] = RowResult(row.line, row.output, "skipped", 0.0, "output exists (use --force to redo)")
+            if on_result:
+                on_result(results[row.line])
+        else:
+            todo.append(row)
+    if todo and workers == 1:
+        for row in todo:
+            results[row.line] = r = run_row(row, base)
+            if on_result:
+                on_result(r)
+    elif todo:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(base,)) as pool:
+            futures = {pool.submit(run_row, row, base): row for row in todo}
+            for fut in as_completed(futures):
+                row = futures[fut]
+                try:
+                    r = fut.result()
+                except Exception as e:  # the worker process died (out of memory, killed)
+                    r = RowResult(row.line, row.output, "failed", 0.0, f"worker died: {type(e).__name__}: {e}")
+                results[row.line] = r
+                if on_result:
+                    on_result(r)
+    return [results[row.line] for row in rows]
+
+
+def results_paths(manifest: str | os.PathLike) -> tuple[Path, Path]:
+    p = Path(manifest)
+    return p.with_name(p.stem + ".results.csv"), p.with_name(p.stem + ".results.json")
+
+
+def write_results(results: list[RowResult], manifest: str | os.PathLike) -> tuple[Path, Path]:
+    """Results as CSV and JSON beside the manifest (atomic)."""
+    import io
+
+    csv_path, json_path = results_paths(manifest)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["line", "output", "status", "seconds", "frames", "message"])
+    for r in results:
+        w.writerow([r.line, r.output, r.status, f"{r.seconds:.3f}", "" if r.frames is None else r.frames, r.message])
+    write_text_atomic(csv_path, buf.getvalue())
+    summary = {"manifest": str(manifest), "done": sum(r.status == "done" for r in results),
+               "skipped": sum(r.status == "skipped" for r in results),
+               "failed": sum(r.status == "failed" for r in results), "rows": [asdict(r) for r in results]}
+    write_text_atomic(json_path, json.dumps(summary, indent=1) + "\n")
+    return csv_path, json_path

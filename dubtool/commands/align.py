@@ -1,0 +1,58 @@
+"""`dubtool align SOURCE DUB`: phrase-level time map between a source take and its dub."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from ..cli import app
+
+
+@app.command("align")
+def align_command(
+    source: str = typer.Argument(..., help="Source take: a .perf file, a video or an audio file."),
+    dub: str = typer.Argument(..., help="Dub audio (or a video with the dub track)."),
+    output: str = typer.Option("timemap.json", "-o", "--output", help="Time map JSON to write."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Also write a PNG of both waveforms with matched phrases."),
+    source_text: Optional[str] = typer.Option(None, "--source-text", help="Transcript of the source line."),
+    dub_text: Optional[str] = typer.Option(None, "--dub-text", help="Transcript of the dub line."),
+    lang: str = typer.Option("fr", "--lang", help="Dub language code (espeak voice for --dub-text)."),
+    source_lang: str = typer.Option("en", "--source-lang", help="Source language code (for --source-text)."),
+    fit: Optional[str] = typer.Option(None, "--fit", help="Also write the dub time-stretched to the source timing (WAV)."),
+    fit_mode: str = typer.Option("phrase", "--fit-mode", help="phrase (rubberband time map) or uniform."),
+    as_json: bool = typer.Option(False, "--json", help="Print the time map JSON on stdout."),
+) -> None:
+    """Match the dub's phrases to the source's and write a piecewise-linear time map."""
+    from ..align import align, fit_dub, plot_alignment
+    from ..audio import load_audio, require_speech, write_wav
+    from ..errors import InputError
+    from ..localize import load_source_audio, voice_for_lang
+    from ..timemap import save_timemap
+
+    if fit_mode not in ("phrase", "uniform"):
+        raise InputError(f"--fit-mode must be 'phrase' or 'uniform', got {fit_mode!r}")
+    dub_voice = voice_for_lang(lang)
+    source_voice = voice_for_lang(source_lang)
+    src_audio = load_source_audio(source)
+    dub_audio = load_audio(dub, what="dub audio")
+    require_speech(dub_audio, f"{dub}")
+    tm = align(src_audio, dub_audio, source_text=source_text, dub_text=dub_text, source_voice=source_voice,
+               dub_voice=dub_voice)
+    save_timemap(tm, output)
+    if plot:
+        plot_alignment(src_audio, dub_audio, tm, plot)
+    if fit:
+        write_wav(fit_dub(load_audio(dub, sample_rate=48000, what="dub audio"), tm, fit_mode), fit)
+    if as_json:
+        print(json.dumps(tm.to_json(), indent=1))
+        return
+    print(f"time map: {output}  ({tm.method}, {len(tm.phrases)} phrase group(s), "
+          f"source {tm.source_duration_s:.2f} s -> dub {tm.dub_duration_s:.2f} s)")
+    for note in tm.notes:
+        print(f"  {note}")
+    if plot:
+        print(f"plot: {plot}")
+    if fit:
+        print(f"fitted dub: {fit}")

@@ -1,0 +1,426 @@
+"""Dialogue localization: the source actor's upper-face performance carried onto a dub line.
+
+    source (.perf or video) --extract--> Performance ------------------+
+    dub audio --------------- align --> TimeMap (source <-> dub time)   |
+    warp: source curves resampled at timemap.source_time(dub frame times)
+    style = style_context(whole source); keypoints = keypoints_from_curves(warped upper face)
+    lower face = flow generator(dub audio, keypoints, style)  |  teacher(dub transcript phonemes)
+    output = lower face from the generator + brows/eyes/squint, head and eye rotations from the
+             warped source (or semantic keyframes, or a blend of both)
+
+`localize` is pure in the sense that it takes loaded inputs and returns an Animation and a report;
+`localize_files` is the file-level job the CLI and the batch runner call (atomic outputs, the report
+written before the CSV so an existing CSV means a finished line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .align import AlignConfig, align
+from .arkit import EYE_ROT_IDX, HEAD_IDX, LOWER_IDX, NUM_CHANNELS, UPPER_IDX, Animation
+from .audio import Audio, load_audio, require_speech
+from .errors import InputError, ModelError
+from .fileio import require_file, write_text_atomic
+from .timemap import TimeMap, uniform_timemap
+
+REPORT_VERSION = 1
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mxf"}
+# Channels the source performance (or keyframes) drives; everything else comes from the lower-face model.
+PERFORMANCE_IDX = np.concatenate([UPPER_IDX, HEAD_IDX, EYE_ROT_IDX])
+LONG_DUB_RATIO = 3.0
+
+
+@dataclass(frozen=True)
+class LocalizeOptions:
+    """Settings of one localize job. `model` is "flow" (the trained generator) or "teacher" (the
+    transcript-driven viseme model; needs `dub_text`). `keyframe_blend` 0..1 weights `keyframes`
+    against the warped source on the upper face (1 = keyframes only). `start_s`/`end_s` cut the dub."""
+
+    lang: str = "fr"
+    source_lang: str = "en"
+    model: str = "flow"
+    model_path: str | None = None
+    fps: float | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    dub_text: str | None = None
+    source_text: str | None = None
+    keyframes: str | None = None
+    keyframe_blend: float = 1.0
+    start_s: float | None = None
+    end_s: float | None = None
+    align: AlignConfig = field(default_factory=AlignConfig)
+
+    def validate(self) -> None:
+        if self.model not in ("flow", "teacher"):
+            raise InputError(f"--model must be 'flow' or 'teacher', got {self.model!r}")
+        if self.model == "teacher" and not (self.dub_text and self.dub_text.strip()):
+            raise InputError("--model teacher needs the dub transcript (--dub-text)")
+        if self.fps is not None and not (0 < self.fps <= 240):
+            raise InputError(f"--fps must be in 0..240, got {self.fps}")
+        if self.steps is not None and not (1 <= self.steps <= 1000):
+            raise InputError(f"--steps must be 1..1000, got {self.steps}")
+        if not 0.0 <= self.keyframe_blend <= 1.0:
+            raise InputError(f"--keyframe-blend must be 0..1, got {self.keyframe_blend}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise InputError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.start_s is not None and self.start_s < 0:
+            raise InputError(f"--start must be >= 0, got {self.start_s}")
+        if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
+            raise InputError(f"--end ({self.end_s}) must be after --start ({self.start_s})")
+        voice_for_lang(self.lang)
+        voice_for_lang(self.source_lang)
+
+
+@dataclass
+class LocalizeResult:
+    animation: Animation
+    timemap: TimeMap
+    report: dict
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+def voice_for_lang(code: str) -> str:
+    """espeak voice for a --lang code; InputError listing the supported codes otherwise."""
+    from .lang import voice_for
+
+    return voice_for(code)
+
+
+def load_source(path: str | os.PathLike, fps: float | None = None):
+    """A Performance from a .perf file, or by running extract on a video."""
+    from .performance import load_performance
+
+    p = require_file(path, "source")
+    if p.suffix.lower() == ".perf":
+        return load_performance(p)
+    if p.suffix.lower() in VIDEO_SUFFIXES:
+        from .extract import ExtractOptions, extract
+
+        return extract(p, ExtractOptions(fps=fps) if fps else ExtractOptions())
+    raise InputError(f"{p}: source must be a .perf file or a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
+
+
+def load_source_audio(path: str | os.PathLike) -> Audio:
+    """The source's speech: the audio stored in a .perf file, or the audio track of a video/audio file."""
+    p = require_file(path, "source")
+    if p.suffix.lower() == ".perf":
+        from .performance import load_performance
+
+        perf = load_performance(p)
+        if perf.audio is None:
+            raise InputError(f"{p}: performance has no audio track; align needs the source speech")
+        return perf.audio
+    return load_audio(p, what="source")
+
+
+# --- pure steps ---------------------------------------------------------------------------------
+
+def warp_values(values: np.ndarray, fps: float, source_times_s: np.ndarray) -> np.ndarray:
+    """Resample frames-at-`fps` arrays (T, ...) at arbitrary source times (linear, clamped at the ends)."""
+    v = np.asarray(values)
+    t = np.clip(np.asarray(source_times_s, np.float64) * fps, 0.0, len(v) - 1)
+    i0 = np.floor(t).astype(np.int64)
+    i1 = np.minimum(i0 + 1, len(v) - 1)
+    w = (t - i0).reshape((-1,) + (1,) * (v.ndim - 1))
+    return ((1.0 - w) * v[i0] + w * v[i1]).astype(v.dtype)
+
+
+def dub_frame_times(num_frames: int, fps: float, start_s: float = 0.0) -> np.ndarray:
+    return start_s + np.arange(num_frames, dtype=np.float64) / fps
+
+
+def compose(lower_values: np.ndarray, performance_values: np.ndarray) -> np.ndarray:
+    """Lower face (jaw, mouth, cheek puff, tongue) from the speech model, upper face + head + eye
+    rotations from the (warped) performance."""
+    out = np.array(lower_values, np.float32, copy=True)
+    out[:, PERFORMANCE_IDX] = performance_values[:, PERFORMANCE_IDX]
+    return out
+
+
+def blend_performance(warped: np.ndarray, keyframed: np.ndarray, weight: float) -> np.ndarray:
+    """Upper face, head and eyes: (1 - weight) * warped source + weight * keyframe curves."""
+    out = np.array(warped, np.float32, copy=True)
+    idx = PERFORMANCE_IDX
+    out[:, idx] = (1.0 - weight) * warped[:, idx] + weight * keyframed[:, idx]
+    return out
+
+
+# --- models -------------------------------------------------------------------------------------
+
+_GENERATORS: dict = {}
+
+
+def get_generator(model_path: str | None = None, device: str = "cpu"):
+    """The flow generator, loaded once per process (the batch runner's workers reuse it)."""
+    key = (model_path, device)
+    if key not in _GENERATORS:
+        try:
+            from .generate import load_model
+        except ImportError:
+            raise ModelError("the flow generator (dubtool.generate) is not installed; use --model teacher") from None
+        _GENERATORS[key] = load_model(model_path, device=device)
+    return _GENERATORS[key]
+
+
+def dub_phonemes(dub: Audio, text: str, lang: str) -> list:
+    """Phonemes of the dub with times, from its transcript aligned to the recording."""
+    from .phonealign import align_phonemes
+
+    return list(align_phonemes(dub, text, lang))
+
+
+def _shift_phonemes(phonemes, offset_s: float, duration_s: float) -> list:
+    from dataclasses import replace
+
+    out = []
+    for p in phonemes:
+        a, b = p.start_s - offset_s, p.end_s - offset_s
+        if b > 0 and a < duration_s:
+            out.append(replace(p, start_s=max(0.0, a), end_s=min(duration_s, b)))
+    return out
+
+
+# --- the job ------------------------------------------------------------------------------------
+
+def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), generator=None,
+             timemap: TimeMap | None = None) -> LocalizeResult:
+    """Localize one line: `source` is a Performance, `dub` the dub Audio. Returns the animation at
+    the output fps over [start_s, end_s) of the dub, the time map and a JSON-able report."""
+    options.validate()
+    timings: dict[str, float] = {}
+    warnings_: list[str] = []
+    t0 = time.perf_counter()
+    require_speech(dub, "dub audio")
+    dub_voice, source_voice = voice_for_lang(options.lang), voice_for_lang(options.source_lang)
+
+    src_anim: Animation = source.animation
+    ratio = dub.duration_s / max(source.duration_s, 1e-6)
+    if ratio > LONG_DUB_RATIO:
+        warnings_.append(f"dub ({dub.duration_s:.1f} s) is {ratio:.1f}x longer than the source "
+                         f"({source.duration_s:.1f} s); the upper-face performance is stretched a lot")
+
+    # 1. time map (the source speech is the .perf's audio track)
+    t = time.perf_counter()
+    if timemap is None:
+        if source.audio is None:
+            timemap = uniform_timemap(source.duration_s, dub.duration_s, "source has no audio; uniform stretch")
+            warnings_.append("source has no audio track: the performance is stretched uniformly onto the dub")
+        else:
+            timemap = align(source.audio, dub, options.align, options.source_text, options.dub_text,
+                            source_voice, dub_voice)
+    timings["align_s"] = time.perf_counter() - t
+
+    # 2. the dub span to process and its frames
+    start = float(options.start_s or 0.0)
+    end = float(options.end_s) if options.end_s is not None else dub.duration_s
+    if start >= dub.duration_s:
+        raise InputError(f"--start {start:.2f} s is past the end of the dub ({dub.duration_s:.2f} s)")
+    end = min(end, dub.duration_s)
+    sr = dub.sample_rate
+    seg = Audio(dub.samples[int(round(start * sr)):int(round(end * sr))], sr)
+    if options.model == "flow" and generator is None:
+        generator = get_generator(options.model_path, options.device)
+    model_fps = float(generator.fps) if options.model == "flow" else float(options.fps or src_anim.fps)
+    fps = float(options.fps or model_fps)
+    n_model = max(1, int(round(seg.duration_s * model_fps)))
+    n_out = max(1, int(round(seg.duration_s * fps)))
+
+    # 3. warp the source performance onto the dub timeline (at the model's frame rate)
+    t = time.perf_counter()
+    src_times = timemap.source_time(dub_frame_times(n_model, model_fps, start))
+    warped = warp_values(src_anim.values, src_anim.fps, src_times)
+    performance = warped
+    if options.keyframes:
+        from .keyframes import keyframe_curves, load_keyframes
+
+        track = load_keyframes(options.keyframes)
+        kf = keyframe_curves(track, model_fps, dub.duration_s).values
+        kf = warp_values(kf, model_fps, dub_frame_times(n_model, model_fps, start))  # cut to the span
+        performance = blend_performance(warped, kf, options.keyframe_blend)
+    timings["warp_s"] = time.perf_counter() - t
+
+    # 4. lower face
+    t = time.perf_counter()
+    phonemes = None
+    if options.dub_text:
+        try:
+            phonemes = _shift_phonemes(dub_phonemes(dub, options.dub_text, options.lang), start, seg.duration_s)
+        except ImportError:
+            warnings_.append("phoneme alignment (dubtool.phonealign) unavailable; transcript metrics skipped")
+    if options.model == "flow":
+        from .generate import style_context
+
+        style = style_context(src_anim.values)
+        keypoints = performance_keypoints(source, performance, src_times, src_anim.fps)
+        lower = generator.generate(seg, keypoints, style, steps=options.steps, guidance=options.guidance,
+                                   seed=options.seed).values
+        lower = _fit_frames(lower, n_model)
+    else:
+        if phonemes is None:
+            raise ModelError("--model teacher needs dubtool.phonealign and dubtool.teacher, which are not installed")
+        from .teacher import lower_face_from_phonemes
+
+        lower = _fit_frames(lower_face_from_phonemes(phonemes, seg.duration_s, model_fps).values, n_model)
+    timings["generate_s"] = time.perf_counter() - t
+
+    anim = Animation(compose(lower, performance), model_fps, start,
+                     {"source": source.meta.get("source"), "lang": options.lang, "model": options.model})
+    if abs(fps - model_fps) > 1e-9:
+        anim = anim.resampled(fps)
+    anim = Animation(_fit_frames(anim.values, n_out), fps, start, anim.meta).clamped()
+
+    # 5. metrics
+    t = time.perf_counter()
+    metrics = line_metrics(anim, seg, phonemes, warped_brow=warp_values(src_anim.values, src_anim.fps,
+                                                                        timemap.source_time(anim.times_s + start)))
+    timings["metrics_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+
+    report = {
+        "version": REPORT_VERSION,
+        "lang": options.lang,
+        "model": options.model,
+        "source_duration_s": round(source.duration_s, 4),
+        "dub_duration_s": round(dub.duration_s, 4),
+        "span_s": [round(start, 4), round(end, 4)],
+        "fps": fps,
+        "frames": anim.num_frames,
+        "timemap": timemap.to_json(),
+        "settings": _settings(options, generator),
+        "metrics": metrics,
+        "warnings": warnings_,
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "realtime_factor": round(seg.duration_s / max(timings["total_s"], 1e-9), 2),
+    }
+    return LocalizeResult(anim, timemap, report)
+
+
+def performance_keypoints(source, performance: np.ndarray, source_times_s: np.ndarray, source_fps: float) -> np.ndarray:
+    """(T, 174) generator conditioning for the warped upper face: the rig posed by the curves
+    (`keypoints_from_curves`, what the model is trained on); falls back to the tracked canonical
+    landmarks warped the same way when the rig-based function is not available."""
+    from . import keypoints as kp
+
+    if hasattr(kp, "keypoints_from_curves"):
+        return np.asarray(kp.keypoints_from_curves(performance), np.float32)
+    canonical = warp_values(source.landmarks_canonical, source_fps, source_times_s)
+    neutral = kp.neutral_from_track(source.landmarks_canonical, source.face_found)
+    return kp.keypoint_features(canonical, neutral, performance)
+
+
+def _fit_frames(values: np.ndarray, n: int) -> np.ndarray:
+    v = np.asarray(values, np.float32)
+    if len(v) == n:
+        return v
+    if len(v) > n:
+        return v[:n]
+    return np.concatenate([v, np.repeat(v[-1:], n - len(v), axis=0)], axis=0)
+
+
+def line_metrics(anim: Animation, dub: Audio, phonemes, warped_brow: np.ndarray | None = None) -> dict:
+    """Lip-audio lag, bilabial closure on the dub's /p b m/ (with a transcript), brow correlation
+    with the warped source. Metrics that cannot be computed are null."""
+    from .errors import DubtoolError
+
+    out: dict = {"lip_audio_lag_frames": None, "bilabial_closure_rate": None, "bilabials": None,
+                 "brow_inner_up_corr": None}
+    try:
+        from . import metrics as m
+    except ImportError:
+        return out
+    try:
+        out["lip_audio_lag_frames"] = int(m.lip_audio_lag(anim.values, dub.samples, dub.sample_rate, anim.fps))
+    except DubtoolError:
+        pass
+    if phonemes:
+        try:
+            checks = m.bilabial_closures(anim.values, phonemes, anim.fps)
+            out["bilabials"] = len(checks)
+            out["bilabial_closure_rate"] = float(np.mean([c.closed for c in checks])) if checks else None
+        except DubtoolError:
+            pass
+    if warped_brow is not None:
+        from .arkit import index
+
+        a, b = anim.values[:, index("browInnerUp")], warped_brow[:, index("browInnerUp")]
+        if a.std() > 1e-6 and b.std() > 1e-6:
+            out["brow_inner_up_corr"] = round(float(np.corrcoef(a, b)[0, 1]), 4)
+    return out
+
+
+def _settings(options: LocalizeOptions, generator) -> dict:
+    s = asdict(options)
+    s.pop("align")
+    s["align"] = asdict(options.align)
+    if generator is not None:
+        s["generator"] = dict(getattr(generator, "meta", {}) or {})
+        sampler = getattr(generator, "sampler", None)
+        if sampler is not None:
+            s["steps"] = options.steps if options.steps is not None else getattr(sampler, "steps", None)
+            s["guidance"] = options.guidance if options.guidance is not None else getattr(sampler, "guidance", None)
+    return json.loads(json.dumps(s, default=str))
+
+
+# --- the file-level job -------------------------------------------------------------------------
+
+def default_report_path(out_csv: str | os.PathLike) -> Path:
+    p = Path(out_csv)
+    return p.with_name(p.stem + ".report.json")
+
+
+def localize_files(source_path: str | os.PathLike, dub_path: str | os.PathLike, out_csv: str | os.PathLike,
+                   options: LocalizeOptions = LocalizeOptions(), report_path: str | os.PathLike | None = None,
+                   fbx: str | None = None, gltf: str | None = None, preview: str | None = None,
+                   generator=None) -> dict:
+    """Load, localize, write the outputs. Returns the report (with `outputs` filled in).
+
+    Order matters for resuming batches: extras and the report are written first, the CSV last, so
+    an existing CSV means the whole line finished."""
+    from .livelink import write_csv
+
+    options.validate()
+    t0 = time.perf_counter()
+    out_csv = Path(out_csv)
+    if out_csv.suffix.lower() != ".csv":
+        raise InputError(f"output must be a .csv file (Live Link Face CSV), got {out_csv}")
+    dub = load_audio(dub_path, what="dub audio")
+    require_speech(dub, str(dub_path))
+    source = load_source(source_path, options.fps)
+    result = localize(source, dub, options, generator)
+    anim = result.animation
+    report = result.report
+    report["source"], report["dub"] = str(source_path), str(dub_path)
+    outputs = {"csv": str(out_csv)}
+    if fbx:
+        from .fbx import write_fbx
+
+        write_fbx(anim, fbx)
+        outputs["fbx"] = str(fbx)
+    if gltf:
+        from .gltf import write_gltf
+
+        write_gltf(anim, gltf)
+        outputs["gltf"] = str(gltf)
+    if preview:
+        from .render import render_video
+
+        render_video(anim, preview, audio=dub_path)
+        outputs["preview"] = str(preview)
+    rp = Path(report_path) if report_path else default_report_path(out_csv)
+    outputs["report"] = str(rp)
+    report["outputs"] = outputs
+    report["timings_s"]["job_total_s"] = round(time.perf_counter() - t0, 4)
+    write_text_atomic(rp, json.dumps(report, indent=1) + "\n")
+    write_csv(anim, out_csv)
+    return report
