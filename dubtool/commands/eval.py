@@ -1,0 +1,127 @@
+"""`dubtool eval`: quality metrics of a generated animation against its inputs (and baselines), or of
+the model over the held-out evaluation set."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..cli import app
+
+
+def _fmt(value, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return fmt.format(value)
+
+
+def _table(title: str, systems: dict[str, dict]):
+    from rich.table import Table
+
+    from ..evaluate import METRIC_TABLE
+
+    t = Table(title=title, title_justify="left")
+    t.add_column("metric")
+    t.add_column("better", style="dim")
+    for name in systems:
+        t.add_column(name, justify="right")
+    for key, label, fmt, better in METRIC_TABLE:
+        cells = [_fmt(m.get(key), fmt) for m in systems.values()]
+        if all(c == "–" for c in cells):
+            continue
+        t.add_row(label, better, *cells)
+    return t
+
+
+def _verdict_line(v: dict) -> str | None:
+    parts = []
+    if "beats_naive_on_closure" in v:
+        parts.append(("beats" if v["beats_naive_on_closure"] else "does NOT beat") + " the naive copy on /p b m/ closure")
+    if "less_source_leak_than_naive" in v:
+        parts.append(("less" if v["less_source_leak_than_naive"] else "NOT less") + " source-mouth leak than the copy")
+    if "matches_teacher_within_margin" in v:
+        parts.append(("within" if v["matches_teacher_within_margin"] else "NOT within")
+                     + f" {v['teacher_margin']:.2f} of the teacher's closure rate (gap {v['closure_gap_to_teacher']:+.2f})")
+    return "generated: " + "; ".join(parts) if parts else None
+
+
+@app.command("eval")
+def eval_command(
+    generated: Optional[Path] = typer.Argument(None, help="Generated animation (Live Link Face CSV) to score."),
+    dub: Optional[Path] = typer.Option(None, "--dub", help="The dub audio the animation was made for."),
+    dub_text: Optional[str] = typer.Option(None, "--dub-text", help="Transcript of the dub (phoneme timing by alignment)."),
+    phonemes: Optional[Path] = typer.Option(None, "--phonemes", help="Phoneme alignment JSON instead of --dub-text."),
+    lang: str = typer.Option("fr", "--lang", help="Language of the dub (for --dub-text alignment)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Source performance (.perf or Live Link CSV)."),
+    timemap: Optional[Path] = typer.Option(None, "--timemap", help="Time map JSON from `dubtool align`."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all figures to this JSON file."),
+    with_baselines: bool = typer.Option(False, "--baselines", help="Also score the teacher and naive-copy baselines."),
+    eval_set: Optional[Path] = typer.Option(None, "--set", help="Evaluation set manifest (scripts/build_evalset.py)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Flow model checkpoint for --set (default: shipped)."),
+    set_langs: Optional[str] = typer.Option(None, "--langs", help="With --set: only these languages, comma-separated."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="With --set: at most this many items per language."),
+) -> None:
+    """Score lip sync (/p b m/ closure, jaw, lag), upper-face fidelity (FDD, correlation), source-mouth leak and
+    jitter of a generated animation; with --set, of the model over the held-out evaluation set."""
+    from rich.console import Console
+
+    from ..errors import InputError
+    from ..fileio import write_text_atomic
+
+    console = Console()
+    if eval_set is not None:
+        from rich.progress import Progress
+
+        from ..evaluate import evaluate_set
+
+        with Progress(transient=True, console=console) as bar:
+            task = bar.add_task("evaluating", total=None)
+
+            def progress(k, n, item):
+                bar.update(task, total=n, completed=k, description=f"evaluating {item}")
+
+            langs = [s.strip() for s in set_langs.split(",") if s.strip()] if set_langs else None
+            report = evaluate_set(eval_set, model, langs=langs, limit=limit, progress=progress)
+        data = report.to_json()
+        for lang_code, systems in report.summary.items():
+            n = max((m.get("items", 0) for m in systems.values()), default=0)
+            console.print(_table(f"{lang_code}: {n} line(s)", systems))
+            line = _verdict_line(data["verdict"][lang_code])
+            if line:
+                console.print(line)
+        for note in report.notes:
+            console.print(f"[yellow]note:[/] {note}")
+    else:
+        from ..audio import load_audio
+        from ..evaluate import evaluate_line, load_phonemes_json, load_source_animation, load_timemap_file, \
+            phonemes_from_text
+        from ..livelink import read_csv
+
+        if generated is None or dub is None:
+            raise InputError("give GENERATED.csv and --dub dub.wav (or --set manifest.json)")
+        if phonemes is None and dub_text is None:
+            raise InputError("give the dub's --dub-text or a --phonemes alignment JSON")
+        anim = read_csv(generated)
+        dub_audio = load_audio(dub, what="dub audio")
+        phones = load_phonemes_json(phonemes) if phonemes is not None else phonemes_from_text(dub_audio, dub_text, lang)
+        src = load_source_animation(source) if source is not None else None
+        tm = load_timemap_file(timemap) if timemap is not None else None
+        if tm is not None and src is None:
+            raise InputError("--timemap needs --source (the performance it maps)")
+        report = evaluate_line(anim, dub_audio, phones, src, tm, with_baselines)
+        data = report.to_json()
+        data["inputs"].update(generated=str(generated), dub=str(dub), lang=lang)
+        console.print(_table(f"{generated.name}: {anim.num_frames} frames at {anim.fps:g} fps",
+                             {k: v for k, v in data["systems"].items()}))
+        line = _verdict_line(data["verdict"])
+        if line:
+            console.print(line)
+        for note in report.notes:
+            console.print(f"[yellow]note:[/] {note}")
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+        console.print(f"wrote {json_out}")
