@@ -1,0 +1,85 @@
+"""`dubtool render`: an mp4 preview of an animation (optionally beside its source performance)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ..cli import app
+
+
+@app.command()
+def render(
+    animation: str = typer.Argument(..., help="Live Link Face CSV or .perf file to render."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Output .mp4 (default: beside the input)."),
+    audio: Optional[str] = typer.Option(None, "--audio", help="Dub audio to mux in (padded/trimmed to the animation)."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="Source .perf (or CSV) to render side by side."),
+    timemap: Optional[str] = typer.Option(None, "--timemap", help="timemap.json from `dubtool align` (with --compare)."),
+    source_video: Optional[str] = typer.Option(None, "--source-video", help="Source video shown as an inset (with --compare)."),
+    curves_png: Optional[str] = typer.Option(None, "--curves-png", help="Also write a PNG plot of channels over time."),
+    channels: Optional[str] = typer.Option(None, "--channels", help="Channels for the plots, e.g. jawOpen,browInnerUp."),
+    size: str = typer.Option("512x512", "--size", help="Face view size WIDTHxHEIGHT (even numbers)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Resample to this frame rate (default: the animation's)."),
+    background: str = typer.Option("#292b33", "--background", help="Background colour #rrggbb."),
+    zoom: float = typer.Option(1.0, "--zoom", help="Camera zoom (1 frames the face)."),
+    yaw: float = typer.Option(0.0, "--yaw", help="Camera yaw in degrees (positive: from the subject's left)."),
+    pitch: float = typer.Option(0.0, "--pitch", help="Camera pitch in degrees (positive: from above)."),
+    no_video: bool = typer.Option(False, "--no-video", help="Only write --curves-png."),
+) -> None:
+    """Render a shaded face preview (H.264 + AAC mp4) of ARKit curves, headless on the CPU."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..errors import InputError
+    from ..export import load_animation
+    from ..plots import parse_channels, plot_curves_png
+    from ..render import Comparison, RenderOptions, parse_color, parse_size, render_video, source_on_dub_timeline
+
+    console = Console(stderr=True)
+    anim = load_animation(animation)
+    w, h = parse_size(size)
+    options = RenderOptions(width=w, height=h, fps=fps, background=parse_color(background), zoom=zoom,
+                            yaw_deg=yaw, pitch_deg=pitch)
+    chans = parse_channels(channels)
+    if (timemap or source_video) and not compare:
+        raise InputError("--timemap and --source-video need --compare SOURCE.perf")
+    comp = None
+    if compare:
+        tm = None
+        if timemap:
+            from ..timemap import load_timemap
+
+            tm = load_timemap(timemap)
+        if source_video:
+            from ..fileio import require_file
+
+            require_file(source_video, "source video")
+        comp = Comparison(load_animation(compare), tm, source_video, chans)
+
+    if curves_png:
+        curves = {"dub" if comp else Path(animation).stem: anim}
+        if comp is not None:
+            from ..arkit import Animation
+
+            curves["source (time-mapped)"] = Animation(source_on_dub_timeline(comp.source, anim.times_s, comp.timemap),
+                                                       anim.fps)
+        phrases = [(p.dub_start_s, p.dub_end_s) for p in comp.timemap.phrases] if comp and comp.timemap else ()
+        plot_curves_png(curves, chans, curves_png, title=Path(animation).name, phrases=phrases)
+        console.print(f"curves: {curves_png}")
+    if no_video:
+        if not curves_png:
+            raise InputError("--no-video needs --curves-png")
+        return
+    out = output or str(Path(animation).with_suffix(".mp4"))
+    with Progress(TextColumn("rendering"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("render", total=anim.num_frames)
+        result = render_video(anim, out, audio=audio, options=options, compare=comp,
+                              progress=lambda i, n: bar.update(task, completed=i, total=n))
+    for w_ in result.warnings:
+        console.print(f"[yellow]warning:[/] {w_}", highlight=False)
+    print(f"video: {result.path} ({result.num_frames} frames at {result.fps:g} fps, {result.width}x{result.height}, "
+          f"{result.num_frames / max(result.total_s, 1e-9):.0f} fps end to end)")
