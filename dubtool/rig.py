@@ -29,6 +29,16 @@ RIG_PATH = Path(__file__).resolve().parent.parent / "models" / "face_rig.npz"
 # Head rotations pivot about the top of the spine: below the ears, behind the face (cm, canonical).
 NECK_PIVOT = np.array([0.0, -5.0, -4.0], dtype=np.float32)
 
+# Shapes that move the same vertices in opposite directions; a solver cannot tell "both at 0.5" from
+# "neither", so data (and round-trip tests) should not drive a pair together. ARKit has the same pairs.
+ANTAGONIST_PAIRS = (("eyeBlinkLeft", "eyeWideLeft"), ("eyeBlinkRight", "eyeWideRight"),
+                    ("eyeLookUpLeft", "eyeLookDownLeft"), ("eyeLookUpRight", "eyeLookDownRight"),
+                    ("eyeLookInLeft", "eyeLookOutLeft"), ("eyeLookInRight", "eyeLookOutRight"),
+                    ("jawLeft", "jawRight"), ("mouthLeft", "mouthRight"), ("mouthFunnel", "mouthPucker"),
+                    ("mouthSmileLeft", "mouthFrownLeft"), ("mouthSmileRight", "mouthFrownRight"),
+                    ("browDownLeft", "browOuterUpLeft"), ("browDownRight", "browOuterUpRight"),
+                    ("mouthClose", "jawOpen"))
+
 # Closed contours of the openings the canonical mesh triangulates over (MediaPipe indices).
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 RIGHT_EYE_CONTOUR = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7)
@@ -328,3 +338,87 @@ def load_rig_file(path: str | Path) -> FaceRig:
 def load_rig() -> FaceRig:
     """The shipped face rig (models/face_rig.npz), loaded once per process."""
     return load_rig_file(RIG_PATH)
+
+
+# --- contact sheet ----------------------------------------------------------------------------------
+
+def draw_face(ax, rig: FaceRig, vertices: np.ndarray, motion: np.ndarray | None = None, yaw: float = 0.35,
+              pitch: float = 0.0, motion_scale_cm: float = 0.5) -> None:
+    """Lambert-shaded orthographic drawing of one posed mesh on a matplotlib Axes; vertices that moved
+    are tinted red (by `motion`, cm) so small shapes read at thumbnail size."""
+    from matplotlib.collections import PolyCollection
+
+    rot = head_rotation_matrix(yaw, pitch, 0.0).astype(np.float32)
+    v = vertices @ rot.T
+    tri = rig.triangles
+    p = v[tri]                                                   # (F,3,3)
+    fn = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-12)
+    light = np.array([-0.35, 0.45, 1.0], dtype=np.float32)
+    light /= np.linalg.norm(light)
+    lambert = np.clip(fn @ light, 0.0, 1.0)
+    shade = 0.25 + 0.75 * lambert
+    skin = np.array([0.93, 0.80, 0.70])
+    heat = np.zeros(len(tri)) if motion is None else np.clip(motion[tri].mean(1) / motion_scale_cm, 0, 1)
+    base = skin[None, :] * (1 - 0.6 * heat[:, None]) + np.array([0.85, 0.15, 0.1])[None, :] * 0.6 * heat[:, None]
+    colors = base * shade[:, None]
+    if rig.opening_triangles is not None:
+        colors[rig.opening_triangles] = np.array([0.25, 0.05, 0.05]) * (0.5 + 0.5 * shade[rig.opening_triangles, None])
+    visible = fn[:, 2] > -0.05
+    order = np.argsort(p[:, :, 2].mean(1))                       # painter's algorithm, far first
+    order = order[visible[order]]
+    ax.add_collection(PolyCollection(p[order][:, :, :2], facecolors=colors[order], edgecolors=colors[order],
+                                     linewidths=0.2))
+    ax.set_xlim(-9, 9)
+    ax.set_ylim(-10.5, 9.0)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
+def contact_sheet(out_path: str | Path, rig: FaceRig | None = None, names: tuple[str, ...] | None = None,
+                  weight: float = 1.0, columns: int = 8, region: str = "face", dpi: int = 110) -> Path:
+    """Write a PNG grid of the neutral and each blendshape at `weight`. region: face | mouth | eyes
+    (close-up crops for small shapes). Written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fileio import atomic_path
+
+    rig = rig or load_rig()
+    names = tuple(names) if names else rig.names
+    unknown = [n for n in names if n not in rig.names]
+    if unknown:
+        raise InputError(f"unknown blendshape {unknown[0]!r}; names are ARKit's, e.g. jawOpen, eyeBlinkLeft")
+    limits = {"face": ((-9, 9), (-10.5, 9.0)), "mouth": ((-4.5, 4.5), (-8.0, -1.0)),
+              "eyes": ((-6.5, 6.5), (0.5, 6.5))}
+    if region not in limits:
+        raise InputError(f"unknown region {region!r}; use face, mouth or eyes")
+    panels = [("neutral", None)] + [(n, rig.names.index(n)) for n in names]
+    rows = (len(panels) + columns - 1) // columns
+    xl, yl = limits[region]
+    aspect = (yl[1] - yl[0]) / (xl[1] - xl[0])
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.7, rows * 1.7 * aspect + 0.3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (label, k) in zip(axes.ravel(), panels):
+        w = np.zeros(NUM_BLENDSHAPES, np.float32)
+        if k is not None:
+            w[k] = weight
+        if label == "mouthClose":  # ARKit's mouthClose closes the lips against an open jaw
+            w[rig.names.index("jawOpen")] = weight
+            label = "mouthClose (+jawOpen)"
+        verts = rig.pose(w)
+        motion = np.linalg.norm(verts - rig.neutral, axis=1)
+        draw_face(ax, rig, verts, motion, yaw=0.0 if region != "face" else 0.35)
+        ax.set_xlim(*xl)
+        ax.set_ylim(*yl)
+        ax.set_title(label, fontsize=8)
+    fig.suptitle(f"dubtool face rig: ARKit blendshapes at weight {weight:g} (red = moved vertices)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    out = Path(out_path)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return out

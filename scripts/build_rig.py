@@ -121,8 +121,13 @@ def author(mesh: Mesh) -> dict[str, np.ndarray]:
     rot = rotation_x(0.16)  # positive about +x: chin (in front of the hinge) swings down
     shapes["jawOpen"] = jaw_w[:, None] * ((v - JAW_PIVOT) @ rot.T + JAW_PIVOT - v)
     shapes["jawForward"] = jaw_w[:, None] * vec(z=0.55)
-    shapes["jawLeft"] = jaw_w[:, None] * vec(x=0.6)
-    shapes["jawRight"] = jaw_w[:, None] * vec(x=-0.6)
+    # Sideways, the jaw swings about the opposite condyle (a rotation about y), so the chin travels
+    # most and jawLeft is not simply -jawRight.
+    for name, s in (("jawLeft", 1.0), ("jawRight", -1.0)):
+        condyle = np.array([-6.5 * s, 0.0, -2.5])
+        c, sn = np.cos(0.07 * s), np.sin(0.07 * s)
+        ry = np.array([[c, 0, -sn], [0, 1, 0], [sn, 0, c]])  # chin (in front, +z) swings towards +x*s
+        shapes[name] = jaw_w[:, None] * ((v - condyle) @ ry.T + condyle - v)
 
     # ---- lips -------------------------------------------------------------------------------------
     lip_ids = set(LIP_OUTER_UPPER) | set(LIP_OUTER_LOWER) | set(LIP_INNER_UPPER) | set(LIP_INNER_LOWER)
@@ -159,8 +164,9 @@ def author(mesh: Mesh) -> dict[str, np.ndarray]:
         return toward_centre(i, 0.5) + vec(z=0.25 + 0.3 * f) + open_
 
     shapes["mouthFunnel"] = lip_field(funnel)
-    shapes["mouthLeft"] = lip_field(lambda i: vec(x=0.55, z=-0.05), radius=2.6)
-    shapes["mouthRight"] = lip_field(lambda i: vec(x=-0.55, z=-0.05), radius=2.6)
+    # mouthLeft/Right: the mouth slides sideways; the leading corner also pulls back into the cheek.
+    shapes["mouthLeft"] = lip_field(lambda i: vec(x=0.55, z=-0.25 * max(v[i, 0], 0) / 2.46), radius=2.6)
+    shapes["mouthRight"] = lip_field(lambda i: vec(x=-0.55, z=-0.25 * max(-v[i, 0], 0) / 2.46), radius=2.6)
 
     def upper(i):
         return i in LIP_INNER_UPPER or i in LIP_OUTER_UPPER
@@ -223,14 +229,31 @@ def author(mesh: Mesh) -> dict[str, np.ndarray]:
         bulge = mesh.spread({int(i): vec(z=0.12 * np.sin(np.pi * k / 8)) for k, i in enumerate(up)}, 1.0, pins=brow_pins)
         shapes[f"eyeBlink{side}"] = blink + bulge
         shapes[f"eyeSquint{side}"] = lids(0.12, 0.35, {e["cheek"]: vec(y=0.2, z=0.05)}, radius=1.6)
-        shapes[f"eyeWide{side}"] = lids(-0.45, -0.12, radius=1.4)
-        shapes[f"eyeLookUp{side}"] = lids(-0.25, -0.12)
-        shapes[f"eyeLookDown{side}"] = lids(0.4, 0.1)
+        # wide: the upper lid retracts up and back into the orbit
+        wide = {int(i): -0.5 * gap[k] + vec(z=-0.08) for k, i in enumerate(up) if 0 < k < 8}
+        wide.update({int(i): vec(y=0.12, z=-0.04) for i in e["upper1"]})   # the lid crease folds up too
+        shapes[f"eyeWide{side}"] = lids(-0.5, -0.12, wide, radius=1.4)
+
+        # Looking up/down, both lids ride with the cornea: a flat-topped profile (not the gap's), the
+        # skin fold above (up) or below (down) follows, so these are not mixtures of blink and wide.
+        def ride(dy_up, dy_lo, ring, ring_dy, dz):
+            prof = np.sin(np.pi * np.arange(9) / 8) ** 0.4
+            h = {int(i): vec(y=dy_up * prof[k], z=dz * prof[k]) for k, i in enumerate(up) if 0 < k < 8}
+            h.update({int(i): vec(y=dy_lo * prof[k], z=dz * prof[k]) for k, i in enumerate(lo) if 0 < k < 8})
+            h.update({int(i): vec(y=ring_dy) for i in ring})
+            return mesh.spread(h, 1.6, pins=brow_pins + (int(up[0]), int(up[-1])))
+
+        shapes[f"eyeLookUp{side}"] = ride(0.22, 0.14, e["upper1"], 0.12, 0.03)
+        shapes[f"eyeLookDown{side}"] = ride(-0.36, -0.1, e["lower1"], -0.06, 0.06)
         # In = towards the nose (-s in x), Out = towards the ear. Lid margins follow the cornea sideways.
-        for name, dx in (("In", -s), ("Out", s)):
+        # The lid margin over the cornea bulges most on the side the eye turns to: In (towards the nose)
+        # and Out (towards the ear) are weighted to opposite halves, so they are not each other's negative.
+        nasal = np.linspace(0.0, 1.0, 9)  # contour runs from the outer corner (0) to the inner one (8)
+        for name, dx, prof in (("In", -s, 0.4 + 0.6 * nasal), ("Out", s, 1.0 - 0.6 * nasal)):
             h = {}
-            for k, i in enumerate(list(up[1:-1]) + list(lo[1:-1])):
-                h[int(i)] = vec(x=0.15 * dx, z=0.03)
+            for k in range(1, 8):
+                h[int(up[k])] = vec(x=0.16 * dx * prof[k], y=0.04 * prof[k], z=0.04 * prof[k])
+                h[int(lo[k])] = vec(x=0.16 * dx * prof[k], y=0.02 * prof[k], z=0.03 * prof[k])
             shapes[f"eyeLook{name}{side}"] = mesh.spread(h, 1.0, pins=brow_pins + (int(up[0]), int(up[-1])))
 
     # ---- brows ------------------------------------------------------------------------------------------
@@ -243,7 +266,7 @@ def author(mesh: Mesh) -> dict[str, np.ndarray]:
         s = e["sgn"]
         h = {i: vec(x=-0.15 * s, y=-0.45, z=0.05) for i in e["brow"]}
         h.update({i: vec(x=-0.25 * s, y=-0.55, z=0.1) for i in e["inner_brow"]})
-        shapes[f"browDown{side}"] = mesh.spread(h, 2.2, pins=tuple(e["lower"]) + tuple(e["upper"]) + FOREHEAD_TOP + (9, 8))
+        shapes[f"browDown{side}"] = mesh.spread(h, 1.9, pins=tuple(e["lower"]) + tuple(e["upper"]) + FOREHEAD_TOP + (9, 8))
         h = {i: vec(y=0.6) for i in e["outer_brow"]}
         h.update({i: vec(y=0.15) for i in e["inner_brow"]})
         shapes[f"browOuterUp{side}"] = mesh.spread(h, 2.8, pins=tuple(e["lower"]) + tuple(e["upper"]) + (9, 8, 168))
