@@ -36,8 +36,7 @@ ANTAGONIST_PAIRS = (("eyeBlinkLeft", "eyeWideLeft"), ("eyeBlinkRight", "eyeWideR
                     ("eyeLookInLeft", "eyeLookOutLeft"), ("eyeLookInRight", "eyeLookOutRight"),
                     ("jawLeft", "jawRight"), ("mouthLeft", "mouthRight"), ("mouthFunnel", "mouthPucker"),
                     ("mouthSmileLeft", "mouthFrownLeft"), ("mouthSmileRight", "mouthFrownRight"),
-                    ("browDownLeft", "browOuterUpLeft"), ("browDownRight", "browOuterUpRight"),
-                    ("mouthClose", "jawOpen"))
+                    ("browDownLeft", "browOuterUpLeft"), ("browDownRight", "browOuterUpRight"))
 
 # Closed contours of the openings the canonical mesh triangulates over (MediaPipe indices).
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
