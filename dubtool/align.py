@@ -201,28 +201,34 @@ def clause_times(audio: Audio, text: str, voice: str) -> list[float] | None:
         return None
     import librosa
 
+    # Clauses are synthesised with a pause between them so the recording's pauses have something to
+    # match; a boundary is the middle of its synthetic pause.
+    gap_s = 0.3
     pieces, bounds_s, t = [], [], 0.0
-    sr_syn = None
-    for clause in clauses:
+    for k, clause in enumerate(clauses):
         syn = espeak.synthesize(clause, voice)
-        a = syn.audio if hasattr(syn, "audio") else syn[0]
-        samples = np.asarray(a.samples if hasattr(a, "samples") else a, np.float32)
-        sr_syn = int(getattr(a, "sample_rate", SAMPLE_RATE))
+        samples = np.asarray(syn.audio.samples, np.float32)
+        sr_syn = int(syn.audio.sample_rate)
+        if k:
+            pieces.append(np.zeros(int(gap_s * sr_syn), np.float32))
+            bounds_s.append(t + gap_s / 2)
+            t += gap_s
         pieces.append(samples)
         t += len(samples) / sr_syn
-        bounds_s.append(t)
     syn_all = np.concatenate(pieces)
     if sr_syn != audio.sample_rate:
         syn_all = librosa.resample(syn_all, orig_sr=sr_syn, target_sr=audio.sample_rate)
     fps = 50.0
-    real = _mfcc(audio.samples, audio.sample_rate, fps)
-    synth = _mfcc(syn_all, audio.sample_rate, fps)
+    rng = np.random.default_rng(0)  # a faint common noise floor: digital silence has no spectrum
+    dither = lambda x: np.asarray(x, np.float32) + rng.normal(0, 1e-4, len(x)).astype(np.float32)
+    real = _mfcc(dither(audio.samples), audio.sample_rate, fps)
+    synth = _mfcc(dither(syn_all), audio.sample_rate, fps)
     _, wp = librosa.sequence.dtw(X=synth, Y=real, metric="euclidean", backtrack=True)
     wp = wp[::-1]
     out = []
-    for b in bounds_s[:-1]:
-        k = int(round(b * fps))
-        hits = wp[wp[:, 0] == min(k, synth.shape[1] - 1), 1]
+    for b in bounds_s:
+        k = min(int(round(b * fps)), synth.shape[1] - 1)
+        hits = wp[wp[:, 0] == k, 1]
         out.append(float(np.median(hits)) / fps if hits.size else float(k) / fps)
     return out
 

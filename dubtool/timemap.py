@@ -106,19 +106,23 @@ def build_timemap(source_duration_s: float, dub_duration_s: float, pairs, phrase
                   notes=()) -> TimeMap:
     """A TimeMap through (0,0), the given [source_s, dub_s] pairs and the two ends.
 
-    Pairs that would break monotonicity (or sit within 0.1 ms of a previous knot on either axis) are
-    dropped, earliest kept, so any set of correspondences yields a valid map.
+    Pairs are taken in the order given; one that would break strict monotonicity with those already
+    taken (or sits within 0.1 ms of one on either axis, or outside the open ranges) is dropped, so
+    callers list their most trusted correspondences first and any set of pairs yields a valid map.
     """
     if source_duration_s <= 0 or dub_duration_s <= 0:
         raise InputError("time map durations must be positive")
-    pts = [(0.0, 0.0)]
-    for s, d in sorted((float(a), float(b)) for a, b in pairs):
-        if not (0.0 < s < source_duration_s and 0.0 < d < dub_duration_s):
-            continue
-        if s - pts[-1][0] > _EPS_S and d - pts[-1][1] > _EPS_S \
-                and source_duration_s - s > _EPS_S and dub_duration_s - d > _EPS_S:
-            pts.append((s, d))
-    pts.append((float(source_duration_s), float(dub_duration_s)))
+    ends = [(0.0, 0.0), (float(source_duration_s), float(dub_duration_s))]
+    taken: list[tuple[float, float]] = []
+    for s, d in ((float(a), float(b)) for a, b in pairs):
+        ok = True
+        for ps, pd in ends + taken:
+            if not ((s - ps > _EPS_S and d - pd > _EPS_S) or (ps - s > _EPS_S and pd - d > _EPS_S)):
+                ok = False
+                break
+        if ok:
+            taken.append((s, d))
+    pts = [ends[0]] + sorted(taken) + [ends[1]]
     return TimeMap(float(source_duration_s), float(dub_duration_s), tuple(pts), tuple(phrases), method, tuple(notes))
 
 
