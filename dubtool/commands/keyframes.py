@@ -1,0 +1,78 @@
+"""`dubtool keyframes`: a script with emotion/action cues -> semantic keyframes JSON (+ curves CSV, plot)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ..cli import app, err_console
+
+
+@app.command()
+def keyframes(
+    script: str = typer.Argument(..., help="Script text file: dialogue lines with cues like [angry], (nods), *sighs*, 'Context: ...' lines."),
+    output: str = typer.Option(..., "-o", "--output", help="Keyframes JSON to write (e.g. line.keyframes.json)."),
+    csv: Optional[str] = typer.Option(None, "--csv", help="Also write the upper-face curves as Live Link Face CSV."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="Also write a PNG plot of the curves."),
+    duration: Optional[float] = typer.Option(None, "--duration", help="Line length in seconds (default: from --audio, else estimated from the text)."),
+    audio: Optional[str] = typer.Option(None, "--audio", help="Dub recording: gives the duration and word timings."),
+    lang: str = typer.Option("en", "--lang", help="Language of the script (word timing through phoneme alignment)."),
+    fps: float = typer.Option(30.0, "--fps", help="Frame rate of the curves."),
+    seed: int = typer.Option(0, "--seed", help="Seed for automatic blinks."),
+    blink_rate: float = typer.Option(17.0, "--blink-rate", help="Automatic blinks per minute (0 = none)."),
+    no_embedding: bool = typer.Option(False, "--no-embedding", help="Offline planner: lexicon only, do not load the sentence-embedding model."),
+    llm_url: Optional[str] = typer.Option(None, "--llm-url", help="OpenAI-compatible server base URL (e.g. http://127.0.0.1:8080/v1). Nothing is sent anywhere without it."),
+    llm_model: str = typer.Option("default", "--llm-model", help="Model name to ask the server for."),
+    llm_key_env: str = typer.Option("DUBTOOL_LLM_API_KEY", "--llm-key-env", help="Environment variable holding the API key (sent as a Bearer token, never printed)."),
+    llm_timeout: float = typer.Option(60.0, "--llm-timeout", help="Seconds to wait for the server per request."),
+    llm_fallback: bool = typer.Option(True, "--llm-fallback/--no-llm-fallback", help="If the model fails or returns unusable output, fall back to the offline planner (with a warning) instead of stopping."),
+) -> None:
+    """Plan upper-face semantic keyframes (brows, lids, gaze, head) for a line from its script."""
+    from ..errors import InputError
+    from ..fileio import require_file
+    from ..keyframes import (PlanOptions, estimate_word_times, keyframe_curves, parse_script, plan_keyframes,
+                             plot_curves, save_keyframes, words_from_audio)
+
+    path = require_file(script, "script file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
+    if duration is not None and not 0 < duration <= 4 * 3600:
+        raise InputError(f"--duration must be positive seconds, got {duration}")
+    if not 1 <= fps <= 240:
+        raise InputError(f"--fps must be 1..240, got {fps}")
+    if not 0 <= blink_rate <= 60:
+        raise InputError(f"--blink-rate must be 0..60, got {blink_rate}")
+    spoken = parse_script(text).spoken_text
+    if audio is not None:
+        words, dur = words_from_audio(audio, spoken, lang)
+        if duration is not None:
+            dur = duration
+    else:
+        words, dur = estimate_word_times(spoken, duration)
+    llm = None
+    if llm_url:
+        from ..keyframes_llm import LLMConfig
+
+        llm = LLMConfig(url=llm_url, model=llm_model, key_env=llm_key_env, timeout_s=llm_timeout,
+                        fallback=llm_fallback)
+    options = PlanOptions(fps=fps, seed=seed, blinks_per_min=blink_rate, use_embedding=not no_embedding)
+
+    def log(msg: str) -> None:
+        err_console.print(f"[yellow]{msg}[/]", highlight=False, soft_wrap=True)
+
+    track = plan_keyframes(text, dur, words, options, llm=llm, log=log)
+    save_keyframes(track, output)
+    print(f"keyframes: {output} ({len(track.keyframes)} keyframes over {track.duration_s:.2f} s, {track.source})")
+    if csv or plot:
+        anim = keyframe_curves(track, fps, track.duration_s)
+        if csv:
+            from ..livelink import write_csv
+
+            write_csv(anim, csv)
+            print(f"curves: {csv} ({anim.num_frames} frames at {fps:g} fps, {len(anim.meta['auto_blinks_s'])} auto blinks)")
+        if plot:
+            plot_curves(anim, track, plot)
+            print(f"plot: {plot}")
