@@ -157,3 +157,19 @@ def test_bad_inputs_fail_with_one_line_and_no_json(line):
     write_wav(short, line / "short.wav")
     r = _run(line / "generated.csv", "--dub", line / "short.wav", "--phonemes", line / "phonemes.json")
     assert r.returncode != 0 and "lasts" in r.stderr
+
+
+def test_eval_set_never_overlaps_the_training_prompts():
+    import importlib.util
+    from pathlib import Path
+
+    corpus = pytest.importorskip("dubtool.corpus")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "build_evalset.py"
+    spec = importlib.util.spec_from_file_location("build_evalset", script)
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    if not build.SOUNDS.joinpath(build.LANG_DIRS["en"]).is_dir():
+        pytest.skip("asterisk-core-sounds-en-wav not installed")
+    held_out = {str(w) for _, w in build.held_out_english()}
+    training = {str(w) for _, w in corpus.asterisk_training_prompts()}
+    assert held_out and training and not held_out & training
