@@ -1,0 +1,29 @@
+"""`dubtool train`: train the flow generator from scratch (building the corpus first if missing)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ..cli import app
+
+
+@app.command()
+def train(
+    config: str = typer.Option("configs/flow_v1.json", "--config", help="Training config (JSON)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    out: str = typer.Option("models/dubtool_flow_v1.pt", "--out", help="Checkpoint to write."),
+    corpus: str = typer.Option("build/corpus", "--corpus", help="Corpus folder (built here when missing)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Override the config's number of steps."),
+    rebuild_corpus: bool = typer.Option(False, "--rebuild-corpus", help="Rebuild the corpus even if cached."),
+) -> None:
+    """Train the keypoint-conditioned flow generator and write its checkpoint."""
+    from ..corpus import build_corpus
+    from ..train import load_config, train as run_train
+
+    cfg = load_config(config)
+    if rebuild_corpus:
+        build_corpus(cfg.corpus, corpus)
+    path = run_train(cfg, corpus, out, device=device, steps=steps)
+    print(f"checkpoint: {path}")

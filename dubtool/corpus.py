@@ -1,0 +1,447 @@
+"""The generator's training corpus, built by dubtool itself, reproducibly (seeded), on CPU.
+
+Each clip is speech with exact phoneme timings plus the animation that should go with it:
+  * speech: espeak-ng in many languages (voices, variants, rate, pitch varied; text from
+    dubtool/data/sentences/<lang>.txt, mixed into pseudo-sentences), and real English recordings
+    (Debian's asterisk-core-sounds-en prompts, phonemes aligned with `phonealign`);
+  * augmentation of the waveform before the mel front end: speed +-10% (phoneme times scaled the
+    same), synthetic-room reverb, EQ / band-limit, noise at a random SNR, gain — so the model learns
+    speech, not espeak's sound;
+  * target: teacher lower face from the phonemes (+ the emotion's lower-face offset) + procedural
+    upper face, head and eye motion;
+  * keypoints: the rig posed with the upper-face channels on a per-actor face (random smooth
+    identity offsets of the blendshape deltas and a face scale);
+  * style: `style_context` of the whole clip's target.
+
+Splits: 'train'; 'val_voice' (training languages spoken with held-out espeak variants);
+'val_lang' (held-out languages, it and pt). Asterisk prompts whose sorted index % 5 == 0, all
+non-English asterisk prompts and pocketsphinx-testdata are never used here: the eval set owns them.
+
+Cached as compressed float16 arrays in <dir>/corpus.npz plus <dir>/clips.json.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .arkit import LOWER_IDX, NUM_CHANNELS
+from .errors import InputError
+
+CORPUS_VERSION = 1
+SPLITS = ("train", "val_voice", "val_lang")
+SENTENCE_DIR = Path(__file__).resolve().parent / "data" / "sentences"
+ASTERISK_EN = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+ASTERISK_EN_TEXT = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+
+# espeak voice per sentence file.
+VOICES = {"en": "en-us", "en-gb": "en-gb", "fr": "fr-fr", "es": "es", "de": "de", "nl": "nl", "pl": "pl",
+          "ru": "ru", "it": "it", "pt": "pt"}
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    seed: int = 1234
+    fps: float = 30.0
+    espeak_clips: int = 300  # training clips synthesised
+    val_voice_clips: int = 24
+    val_lang_clips: int = 24
+    asterisk_clips: int = 200  # at most; training prompts only (sorted index % 5 != 0)
+    train_languages: tuple = ("en", "en-gb", "fr", "es", "de", "nl", "pl", "ru")
+    val_languages: tuple = ("it", "pt")
+    train_variants: tuple = ("m1", "m2", "m3", "m4", "m5", "f1", "f2", "f3", "klatt", "klatt3", "croak",
+                             "adam", "linda", "steph", "Andy", "Annie", "boris", "max")
+    val_variants: tuple = ("m7", "f4", "belinda", "david")
+    min_clip_s: float = 4.5
+    max_clip_s: float = 9.0
+    p_augment: float = 0.8
+
+
+@dataclass
+class Corpus:
+    """Clips concatenated along frames. Row ranges: starts[i] : starts[i] + lengths[i]."""
+
+    mel: np.ndarray        # (N, 80) float16, gain-normalised log-mel (generate.normalize_mel)
+    target: np.ndarray     # (N, 61) float16
+    offset: np.ndarray     # (N, len(LOWER_IDX)) float16, the emotion's lower-face offset inside target
+    keypoints: np.ndarray  # (N, 174) float16
+    style: np.ndarray      # (C, 122) float32
+    starts: np.ndarray     # (C,) int64
+    lengths: np.ndarray    # (C,) int64
+    split: np.ndarray      # (C,) int8 index into SPLITS
+    clips: list            # per clip: id, source, lang, voice, split, text, phonemes [[sym, start_s, end_s]]
+    meta: dict
+
+    def frame_mask(self, split: str) -> np.ndarray:
+        rows = np.zeros(len(self.mel), bool)
+        for i in np.flatnonzero(self.split == SPLITS.index(split)):
+            rows[self.starts[i]:self.starts[i] + self.lengths[i]] = True
+        return rows
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.lengths.sum()) / float(self.meta.get("fps", 30.0))
+
+
+def save_corpus(corpus: Corpus, out_dir) -> Path:
+    from .fileio import atomic_path, write_text_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "corpus.npz", suffix=".npz") as tmp:
+        np.savez_compressed(tmp, mel=corpus.mel, target=corpus.target, offset=corpus.offset,
+                            keypoints=corpus.keypoints, style=corpus.style, starts=corpus.starts,
+                            lengths=corpus.lengths, split=corpus.split)
+    write_text_atomic(out / "clips.json", json.dumps({"meta": corpus.meta, "clips": corpus.clips}))
+    return out
+
+
+def load_corpus(path) -> Corpus:
+    p = Path(path)
+    if not (p / "corpus.npz").is_file() or not (p / "clips.json").is_file():
+        raise InputError(f"no corpus in {p} (expected corpus.npz and clips.json); build it with `dubtool train`")
+    try:
+        z = np.load(p / "corpus.npz")
+        info = json.loads((p / "clips.json").read_text(encoding="utf-8"))
+        c = Corpus(z["mel"], z["target"], z["offset"], z["keypoints"], z["style"], z["starts"], z["lengths"],
+                   z["split"], info["clips"], info["meta"])
+    except Exception as e:
+        raise InputError(f"{p}: corpus is corrupt ({type(e).__name__}); delete it and rebuild") from None
+    if c.meta.get("version") != CORPUS_VERSION:
+        raise InputError(f"{p}: corpus version {c.meta.get('version')} != {CORPUS_VERSION}; delete it and rebuild")
+    return c
+
+
+# ----------------------------------------------------------------------------------------------
+# Text
+
+
+def load_sentences(lang: str) -> list[str]:
+    p = SENTENCE_DIR / f"{lang.split('-')[0]}.txt"
+    if not p.is_file():
+        raise InputError(f"no sentence file for language {lang!r}: {p}")
+    return [s.strip() for s in p.read_text(encoding="utf-8").splitlines() if s.strip()]
+
+
+def pseudo_sentence(sentences: list[str], rng: np.random.Generator) -> str:
+    """A real sentence (half the time) or a new one of words drawn from the language's sentences:
+    the phonotactics stay the language's own while the phoneme sequences keep changing."""
+    if rng.random() < 0.5:
+        return sentences[rng.integers(len(sentences))]
+    words = [w for s in sentences for w in re.findall(r"[\w'’-]+", s)]
+    n = int(rng.integers(4, 13))
+    text = " ".join(words[i] for i in rng.integers(0, len(words), n))
+    if rng.random() < 0.3:
+        k = int(rng.integers(1, n))
+        parts = text.split(" ")
+        text = " ".join(parts[:k]) + ", " + " ".join(parts[k:])
+    return text[0].upper() + text[1:] + ("?" if rng.random() < 0.2 else ".")
+
+
+# ----------------------------------------------------------------------------------------------
+# Audio augmentation (pure functions of samples + rng)
+
+
+def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:
+    """Play `factor` times faster (pitch moves with it, like tape); length / factor."""
+    from scipy.signal import resample_poly
+
+    up = 1000
+    down = int(round(1000 * factor))
+    return resample_poly(samples, up, down).astype(np.float32)
+
+
+def synthetic_reverb(samples: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+    """Convolve with an exponentially decaying noise impulse response (RT60 0.15-0.7 s)."""
+    from scipy.signal import fftconvolve
+
+    rt60 = rng.uniform(0.15, 0.7)
+    n = int(rt60 * sample_rate)
+    t = np.arange(n) / sample_rate
+    ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+    ir[0] = 0.0
+    ir *= rng.uniform(0.05, 0.4) / max(np.sqrt((ir ** 2).sum()), 1e-9)
+    ir[0] = 1.0
+    return fftconvolve(samples, ir)[: len(samples)].astype(np.float32)
+
+
+def random_eq(samples: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000) -> np.ndarray:
+    """Band-limit (telephone to full band) and tilt the spectrum."""
+    from scipy.signal import butter, sosfilt
+
+    lo = rng.uniform(40, 350)
+    hi = rng.uniform(3000, 7600)
+    sos = butter(4, [lo, hi], btype="band", fs=sample_rate, output="sos")
+    y = sosfilt(sos, samples)
+    if rng.random() < 0.5:  # first-order tilt: mix in a lowpassed or highpassed copy
+        sos2 = butter(1, rng.uniform(500, 2500), btype="low" if rng.random() < 0.5 else "high", fs=sample_rate,
+                      output="sos")
+        y = y + rng.uniform(-0.5, 0.8) * sosfilt(sos2, y)
+    return y.astype(np.float32)
+
+
+def add_noise(samples: np.ndarray, rng: np.random.Generator, snr_db: float) -> np.ndarray:
+    """White, pink-ish or brown-ish noise at `snr_db` relative to the speech's active-part power."""
+    n = rng.standard_normal(len(samples))
+    colour = rng.integers(3)
+    if colour:
+        n = np.cumsum(n) if colour == 2 else np.convolve(n, np.ones(8) / 8, mode="same")
+        n -= np.convolve(n, np.ones(801) / 801, mode="same")
+    p_sig = np.mean(samples[np.abs(samples) > 0.02 * np.abs(samples).max()] ** 2) if np.any(samples) else 1e-6
+    n *= np.sqrt(p_sig / 10 ** (snr_db / 10) / max(np.mean(n ** 2), 1e-12))
+    return (samples + n).astype(np.float32)
+
+
+def augment(samples: np.ndarray, rng: np.random.Generator, p: float) -> tuple[np.ndarray, float, list[str]]:
+    """Random chain of augmentations. Returns (samples, speed_factor, names applied)."""
+    applied = []
+    speed = 1.0
+    if rng.random() < p:
+        speed = float(rng.uniform(0.9, 1.1))
+        samples = change_speed(samples, speed)
+        applied.append(f"speed{speed:.2f}")
+    if rng.random() < p * 0.5:
+        samples = synthetic_reverb(samples, rng)
+        applied.append("reverb")
+    if rng.random() < p * 0.6:
+        samples = random_eq(samples, rng)
+        applied.append("eq")
+    if rng.random() < p * 0.6:
+        snr = float(rng.uniform(8, 40))
+        samples = add_noise(samples, rng, snr)
+        applied.append(f"noise{snr:.0f}dB")
+    gain = 10 ** (rng.uniform(-20, 0) / 20) / max(np.abs(samples).max(), 1e-6)
+    return np.clip(samples * gain, -1, 1).astype(np.float32), speed, applied
+
+
+# ----------------------------------------------------------------------------------------------
+# Faces
+
+
+class ActorFace:
+    """A per-actor face: the rig's neutral and deltas with a random smooth identity offset and scale
+    (only `.neutral` and `.deltas` are needed by keypoints_from_curves)."""
+
+    def __init__(self, rig, rng: np.random.Generator):
+        v = rig.neutral
+        centre = v.mean(axis=0)
+        scale = rng.uniform(0.85, 1.15)
+        # Smooth identity field: a few random low-frequency sinusoids over the face.
+        k = rng.normal(0, 0.35, (3, 3))
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        u = (v - centre) / np.abs(v - centre).max()
+        field = np.stack([np.sin(u @ k[i] * 2 + phase[i]) for i in range(3)], axis=1)
+        self.neutral = ((v - centre) * scale + centre + 0.3 * field).astype(np.float32)
+        gain = 1.0 + 0.15 * np.sin(u @ rng.normal(0, 1.0, 3) * 2 + rng.uniform(0, 2 * np.pi))
+        self.deltas = (rig.deltas * (scale * gain)[None, :, None]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Clip building
+
+
+def _speech_activity(samples: np.ndarray, fps: float) -> np.ndarray:
+    from .audio import rms_envelope
+
+    env = rms_envelope(samples, 16000, fps)
+    return np.clip(env / max(float(np.percentile(env, 95)), 1e-6), 0, 1).astype(np.float32)
+
+
+EMOTIONS_FALLBACK = ("neutral",)
+
+
+def _emotions() -> tuple:
+    try:
+        from . import upperface
+
+        names = getattr(upperface, "EMOTIONS", None)
+        if names:
+            return tuple(names)
+    except ImportError:
+        pass
+    return EMOTIONS_FALLBACK
+
+
+def make_clip(samples: np.ndarray, phonemes: list, rng: np.random.Generator, cfg: CorpusConfig, rig,
+              augment_p: float) -> dict:
+    """One corpus clip from clean speech and its phonemes: augment, then mel, target, keypoints, style."""
+    from .audio import mel_features
+    from .generate import normalize_mel, style_context
+    from .keypoints import keypoints_from_curves
+    from .phonemes import Phoneme
+    from .teacher import lower_face_from_phonemes
+    from .upperface import procedural_upper_face
+
+    # Random lead-in / tail silence so the model sees the face at rest.
+    pre, post = (np.zeros(int(rng.uniform(0.05, 0.5) * 16000), np.float32) for _ in range(2))
+    shift = len(pre) / 16000
+    samples = np.concatenate([pre, samples.astype(np.float32), post])
+    phonemes = [Phoneme(p.symbol, p.start_s + shift, p.end_s + shift) for p in phonemes]
+    aug, speed, applied = augment(samples, rng, augment_p)
+    phonemes = [Phoneme(p.symbol, p.start_s / speed, p.end_s / speed) for p in phonemes]
+    fps = cfg.fps
+    mel = normalize_mel(mel_features(aug, 16000, fps).numpy())
+    n = mel.shape[0]
+    duration_s = n / fps
+    lower = lower_face_from_phonemes(phonemes, duration_s, fps, intensity=float(rng.uniform(0.7, 1.2)), rng=rng)
+    emotion = str(rng.choice(_emotions()))
+    uf = procedural_upper_face(duration_s, fps, rng, emotion=emotion, speech_activity=_speech_activity(aug, fps))
+    target = _fit(np.asarray(uf.animation.values, np.float32), n).copy()
+    offset = _fit(np.asarray(uf.lower_offset, np.float32), n) if uf.lower_offset is not None else np.zeros((n, 61))
+    if offset.ndim == 1:
+        offset = np.repeat(offset[None], n, axis=0)
+    offset = offset[:, LOWER_IDX] if offset.shape[1] == NUM_CHANNELS else offset
+    target[:, LOWER_IDX] = np.clip(_fit(lower.values, n)[:, LOWER_IDX] + offset, 0, 1)
+    offset = target[:, LOWER_IDX] - _fit(lower.values, n)[:, LOWER_IDX]  # the offset as clipping left it
+    target[:, :52] = np.clip(target[:, :52], 0, 1)
+    kp = keypoints_from_curves(target, ActorFace(rig, rng))
+    return {"mel": mel.astype(np.float16), "target": target.astype(np.float16), "offset": offset.astype(np.float16),
+            "keypoints": kp.astype(np.float16), "style": style_context(target),
+            "phonemes": [[p.symbol, round(p.start_s, 4), round(p.end_s, 4)] for p in phonemes],
+            "augment": applied, "emotion": emotion}
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    x = np.asarray(x)
+    if len(x) >= n:
+        return x[:n]
+    return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)], axis=0)
+
+
+def asterisk_training_prompts() -> list[tuple[str, Path]]:
+    """(transcript, wav) for the English asterisk prompts the corpus may use: sorted index % 5 != 0
+    (index % 5 == 0 is the eval set's), with a spoken transcript."""
+    if not ASTERISK_EN_TEXT.is_file() or not ASTERISK_EN.is_dir():
+        return []
+    texts = {}
+    with gzip.open(ASTERISK_EN_TEXT, "rt", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if ":" in line and not line.startswith(";"):
+                name, text = line.split(":", 1)
+                texts[name.strip()] = text.strip()
+    wavs = sorted(ASTERISK_EN.rglob("*.wav"), key=lambda p: str(p.relative_to(ASTERISK_EN)))
+    out = []
+    for i, w in enumerate(wavs):
+        key = str(w.relative_to(ASTERISK_EN).with_suffix(""))
+        text = texts.get(key)
+        if i % 5 == 0 or not text or text.startswith("[") or len(re.findall(r"\w+", text)) < 2:
+            continue
+        out.append((text, w))
+    return out
+
+
+def _espeak_jobs(cfg: CorpusConfig) -> list[dict]:
+    rng = np.random.default_rng(cfg.seed)
+    jobs = []
+    plan = [("train", cfg.train_languages, cfg.train_variants, cfg.espeak_clips),
+            ("val_voice", cfg.train_languages, cfg.val_variants, cfg.val_voice_clips),
+            ("val_lang", cfg.val_languages, cfg.train_variants + cfg.val_variants, cfg.val_lang_clips)]
+    for split, langs, variants, count in plan:
+        for i in range(count):
+            lang = langs[i % len(langs)]
+            jobs.append({"id": f"espeak-{split}-{i:04d}", "source": "espeak", "split": split, "lang": lang,
+                         "voice": VOICES[lang], "variant": str(variants[rng.integers(len(variants))]),
+                         "rate": int(rng.integers(120, 260)), "pitch": int(rng.integers(25, 80)),
+                         "range": int(rng.integers(20, 90)), "seed": int(rng.integers(2 ** 31))})
+    return jobs
+
+
+def _run_job(job: dict, cfg: CorpusConfig) -> dict | None:
+    from .rig import load_rig
+
+    rng = np.random.default_rng(job["seed"])
+    if job["source"] == "espeak":
+        from .espeak import synthesize
+
+        sentences = load_sentences(job["lang"])
+        target_s = rng.uniform(cfg.min_clip_s, cfg.max_clip_s)
+        texts, syn = [], None
+        for _ in range(6):  # add sentences until the clip is long enough
+            texts.append(pseudo_sentence(sentences, rng))
+            syn = synthesize(" ".join(texts), job["voice"], job["rate"], job["pitch"], job["range"], job["variant"])
+            if syn.audio.duration_s >= target_s:
+                break
+        samples, phonemes, text = syn.audio.samples, syn.phonemes, " ".join(texts)
+    else:
+        from .audio import load_audio
+        from .phonealign import align_phonemes
+
+        audio = load_audio(job["wav"])
+        text = job["text"]
+        phonemes = list(align_phonemes(audio, text, "en"))
+        samples = audio.samples
+    clip = make_clip(samples, phonemes, rng, cfg, load_rig(), cfg.p_augment)
+    clip.update({k: job[k] for k in ("id", "source", "split", "lang") if k in job})
+    clip["voice"] = f"{job.get('voice', 'asterisk-allison')}+{job['variant']}" if "variant" in job else "asterisk-allison"
+    clip["text"] = text
+    return clip
+
+
+def _job_worker(args):
+    job, cfg = args
+    try:
+        return _run_job(job, cfg), None
+    except Exception as e:  # one bad clip (odd text, failed alignment) must not sink the build
+        return None, f"{job['id']}: {type(e).__name__}: {e}"
+
+
+def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True, log=print, workers: int = 2) -> Corpus:
+    """Synthesise, align, augment and cache the corpus in `out_dir`; deterministic for a config."""
+    import multiprocessing as mp
+
+    jobs = _espeak_jobs(cfg)
+    prng = np.random.default_rng(cfg.seed + 1)
+    for k, (text, wav) in enumerate(asterisk_training_prompts()[: cfg.asterisk_clips]):
+        jobs.append({"id": f"asterisk-{wav.stem}", "source": "asterisk", "split": "train", "lang": "en",
+                     "text": text, "wav": str(wav), "seed": int(prng.integers(2 ** 31))})
+    results: list = [None] * len(jobs)
+    errors = []
+    from rich.progress import Progress
+
+    ctx = mp.get_context("spawn")
+    with Progress(disable=not progress) as bar, ctx.Pool(workers) as pool:
+        task = bar.add_task("corpus", total=len(jobs))
+        for i, (clip, err) in enumerate(pool.imap(_job_worker, [(j, cfg) for j in jobs], chunksize=2)):
+            results[i] = clip
+            if err:
+                errors.append(err)
+            bar.update(task, advance=1)
+    clips = [c for c in results if c is not None]
+    if not clips:
+        raise InputError(f"corpus build produced no clips; first error: {errors[0] if errors else 'none'}")
+    lengths = np.array([len(c["mel"]) for c in clips], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    cat = lambda k: np.concatenate([c[k] for c in clips]).astype(np.float16)
+    meta = {"version": CORPUS_VERSION, "config": asdict(cfg), "fps": cfg.fps, "errors": errors[:50],
+            "n_errors": len(errors)}
+    info = [{k: c[k] for k in ("id", "source", "split", "lang", "voice", "text", "augment", "emotion")} for c in clips]
+    for c, d in zip(clips, info):
+        if c["split"] != "train":
+            d["phonemes"] = c["phonemes"]
+    corpus = Corpus(cat("mel"), cat("target"), cat("offset"), cat("keypoints"),
+                    np.stack([c["style"] for c in clips]).astype(np.float32), starts, lengths,
+                    np.array([SPLITS.index(c["split"]) for c in clips], np.int8), info, meta)
+    meta.update(summary(corpus))
+    save_corpus(corpus, out_dir)
+    log(f"corpus: {len(clips)} clips, {corpus.duration_s / 60:.1f} min, {len(errors)} skipped -> {out_dir}")
+    return corpus
+
+
+def summary(corpus: Corpus) -> dict:
+    """Sizes per split, source and language (for the model card)."""
+    fps = float(corpus.meta.get("fps", 30.0))
+    out: dict = {}
+    for key in ("split", "source", "lang"):
+        d: dict = {}
+        for c, n in zip(corpus.clips, corpus.lengths):
+            e = d.setdefault(c[key], {"clips": 0, "minutes": 0.0})
+            e["clips"] += 1
+            e["minutes"] = round(e["minutes"] + n / fps / 60, 2)
+        out[f"by_{key}"] = d
+    out["voices"] = sorted({c["voice"] for c in corpus.clips})
+    return out
