@@ -163,7 +163,11 @@ def synthesize_performance(source_audio, phonemes, fps: float, rng: np.random.Ge
     duration = source_audio.duration_s
     n = int(round(duration * fps))
     lower = np.asarray(lower_face_from_phonemes(phonemes, duration, fps, rng=rng).values)[:n]
-    upper = np.asarray(procedural_upper_face(duration, fps, rng).values)[:n]
+    from dubtool.audio import rms_envelope
+
+    activity = rms_envelope(source_audio.samples, source_audio.sample_rate, fps)
+    upper_face = procedural_upper_face(duration, fps, rng, speech_activity=activity)
+    upper = np.asarray(getattr(upper_face, "animation", upper_face).values)[:n]
     n = min(len(lower), len(upper))
     v = np.zeros((n, 61), np.float32)
     v[:, LOWER_IDX] = lower[:n, LOWER_IDX]
