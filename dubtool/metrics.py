@@ -114,8 +114,8 @@ def pose_vertices(rig, values61, vertices: Sequence[int] | None = None) -> np.nd
     neutral = getattr(rig, "neutral", None)
     if deltas is not None and neutral is not None:
         idx = np.arange(np.asarray(neutral).shape[0]) if vertices is None else np.asarray(vertices)
-        d = np.asarray(deltas, dtype=np.float64)[:, idx, :]
-        return np.asarray(neutral, dtype=np.float64)[idx][None] + np.einsum("tk,kvc->tvc", w, d)
+        d = np.asarray(deltas, dtype=np.float64)[:, idx, :].reshape(NUM_BLENDSHAPES, -1)
+        return np.asarray(neutral, dtype=np.float64)[idx][None] + (w @ d).reshape(len(w), len(idx), 3)
     posed = np.asarray(rig.pose(w), dtype=np.float64)
     return posed if vertices is None else posed[:, np.asarray(vertices), :]
 
