@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
-from .arkit import BLENDSHAPE_NAMES, Animation
+from .arkit import Animation
 from .errors import InputError
 from .fileio import require_file
 
@@ -28,31 +26,28 @@ def load_animation(path: str | os.PathLike) -> Animation:
     raise InputError(f"{p}: unknown animation format {suffix or '(no extension)'}; give a Live Link .csv or a .perf file")
 
 
-def _stand_in_rig():
-    """TEMPORARY until models/face_rig.npz is committed: the canonical mesh with crude jawOpen and
-    blink shapes, as a rig.FaceRig."""
-    from .rig import INNER_LIPS, LEFT_EYE_CONTOUR, RIGHT_EYE_CONTOUR, FaceRig, canonical_mesh
-
-    neutral, uvs, tri = canonical_mesh()
-    deltas = np.zeros((52, len(neutral), 3), np.float32)
-    jaw = BLENDSHAPE_NAMES.index("jawOpen")
-    lower = neutral[:, 1] < neutral[14, 1] + 0.3
-    deltas[jaw, lower, 1] = -2.0 * np.clip((neutral[14, 1] + 0.3 - neutral[lower, 1]) / 2.0, 0, 1)
-    for name, up, low in (("eyeBlinkLeft", [386, 385, 387, 384, 388], 374),
-                          ("eyeBlinkRight", [159, 158, 160, 157, 161], 145)):
-        deltas[BLENDSHAPE_NAMES.index(name), up, 1] = neutral[low, 1] - neutral[up, 1]
-    opening = np.zeros(len(tri), bool)
-    for loop in (INNER_LIPS, LEFT_EYE_CONTOUR, RIGHT_EYE_CONTOUR):
-        opening |= np.isin(tri, loop).all(1)
-    return FaceRig(neutral, deltas, tri.astype(np.int32), uvs, BLENDSHAPE_NAMES, np.arange(10), opening)
-
-
 def load_face_rig():
-    """The face rig (dubtool.rig.load_rig)."""
-    from .errors import ModelError
+    """The shipped face rig (dubtool.rig.load_rig)."""
     from .rig import load_rig
 
-    try:
-        return load_rig()
-    except ModelError:
-        return _stand_in_rig()
+    return load_rig()
+
+
+def export_animation(anim: Animation, fbx: str | os.PathLike | None = None, gltf: str | os.PathLike | None = None,
+                     take_name: str = "dub", rig=None) -> list[Path]:
+    """Write the requested interchange files; returns their paths."""
+    if fbx is not None and Path(fbx).suffix.lower() != ".fbx":
+        raise InputError(f"{fbx}: the FBX output must end in .fbx")
+    if gltf is not None and Path(gltf).suffix.lower() not in (".glb", ".gltf"):
+        raise InputError(f"{gltf}: the glTF output must end in .glb or .gltf")
+    rig = rig or load_face_rig()
+    written = []
+    if fbx is not None:
+        from .fbx import write_fbx
+
+        written.append(write_fbx(anim, fbx, rig, take_name))
+    if gltf is not None:
+        from .gltf import write_gltf
+
+        written.append(write_gltf(anim, gltf, rig, take_name))
+    return written

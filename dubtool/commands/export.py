@@ -1,0 +1,32 @@
+"""`dubtool export`: an animation as binary FBX and/or glTF for DCC tools and engines."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ..cli import app
+
+
+@app.command()
+def export(
+    animation: str = typer.Argument(..., help="Live Link Face CSV or .perf file."),
+    fbx: Optional[str] = typer.Option(None, "--fbx", help="Write a binary FBX 7.4 (mesh + 52 ARKit blendshapes + curves)."),
+    gltf: Optional[str] = typer.Option(None, "--gltf", help="Write glTF 2.0 (.glb binary or .gltf JSON)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Resample the curves to this frame rate first."),
+    take: str = typer.Option("dub", "--take", help="Animation take (stack) name."),
+) -> None:
+    """Export ARKit curves on the face rig: FBX for Maya/Blender/Unreal, glTF for engines and the web."""
+    from ..errors import InputError
+    from ..export import export_animation, load_animation
+
+    if not fbx and not gltf:
+        raise InputError("nothing to write: give --fbx OUT.fbx and/or --gltf OUT.glb")
+    anim = load_animation(animation)
+    if fps is not None:
+        if not 0 < fps <= 240:
+            raise InputError(f"--fps must be in 0..240, got {fps}")
+        anim = anim.resampled(fps)
+    for path in export_animation(anim, fbx=fbx, gltf=gltf, take_name=take):
+        print(f"wrote {path} ({anim.num_frames} frames at {anim.fps:g} fps)")
