@@ -189,6 +189,30 @@ def _mfcc(samples: np.ndarray, sample_rate: int, fps: float = 50.0) -> np.ndarra
     return m
 
 
+def synthesis_warp(audio: Audio, synth: Audio, fps: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
+    """Monotone correspondence (synth_times_s, real_times_s) between a recording and a synthesis of
+    its text, by DTW over per-utterance-normalised MFCCs (c1..c12: timbre-neutral enough to bridge
+    espeak and a human voice at the level of words and pauses)."""
+    import librosa
+
+    syn = np.asarray(synth.samples, np.float32)
+    if synth.sample_rate != audio.sample_rate:
+        syn = librosa.resample(syn, orig_sr=synth.sample_rate, target_sr=audio.sample_rate)
+    rng = np.random.default_rng(0)  # a faint common noise floor: digital silence has no spectrum
+    dither = lambda x: np.asarray(x, np.float32) + rng.normal(0, 1e-4, len(x)).astype(np.float32)
+    real = _mfcc(dither(audio.samples), audio.sample_rate, fps)
+    synth_f = _mfcc(dither(syn), audio.sample_rate, fps)
+    _, wp = librosa.sequence.dtw(X=synth_f, Y=real, metric="euclidean", backtrack=True)
+    wp = wp[::-1]
+    n = synth_f.shape[1]
+    real_of = np.zeros(n)
+    for k in range(n):
+        hits = wp[wp[:, 0] == k, 1]
+        real_of[k] = np.median(hits) if hits.size else (real_of[k - 1] if k else 0.0)
+    real_of = np.maximum.accumulate(real_of)
+    return np.arange(n) / fps, real_of / fps
+
+
 def clause_times(audio: Audio, text: str, voice: str) -> list[float] | None:
     """Times (s) in `audio` of the boundaries between the clauses of `text`, found by aligning the
     recording to an espeak-ng synthesis of the clauses by MFCC DTW. None when it cannot be done."""
@@ -199,37 +223,37 @@ def clause_times(audio: Audio, text: str, voice: str) -> list[float] | None:
         from . import espeak
     except ImportError:
         return None
-    import librosa
-
     # Clauses are synthesised with a pause between them so the recording's pauses have something to
     # match; a boundary is the middle of its synthetic pause.
     gap_s = 0.3
-    pieces, bounds_s, t = [], [], 0.0
+    pieces, bounds_s, t, sr_syn = [], [], 0.0, SAMPLE_RATE
     for k, clause in enumerate(clauses):
         syn = espeak.synthesize(clause, voice)
-        samples = np.asarray(syn.audio.samples, np.float32)
         sr_syn = int(syn.audio.sample_rate)
         if k:
             pieces.append(np.zeros(int(gap_s * sr_syn), np.float32))
             bounds_s.append(t + gap_s / 2)
             t += gap_s
-        pieces.append(samples)
-        t += len(samples) / sr_syn
-    syn_all = np.concatenate(pieces)
-    if sr_syn != audio.sample_rate:
-        syn_all = librosa.resample(syn_all, orig_sr=sr_syn, target_sr=audio.sample_rate)
-    fps = 50.0
-    rng = np.random.default_rng(0)  # a faint common noise floor: digital silence has no spectrum
-    dither = lambda x: np.asarray(x, np.float32) + rng.normal(0, 1e-4, len(x)).astype(np.float32)
-    real = _mfcc(dither(audio.samples), audio.sample_rate, fps)
-    synth = _mfcc(dither(syn_all), audio.sample_rate, fps)
-    _, wp = librosa.sequence.dtw(X=synth, Y=real, metric="euclidean", backtrack=True)
-    wp = wp[::-1]
+        pieces.append(np.asarray(syn.audio.samples, np.float32))
+        t += len(syn.audio.samples) / sr_syn
+    syn_t, real_t = synthesis_warp(audio, Audio(np.concatenate(pieces), sr_syn))
+    return [float(np.interp(b, syn_t, real_t)) for b in bounds_s]
+
+
+def transcript_phonemes(audio: Audio, text: str, voice: str) -> list:
+    """Phonemes of `text` timed on the recording: espeak-ng synthesis (phone times exact on the
+    synthetic audio) warped onto `audio` by `synthesis_warp`."""
+    from dataclasses import replace
+
+    from . import espeak
+
+    syn = espeak.synthesize(text, voice)
+    syn_t, real_t = synthesis_warp(audio, syn.audio)
     out = []
-    for b in bounds_s:
-        k = min(int(round(b * fps)), synth.shape[1] - 1)
-        hits = wp[wp[:, 0] == k, 1]
-        out.append(float(np.median(hits)) / fps if hits.size else float(k) / fps)
+    for p in syn.phonemes:
+        a, b = (float(np.interp(x, syn_t, real_t)) for x in (p.start_s, p.end_s))
+        if b > a:
+            out.append(replace(p, start_s=a, end_s=b))
     return out
 
 

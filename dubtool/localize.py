@@ -174,9 +174,14 @@ def get_generator(model_path: str | None = None, device: str = "cpu"):
 
 
 def dub_phonemes(dub: Audio, text: str, lang: str) -> list:
-    """Phonemes of the dub with times, from its transcript aligned to the recording."""
-    from .phonealign import align_phonemes
+    """Phonemes of the dub with times, from its transcript aligned to the recording
+    (`phonealign.align_phonemes`; without it, align's espeak-synthesis DTW)."""
+    try:
+        from .phonealign import align_phonemes
+    except ImportError:
+        from .align import transcript_phonemes
 
+        return transcript_phonemes(dub, text, voice_for_lang(lang))
     return list(align_phonemes(dub, text, lang))
 
 
@@ -254,10 +259,7 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
     t = time.perf_counter()
     phonemes = None
     if options.dub_text:
-        try:
-            phonemes = _shift_phonemes(dub_phonemes(dub, options.dub_text, options.lang), start, seg.duration_s)
-        except ImportError:
-            warnings_.append("phoneme alignment (dubtool.phonealign) unavailable; transcript metrics skipped")
+        phonemes = _shift_phonemes(dub_phonemes(dub, options.dub_text, options.lang), start, seg.duration_s)
     if options.model == "flow":
         from .generate import style_context
 
@@ -267,8 +269,6 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
                                    seed=options.seed).values
         lower = _fit_frames(lower, n_model)
     else:
-        if phonemes is None:
-            raise ModelError("--model teacher needs dubtool.phonealign and dubtool.teacher, which are not installed")
         from .teacher import lower_face_from_phonemes
 
         lower = _fit_frames(lower_face_from_phonemes(phonemes, seg.duration_s, model_fps).values, n_model)
