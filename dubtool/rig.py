@@ -163,20 +163,27 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Unit area-weighted vertex normals for (V,3) or (T,V,3) vertices; they point out of the face (+z)."""
     v = np.asarray(vertices, dtype=np.float32)
     tri = np.ascontiguousarray(triangles, dtype=np.int64)
-    a, b, c = v[..., tri[:, 0], :], v[..., tri[:, 1], :], v[..., tri[:, 2], :]
-    face_n = np.cross(b - a, c - a)                  # length = 2 x area: area weighting for free
-    inc = _incidence(tri.tobytes(), v.shape[-2])      # (V,F) 0/1
-    n = np.einsum("vf,...fc->...vc", inc, face_n)
-    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+    num_v = v.shape[-2]
+    vv = np.ascontiguousarray(np.moveaxis(v, -2, 0)).reshape(num_v, -1, 3)   # vertex-major: row gathers
+    a, b, c = vv[tri[:, 0]], vv[tri[:, 1]], vv[tri[:, 2]]                    # (F,B,3)
+    e1, e2 = b - a, c - a
+    face_n = np.stack([e1[..., 1] * e2[..., 2] - e1[..., 2] * e2[..., 1],     # cross product; its length
+                       e1[..., 2] * e2[..., 0] - e1[..., 0] * e2[..., 2],     # (2 x area) is the weighting
+                       e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]], -1)
+    inc = _incidence(tri.tobytes(), num_v)                                    # (V,F) sparse 0/1
+    n = np.asarray(inc @ face_n.reshape(tri.shape[0], -1)).reshape(vv.shape)
+    n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+    return np.moveaxis(n.reshape((num_v,) + v.shape[:-2] + (3,)), 0, -2)
 
 
 @lru_cache(maxsize=4)
-def _incidence(tri_bytes: bytes, num_vertices: int) -> np.ndarray:
+def _incidence(tri_bytes: bytes, num_vertices: int):
+    """Sparse (V,F) vertex-triangle incidence: 3 nonzeros per column."""
+    from scipy.sparse import csr_matrix
+
     tri = np.frombuffer(tri_bytes, dtype=np.int64).reshape(-1, 3)
-    m = np.zeros((num_vertices, tri.shape[0]), dtype=np.float32)
-    for k in range(3):
-        m[tri[:, k], np.arange(tri.shape[0])] = 1.0
-    return m
+    cols = np.repeat(np.arange(tri.shape[0]), 3)
+    return csr_matrix((np.ones(tri.size, np.float32), (tri.ravel(), cols)), shape=(num_vertices, tri.shape[0]))
 
 
 def similarity_align(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
