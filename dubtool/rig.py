@@ -417,7 +417,7 @@ def contact_sheet(out_path: str | Path, rig: FaceRig | None = None, names: tuple
             label = "mouthClose (+jawOpen)"
         verts = rig.pose(w)
         motion = np.linalg.norm(verts - rig.neutral, axis=1)
-        draw_face(ax, rig, verts, motion, yaw=0.0 if region != "face" else 0.35)
+        draw_face(ax, rig, verts, motion, yaw=0.0 if region != "face" else 0.15)
         ax.set_xlim(*xl)
         ax.set_ylim(*yl)
         ax.set_title(label, fontsize=8)
