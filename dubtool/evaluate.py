@@ -108,16 +108,20 @@ class LineReport:
                 "verdict": verdict({k: asdict(m) for k, m in self.systems.items()}), "notes": self.notes}
 
 
-def evaluate_line(generated: Animation, dub: Audio, phonemes: Sequence, source: Animation | None = None,
+def evaluate_line(generated: Animation | None, dub: Audio, phonemes: Sequence, source: Animation | None = None,
                   timemap=None, with_baselines: bool = False, config: EvalConfig = EvalConfig(),
-                  rig=None) -> LineReport:
-    """Score `generated` (and with `with_baselines` the teacher and naive-copy baselines) on one line."""
+                  rig=None, fps: float = 30.0) -> LineReport:
+    """Score `generated` (and with `with_baselines` the teacher and naive-copy baselines) on one line.
+    `generated=None` scores the baselines only, at `fps`."""
     from . import baselines
 
-    fps, n = generated.fps, generated.num_frames
     notes: list[str] = []
-    mismatch = abs(generated.duration_s - dub.duration_s)
-    if mismatch > config.max_duration_mismatch_s:
+    if generated is None:
+        with_baselines = True
+        n = max(1, int(round(dub.duration_s * fps)))
+    else:
+        fps, n = generated.fps, generated.num_frames
+    if generated is not None and abs(generated.duration_s - dub.duration_s) > config.max_duration_mismatch_s:
         raise InputError(f"generated animation lasts {generated.duration_s:.2f} s but the dub {dub.duration_s:.2f} s; "
                          "evaluate the animation made for this dub")
     if not metrics.rig_available(rig):
@@ -128,7 +132,7 @@ def evaluate_line(generated: Animation, dub: Audio, phonemes: Sequence, source: 
             notes.append("no time map: source stretched uniformly onto the dub")
         warped = baselines.warp_to_dub(source, n, fps, dub.duration_s, timemap)
     teacher_anim = None
-    systems: dict[str, Animation] = {"generated": generated}
+    systems: dict[str, Animation] = {} if generated is None else {"generated": generated}
     if with_baselines:
         if warped is None:
             notes.append("no source performance: only the teacher baseline (with a still upper face) is computed")
@@ -312,7 +316,7 @@ def load_manifest(path: str | os.PathLike) -> tuple[Path, list[dict]]:
 
 
 def evaluate_set(manifest_path: str | os.PathLike, model_path: str | None = None, config: EvalConfig = EvalConfig(),
-                 langs: Sequence[str] | None = None, limit: int | None = None,
+                 langs: Sequence[str] | None = None, limit: int | None = None, baselines_only: bool = False,
                  progress: Callable[[int, int, str], None] | None = None) -> SetReport:
     """Run the model and both baselines over every item of the evaluation set."""
     from .audio import load_audio
@@ -333,7 +337,8 @@ def evaluate_set(manifest_path: str | os.PathLike, model_path: str | None = None
         items = kept
     if not items:
         raise InputError(f"{manifest_path}: no items for languages {', '.join(langs or [])}")
-    generator = load_model(model_path)
+    generator = None if baselines_only else load_model(model_path)
+    fps = generator.fps if generator is not None else 30.0
     rows: list[dict] = []
     per_lang: dict[str, list[LineReport]] = {}
     for k, it in enumerate(items):
@@ -344,10 +349,12 @@ def evaluate_set(manifest_path: str | os.PathLike, model_path: str | None = None
         perf = load_performance(root / it["source_perf"])
         source = perf.animation
         timemap = load_timemap_file(root / it["timemap"]) if it.get("timemap") else None
-        n = int(round(dub.duration_s * generator.fps))
-        warped = warp_to_dub(source, n, generator.fps, dub.duration_s, timemap)
-        anim = generate_for_line(generator, dub, perf, warped, timemap, it["lang"], it.get("source_lang", "en"))
-        rep = evaluate_line(anim, dub, phonemes, source, timemap, True, config)
+        anim = None
+        if generator is not None:
+            n = int(round(dub.duration_s * fps))
+            warped = warp_to_dub(source, n, fps, dub.duration_s, timemap)
+            anim = generate_for_line(generator, dub, perf, warped, timemap, it["lang"], it.get("source_lang", "en"))
+        rep = evaluate_line(anim, dub, phonemes, source, timemap, True, config, fps=fps)
         per_lang.setdefault(it["lang"], []).append(rep)
         rows.append({"id": it["id"], "lang": it["lang"], **rep.to_json()})
     if progress:
@@ -362,5 +369,5 @@ def evaluate_set(manifest_path: str | os.PathLike, model_path: str | None = None
             if ms:
                 summary[lang][system] = {key: _mean([m[key] for m in ms]) for key in ms[0] if key != "bilabials"}
                 summary[lang][system]["items"] = len(ms)
-    return SetReport(rows, summary, str(model_path or "default"),
+    return SetReport(rows, summary, "none (baselines only)" if baselines_only else str(model_path or "default"),
                      [] if metrics.rig_available() else ["face rig not found: proxy lip gap"])

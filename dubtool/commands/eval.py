@@ -61,7 +61,8 @@ def eval_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write all figures to this JSON file."),
     with_baselines: bool = typer.Option(False, "--baselines", help="Also score the teacher and naive-copy baselines."),
     eval_set: Optional[Path] = typer.Option(None, "--set", help="Evaluation set manifest (scripts/build_evalset.py)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Flow model checkpoint for --set (default: shipped)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Flow model checkpoint for --set (default: shipped; "
+                                                           "'none' = baselines only)."),
     set_langs: Optional[str] = typer.Option(None, "--langs", help="With --set: only these languages, comma-separated."),
     limit: Optional[int] = typer.Option(None, "--limit", help="With --set: at most this many items per language."),
 ) -> None:
@@ -85,7 +86,9 @@ def eval_command(
                 bar.update(task, total=n, completed=k, description=f"evaluating {item}")
 
             langs = [s.strip() for s in set_langs.split(",") if s.strip()] if set_langs else None
-            report = evaluate_set(eval_set, model, langs=langs, limit=limit, progress=progress)
+            none = model is not None and model.lower() == "none"
+            report = evaluate_set(eval_set, None if none else model, langs=langs, limit=limit, baselines_only=none,
+                                  progress=progress)
         data = report.to_json()
         for lang_code, systems in report.summary.items():
             n = max((m.get("items", 0) for m in systems.values()), default=0)
