@@ -1,0 +1,110 @@
+"""dubtool export --gltf: a .glb that the Khronos validator passes, and pygltflib / Assimp read
+with 52 ARKit-named morph targets and the weights animation at the input values."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dubtool.arkit import BLENDSHAPE_NAMES, Animation, index
+from dubtool.livelink import write_csv
+
+FPS = 25.0
+N = 26
+VALIDATOR = Path(os.environ.get("GLTF_VALIDATOR", Path.home() / ".cache/dubtool-dev/gltfv/node_modules/gltf-validator"))
+
+
+@pytest.fixture(scope="module")
+def values():
+    v = np.zeros((N, 61), np.float32)
+    v[:, index("jawOpen")] = np.linspace(0, 1, N)
+    v[:, index("browInnerUp")] = 0.6
+    v[:, index("HeadPitch")] = np.linspace(0, 0.3, N)
+    return v
+
+
+@pytest.fixture(scope="module")
+def glb(tmp_path_factory, values):
+    d = tmp_path_factory.mktemp("gltf")
+    csv = d / "anim.csv"
+    write_csv(Animation(values, FPS, 0.0), csv)
+    out = d / "anim.glb"
+    r = subprocess.run([sys.executable, "-m", "dubtool", "export", str(csv), "--gltf", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_pygltflib_reads_targets_and_weights_animation(glb, values):
+    pygltflib = pytest.importorskip("pygltflib")
+    g = pygltflib.GLTF2().load(str(glb))
+    mesh = g.meshes[0]
+    assert mesh.extras["targetNames"] == list(BLENDSHAPE_NAMES)
+    assert len(mesh.primitives[0].targets) == 52
+    anim = g.animations[0]
+    samplers = {ch.target.path: anim.samplers[ch.sampler] for ch in anim.channels}
+    assert set(samplers) == {"weights", "rotation"}
+    assert samplers["weights"].interpolation == "LINEAR"
+    blob = g.binary_blob()
+
+    def read(acc_index, width):
+        acc = g.accessors[acc_index]
+        view = g.bufferViews[acc.bufferView]
+        start = view.byteOffset + (acc.byteOffset or 0)
+        return np.frombuffer(blob[start:start + acc.count * width * 4], np.float32).reshape(acc.count, width)
+
+    times = read(samplers["weights"].input, 1)[:, 0]
+    assert times == pytest.approx(np.arange(N) / FPS, abs=1e-6)
+    w = read(samplers["weights"].output, 1).reshape(N, 52)
+    assert w[:, index("jawOpen")] == pytest.approx(values[:, index("jawOpen")], abs=1e-6)
+    assert w[:, index("browInnerUp")] == pytest.approx(0.6, abs=1e-6)
+    q = read(samplers["rotation"].output, 4)
+    assert 2 * np.degrees(np.arcsin(q[-1, 0])) == pytest.approx(np.degrees(0.3), abs=0.1)  # pitch about +X
+    jaw_target = read(mesh.primitives[0].targets[index("jawOpen")]["POSITION"], 3)
+    assert jaw_target[:, 1].min() < -0.005  # jawOpen moves the chin down by more than 5 mm (metres)
+
+
+def test_khronos_validator_reports_no_errors(glb):
+    if not shutil.which("node") or not VALIDATOR.exists():
+        pytest.skip("Khronos gltf-validator (npm) not installed; set GLTF_VALIDATOR")
+    script = ("const v=require(process.argv[1]);const fs=require('fs');"
+              "v.validateBytes(new Uint8Array(fs.readFileSync(process.argv[2]))).then(r=>"
+              "console.log(JSON.stringify(r.issues)))")
+    r = subprocess.run(["node", "-e", script, str(VALIDATOR), str(glb)], capture_output=True, text=True, timeout=120)
+    issues = json.loads(r.stdout)
+    assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"][:5]
+
+
+def test_assimp_reads_the_glb(glb):
+    if not shutil.which("assimp"):
+        pytest.skip("assimp not installed")
+    r = subprocess.run(["assimp", "info", str(glb)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    stats = {}
+    for line in r.stdout.splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().isdigit():
+            stats.setdefault(key.strip(), int(value))
+    assert stats["Meshes"] == 1 and stats["Animations"] == 1 and stats["Faces"] > 800
+
+
+def test_gltf_json_variant_embeds_buffer(tmp_path, values):
+    from dubtool.gltf import write_gltf
+    out = write_gltf(Animation(values, FPS), tmp_path / "a.gltf")
+    doc = json.loads(out.read_text())
+    assert doc["buffers"][0]["uri"].startswith("data:application/octet-stream;base64,")
+    assert doc["meshes"][0]["extras"]["targetNames"][17] == "jawOpen"
+
+
+def test_wrong_extension_is_refused_and_nothing_written(tmp_path, values):
+    csv = tmp_path / "a.csv"
+    write_csv(Animation(values, FPS, 0.0), csv)
+    r = subprocess.run([sys.executable, "-m", "dubtool", "export", str(csv), "--gltf", str(tmp_path / "a.obj")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and ".glb" in r.stderr
+    assert not (tmp_path / "a.obj").exists()
