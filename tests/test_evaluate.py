@@ -173,3 +173,34 @@ def test_eval_set_never_overlaps_the_training_prompts():
     held_out = {str(w) for _, w in build.held_out_english()}
     training = {str(w) for _, w in corpus.asterisk_training_prompts()}
     assert held_out and training and not held_out & training
+
+
+def test_eval_set_summarises_per_language(line):
+    """A one-item evaluation set (the fixture line, source as a .perf with audio, uniform time map)."""
+    from dubtool.performance import Performance, save_performance
+    from dubtool.timemap import save_timemap, uniform_timemap
+
+    pytest.importorskip("dubtool.teacher")
+    src = livelink.read_csv(line / "source.csv")
+    n = src.num_frames
+    z = np.zeros((n, 478, 3), np.float32)
+    perf = Performance(z, z, np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)), src, np.ones(n, bool),
+                       np.ones(n, np.float32), load_audio(line / "dub.wav"), {"synthetic": True})
+    save_performance(perf, line / "source.perf")
+    save_timemap(uniform_timemap(src.duration_s, DURATION_S), line / "timemap.json")
+    manifest = {"version": 1, "items": [{"id": "fr-test", "lang": "fr", "source_lang": "en",
+                                         "dub_audio": "dub.wav", "phonemes": "phonemes.json",
+                                         "source_perf": "source.perf", "timemap": "timemap.json"}]}
+    (line / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    out = line / "set.json"
+    r = _run("--set", line / "manifest.json", "--model", "none", "--json", out)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert set(data["summary"]) == {"fr", "all"}
+    fr = data["summary"]["fr"]
+    assert fr["teacher"]["items"] == 1 and fr["teacher"]["bilabial_closure_rate"] == 1.0
+    assert fr["naive_copy"]["bilabial_closure_rate"] == 0.0
+    assert data["items"][0]["id"] == "fr-test"
+    (line / "manifest.json").write_text('{"items": []}', encoding="utf-8")
+    r = _run("--set", line / "manifest.json", "--model", "none")
+    assert r.returncode != 0 and "no items" in r.stderr
