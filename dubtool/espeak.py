@@ -320,5 +320,7 @@ def _words_from_events(events, text: str, sr: int, n_raw: int, phonemes: list[Ph
                 end_s = p.start_s
                 break
         word = text[max(pos - 1, 0): max(pos - 1, 0) + length] if length > 0 else ""
+        if not word.strip():  # espeak reports an empty "word" for some trailing punctuation
+            continue
         words.append(Word(word, start_s, max(end_s, start_s)))
     return words

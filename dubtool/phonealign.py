@@ -1,0 +1,304 @@
+"""Phone timings for a real recording of a known transcript.
+
+Two methods:
+- "dtw" (any language espeak speaks): synthesize the transcript with espeak-ng, compute MFCCs of both
+  signals at 100 frames/s with cepstral mean/variance normalisation, restrict both to their speech
+  region, align them by dynamic time warping (librosa.sequence.dtw) and carry espeak's exact phone
+  boundaries through the warping path.
+- "pocketsphinx" (English): forced alignment with pocketsphinx 5's bundled en-us acoustic model and
+  CMU dictionary (word pass, then phone pass via set_alignment/get_alignment); ARPAbet -> IPA.
+"auto" uses pocketsphinx for English when it is installed and knows every word, else DTW.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, Audio
+from .errors import DependencyError, InputError, SilenceError
+from .phonemes import Phoneme, is_silence
+
+FRAME_RATE = 100  # MFCC frames per second for DTW
+MAX_DTW_CELLS = 6e7  # frames(synth) x frames(real) above this: coarser frames keep memory bounded
+
+
+@dataclass(frozen=True)
+class AlignedWord:
+    text: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Phones (IPA, with pauses as '_') and words of the transcript, in the recording's time."""
+
+    phonemes: list[Phoneme]
+    words: list[AlignedWord]
+    method: str
+
+
+def align_phonemes(audio: Audio, text: str, lang: str, method: str = "auto") -> list[Phoneme]:
+    """IPA phones of `text` timed against `audio` (see `align`)."""
+    return align(audio, text, lang, method).phonemes
+
+
+def align(audio: Audio, text: str, lang: str, method: str = "auto") -> Alignment:
+    """Align the transcript `text` (language `lang`, a --lang code) to the recording `audio`.
+    `method`: 'auto', 'dtw' or 'pocketsphinx' (English only)."""
+    from .lang import language
+
+    if method not in ("auto", "dtw", "pocketsphinx"):
+        raise InputError(f"unknown alignment method {method!r}; use auto, dtw or pocketsphinx")
+    if not isinstance(text, str) or not _words(text):
+        raise InputError("the transcript is empty: give the words spoken in the recording")
+    code = language(lang).code
+    audio = _to_16k(audio)
+    _require_speech(audio)
+    english = code.startswith("en")
+    if method == "pocketsphinx" and not english:
+        raise InputError(f"pocketsphinx alignment is for English only (got --lang {lang}); use method dtw")
+    if method in ("pocketsphinx", "auto") and english:
+        try:
+            return align_pocketsphinx(audio, text)
+        except (DependencyError, InputError, _OutOfVocabulary) as e:
+            if method == "pocketsphinx":
+                raise InputError(str(e)) if isinstance(e, _OutOfVocabulary) else e
+    return align_dtw(audio, text, code)
+
+
+# ------------------------------------------------------------------------------------------- DTW
+
+def _to_16k(audio: Audio) -> Audio:
+    if audio.sample_rate == SAMPLE_RATE:
+        return audio
+    import librosa
+
+    return Audio(librosa.resample(np.asarray(audio.samples, np.float32), orig_sr=audio.sample_rate,
+                                  target_sr=SAMPLE_RATE).astype(np.float32), SAMPLE_RATE)
+
+
+def _require_speech(audio: Audio) -> None:
+    if audio.samples.size < SAMPLE_RATE // 10:
+        raise InputError(f"the recording is too short to align ({audio.duration_s:.2f} s)")
+    peak = float(np.max(np.abs(audio.samples)))
+    if peak < 10 ** (-50 / 20):
+        raise SilenceError("the recording holds no speech to align the transcript to")
+
+
+def _frame_db(samples: np.ndarray, hop: int) -> np.ndarray:
+    import librosa
+
+    rms = librosa.feature.rms(y=samples, frame_length=2 * hop, hop_length=hop, center=True)[0]
+    return 20 * np.log10(rms + 1e-8)
+
+
+def _speech_region(samples: np.ndarray, hop: int, floor_db: float = 35.0) -> tuple[int, int]:
+    """First and last frame within `floor_db` of the loud frames (the 95th percentile)."""
+    db = _frame_db(samples, hop)
+    on = np.nonzero(db > np.percentile(db, 95) - floor_db)[0]
+    if on.size == 0:
+        return 0, len(db)
+    return max(int(on[0]) - 2, 0), min(int(on[-1]) + 3, len(db))
+
+
+def _mfcc(samples: np.ndarray, hop: int) -> np.ndarray:
+    """(frames, 26) CMVN-normalised MFCC 1..13 plus deltas (c0 dropped: loudness differs)."""
+    import librosa
+
+    m = librosa.feature.mfcc(y=samples, sr=SAMPLE_RATE, n_mfcc=14, n_fft=512, hop_length=hop, win_length=400,
+                             n_mels=40, fmin=60, fmax=7000)[1:]
+    d = librosa.feature.delta(m, width=5) if m.shape[1] >= 5 else np.zeros_like(m)
+    f = np.vstack([m, d]).T
+    return (f - f.mean(0)) / (f.std(0) + 1e-6)
+
+
+def align_dtw(audio: Audio, text: str, lang: str = "en") -> Alignment:
+    """DTW between the recording and espeak's reading of `text` (any supported language)."""
+    import librosa
+
+    from .espeak import synthesize
+    from .lang import voice_for
+
+    syn = synthesize(text, voice=voice_for(lang))
+    x_syn, x_real = syn.audio.samples, audio.samples
+    hop = SAMPLE_RATE // FRAME_RATE
+    while (len(x_syn) / hop) * (len(x_real) / hop) > MAX_DTW_CELLS:
+        hop *= 2
+    fps = SAMPLE_RATE / hop
+    s0, s1 = _speech_region(x_syn, hop)
+    r0, r1 = _speech_region(x_real, hop)
+    fs = _mfcc(x_syn, hop)[s0:s1]
+    fr = _mfcc(x_real, hop)[r0:r1]
+    if len(fs) < 2 or len(fr) < 2:
+        raise SilenceError("the recording holds too little speech to align the transcript to")
+    _, wp = librosa.sequence.dtw(X=fs.T, Y=fr.T, metric="euclidean", subseq=False, backtrack=True)
+    wp = wp[::-1]
+    # For each synthesized frame, the mean real frame it was matched to: a monotone map.
+    sums = np.zeros(len(fs))
+    cnts = np.zeros(len(fs))
+    np.add.at(sums, wp[:, 0], wp[:, 1])
+    np.add.at(cnts, wp[:, 0], 1)
+    real_of_syn = np.maximum.accumulate(sums / np.maximum(cnts, 1))
+    syn_t = (np.arange(len(fs)) + s0) / fps
+    real_t = (real_of_syn + r0) / fps
+
+    def warp(ts: np.ndarray) -> np.ndarray:
+        ts = np.asarray(ts, np.float64)
+        out = np.interp(ts, syn_t, real_t)
+        # outside the speech region: keep the offset to the region edge
+        out = np.where(ts < syn_t[0], real_t[0] - (syn_t[0] - ts), out)
+        out = np.where(ts > syn_t[-1], real_t[-1] + (ts - syn_t[-1]), out)
+        return np.clip(out, 0.0, audio.duration_s)
+
+    syn_phones = with_stop_closures(syn.phonemes, x_syn)
+    starts = warp([p.start_s for p in syn_phones])
+    ends = warp([p.end_s for p in syn_phones])
+    phones = _tidy([("_" if is_silence(p.symbol) else p.symbol, a, b)
+                    for p, a, b in zip(syn_phones, starts, ends)], audio.duration_s)
+    words = []
+    for w in syn.words:
+        # the word's first sound; a stop's closure (moved into it above) counts
+        k = next((i for i, p in enumerate(syn.phonemes) if p.start_s >= w.start_s - 1e-6
+                  and not is_silence(p.symbol)), None)
+        first = syn_phones[k] if k is not None else None
+        a = float(warp([first.start_s if first else w.start_s])[0])
+        b = float(warp([w.end_s])[0])
+        words.append(AlignedWord(w.text, a, max(a, b)))
+    return Alignment(phones, words, "dtw")
+
+
+_STOPS = set("pbtdkgɡcɟqʔ")
+
+
+def with_stop_closures(phonemes: list[Phoneme], samples: np.ndarray, max_closure_s: float = 0.12,
+                       after_pause_s: float = 0.06) -> list[Phoneme]:
+    """espeak labels a stop from its release; the silent closure before it sits in the previous phone
+    (or pause). Move each stop's start back over that silence, as forced aligners (and lip closure)
+    count it: at most `max_closure_s`, `after_pause_s` after a pause where the closure is unseen."""
+    from .phonemes import normalize
+
+    hop = SAMPLE_RATE // 200
+    db = _frame_db(samples, hop)
+    quiet = db < np.percentile(db, 95) - 35.0
+    out = list(phonemes)
+    for k in range(1, len(out)):
+        p, prev = out[k], out[k - 1]
+        if normalize(p.symbol)[:1] not in _STOPS:
+            continue
+        limit = after_pause_s if is_silence(prev.symbol) else max_closure_s
+        i = int(round(p.start_s * 200)) - 1
+        j = i
+        while j >= 0 and quiet[min(j, len(quiet) - 1)] and (i - j + 1) / 200 <= limit:
+            j -= 1
+        new_start = max((j + 1) / 200, p.start_s - limit, prev.start_s + 0.01)
+        if is_silence(prev.symbol) and i - j <= 1:
+            new_start = max(p.start_s - after_pause_s, prev.start_s + 0.01)
+        if new_start < p.start_s:
+            out[k - 1] = Phoneme(prev.symbol, prev.start_s, new_start)
+            out[k] = Phoneme(p.symbol, new_start, p.end_s)
+    return out
+
+
+def _tidy(spans, duration_s: float) -> list[Phoneme]:
+    """Monotone, non-overlapping phones; zero-length ones dropped; silence fills the ends."""
+    out: list[Phoneme] = []
+    t = 0.0
+    for sym, a, b in spans:
+        a = max(float(a), t)
+        b = min(max(float(b), a), duration_s)
+        if b - a < 1e-4:
+            continue
+        out.append(Phoneme(sym, a, b))
+        t = b
+    return out
+
+
+# ---------------------------------------------------------------------------------- pocketsphinx
+
+class _OutOfVocabulary(Exception):
+    pass
+
+
+# CMU ARPAbet -> IPA (General American).
+ARPABET_IPA = {
+    "AA": "ɑ", "AE": "æ", "AH": "ʌ", "AO": "ɔ", "AW": "aʊ", "AY": "aɪ", "EH": "ɛ", "ER": "ɝ", "EY": "eɪ",
+    "IH": "ɪ", "IY": "i", "OW": "oʊ", "OY": "ɔɪ", "UH": "ʊ", "UW": "u", "B": "b", "CH": "tʃ", "D": "d",
+    "DH": "ð", "F": "f", "G": "ɡ", "HH": "h", "JH": "dʒ", "K": "k", "L": "l", "M": "m", "N": "n", "NG": "ŋ",
+    "P": "p", "R": "ɹ", "S": "s", "SH": "ʃ", "T": "t", "TH": "θ", "V": "v", "W": "w", "Y": "j", "Z": "z",
+    "ZH": "ʒ", "SIL": "_",
+}
+
+
+def _words(text: str) -> list[str]:
+    t = unicodedata.normalize("NFC", text).lower().replace("’", "'")
+    return re.findall(r"[^\W_]+(?:'[^\W_]+)*", t)
+
+
+def _decoder():
+    try:
+        from pocketsphinx import Decoder, set_loglevel
+    except ImportError:
+        raise DependencyError("pocketsphinx is not installed (pip install 'pocketsphinx>=5'); "
+                              "use method dtw instead") from None
+    set_loglevel("FATAL")
+    return Decoder(samprate=SAMPLE_RATE, bestpath=False)
+
+
+_DECODER = None
+
+
+def align_pocketsphinx(audio: Audio, text: str) -> Alignment:
+    """English forced alignment with pocketsphinx (bundled en-us model); raises for words that are
+    not in its dictionary."""
+    global _DECODER
+    if _DECODER is None:
+        _DECODER = _decoder()
+    d = _DECODER
+    words = _words(text)
+    oov = [w for w in words if d.lookup_word(w) is None]
+    if oov:
+        raise _OutOfVocabulary(f"pocketsphinx does not know the word(s) {', '.join(sorted(set(oov)))}")
+    # pocketsphinx's alignment grammar puts no silence before the first word: trim the recording to
+    # its speech region (plus a margin) and shift the times back.
+    x = _to_16k(audio).samples
+    hop = SAMPLE_RATE // FRAME_RATE
+    r0, r1 = _speech_region(x, hop)
+    a0 = max(r0 * hop - SAMPLE_RATE // 50, 0)
+    a1 = min(r1 * hop + SAMPLE_RATE // 20, len(x))
+    offset = a0 / SAMPLE_RATE
+    pcm = (np.clip(x[a0:a1], -1, 1) * 32767).astype(np.int16).tobytes()
+    try:
+        d.set_align_text(" ".join(words))
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        if d.hyp() is None:
+            raise InputError("pocketsphinx could not align the transcript to the recording (does it match?)")
+        d.set_alignment()
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        al = d.get_alignment()
+    except RuntimeError as e:
+        raise InputError(f"pocketsphinx alignment failed ({e})") from None
+    frame = 0.01
+    phones, out_words = [], []
+    for w in al:
+        name = re.sub(r"\(\d+\)$", "", w.name)
+        for p in w:
+            phones.append((ARPABET_IPA.get(p.name, p.name.lower()), offset + p.start * frame,
+                           offset + (p.start + p.duration) * frame))
+        if name not in ("<s>", "</s>", "<sil>") and not name.startswith("[") and not name.startswith("+"):
+            sub = [p for p in w if p.name != "SIL"]
+            start = (sub[0].start if sub else w.start) * frame
+            out_words.append(AlignedWord(name, offset + start, offset + (w.start + w.duration) * frame))
+    if not phones:
+        raise InputError("pocketsphinx could not align the transcript to the recording")
+    if offset > 0:
+        phones.insert(0, ("_", 0.0, offset))
+    return Alignment(_tidy(phones, audio.duration_s), out_words, "pocketsphinx")

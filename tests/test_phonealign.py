@@ -1,0 +1,131 @@
+"""Phone alignment of real recordings: espeak+DTW (any language) against pocketsphinx (English)."""
+
+import difflib
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dubtool import espeak, phonealign
+from dubtool.audio import Audio, load_audio
+from dubtool.errors import InputError, SilenceError
+from dubtool.phonemes import is_silence
+
+SOUNDS = Path("/usr/share/asterisk/sounds")
+DOCS = Path("/usr/share/doc")
+EN_PROMPTS = ["agent-pass", "auth-incorrect", "conf-onlyperson", "vm-nobodyavail", "conf-getpin"]
+FR_PROMPTS = ["agent-pass", "conf-onlyperson", "queue-thankyou", "vm-nobodyavail"]
+
+
+def _transcripts(lang):
+    f = DOCS / f"asterisk-core-sounds-{lang}" / f"core-sounds-{lang}.txt.gz"
+    if not f.exists():
+        pytest.skip(f"asterisk-core-sounds-{lang} not installed (scripts/setup.sh --dev)")
+    out = {}
+    for line in gzip.open(f, "rt", encoding="utf-8", errors="replace"):
+        if ":" in line and not line.startswith(";"):
+            k, v = line.split(":", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _speech_span(audio):
+    from dubtool.audio import rms_envelope
+    db = 20 * np.log10(rms_envelope(audio.samples, audio.sample_rate, 100) + 1e-9)
+    on = np.nonzero(db > db.max() - 30)[0]
+    return on[0] / 100, on[-1] / 100
+
+
+def _check_phones(phones, audio):
+    starts = np.array([p.start_s for p in phones])
+    ends = np.array([p.end_s for p in phones])
+    assert np.all(ends > starts) and np.all(starts[1:] >= ends[:-1] - 1e-9)
+    assert starts[0] >= 0 and ends[-1] <= audio.duration_s + 1e-6
+    speech = [p for p in phones if not is_silence(p.symbol)]
+    a, b = _speech_span(audio)
+    assert speech[0].start_s < a + 0.15 and speech[-1].end_s > b - 0.15  # phones cover the speech
+    assert speech[0].start_s > a - 0.25 and speech[-1].end_s < b + 0.3
+
+
+def _matched_starts(wa, wb):
+    na = [w.text.lower().strip(".,!?") for w in wa]
+    nb = [w.text.lower() for w in wb]
+    d = []
+    for blk in difflib.SequenceMatcher(a=na, b=nb, autojunk=False).get_matching_blocks():
+        for k in range(blk.size):
+            d.append(abs(wa[blk.a + k].start_s - wb[blk.b + k].start_s))
+    return d
+
+
+@pytest.fixture(scope="module")
+def english():
+    pytest.importorskip("pocketsphinx")
+    tr = _transcripts("en")
+    out = []
+    for name in EN_PROMPTS:
+        audio = load_audio(SOUNDS / "en" / f"{name}.wav")
+        out.append((name, audio, phonealign.align(audio, tr[name], "en", "dtw"),
+                    phonealign.align(audio, tr[name], "en", "pocketsphinx")))
+    return out
+
+
+def test_methods_agree_on_word_starts(english):
+    diffs = []
+    for name, audio, dtw, ps in english:
+        d = _matched_starts(dtw.words, ps.words)
+        assert len(d) >= 0.7 * len(ps.words), name
+        diffs += d
+    assert np.median(diffs) < 0.06, f"median word-start disagreement {np.median(diffs) * 1000:.0f} ms"
+    assert np.percentile(diffs, 90) < 0.25
+
+
+def test_english_phones_monotone_and_cover_speech(english):
+    for name, audio, dtw, ps in english:
+        _check_phones(dtw.phonemes, audio)
+        _check_phones(ps.phonemes, audio)
+        assert ps.method == "pocketsphinx" and dtw.method == "dtw"
+        assert all(p.symbol == p.symbol.lower() for p in ps.phonemes)  # ARPAbet mapped to IPA
+
+
+def test_french_dtw():
+    tr = _transcripts("fr")
+    for name in FR_PROMPTS:
+        audio = load_audio(SOUNDS / "fr" / f"{name}.wav")
+        al = phonealign.align(audio, tr[name], "fr")
+        assert al.method == "dtw"
+        _check_phones(al.phonemes, audio)
+        starts = [w.start_s for w in al.words]
+        assert len(starts) >= 3 and np.all(np.diff(starts) > 0)
+
+
+def test_dtw_recovers_known_timing():
+    """A slow espeak reading aligned with the default-rate one: the slow reading's own phone times are
+    the ground truth."""
+    text = "Please enter your password, followed by the pound key."
+    slow = espeak.synthesize(text, rate_wpm=130, variant="michel")
+    got = phonealign.align_dtw(slow.audio, text, "en")
+    truth = phonealign.with_stop_closures(slow.phonemes, slow.audio.samples)
+    truth = [p for p in truth if not is_silence(p.symbol)]
+    pred = [p for p in got.phonemes if not is_silence(p.symbol)]
+    assert [p.symbol for p in pred] == [p.symbol for p in truth]
+    err = np.abs(np.array([p.start_s for p in pred]) - np.array([p.start_s for p in truth]))
+    assert np.median(err) < 0.03 and np.percentile(err, 90) < 0.08
+
+
+def test_auto_and_errors():
+    audio = espeak.synthesize("Hello there, general dubtool.").audio
+    auto = phonealign.align(audio, "Hello there, general dubtool.", "en")
+    assert auto.method == "dtw"  # 'dubtool' is not in pocketsphinx's dictionary: falls back
+    pytest.importorskip("pocketsphinx")
+    with pytest.raises(InputError, match="dubtool"):
+        phonealign.align(audio, "Hello there, general dubtool.", "en", "pocketsphinx")
+    assert phonealign.align(audio, "Hello there, general.", "en").method == "pocketsphinx"
+    with pytest.raises(InputError, match="English only"):
+        phonealign.align(audio, "Bonjour", "fr", "pocketsphinx")
+    with pytest.raises(InputError, match="empty"):
+        phonealign.align(audio, " ... ", "en")
+    with pytest.raises(InputError, match="unsupported language"):
+        phonealign.align(audio, "hello", "xx")
+    with pytest.raises(SilenceError):
+        phonealign.align(Audio(np.zeros(16000, np.float32), 16000), "hello", "en")
