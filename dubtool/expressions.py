@@ -200,6 +200,8 @@ def _set_offline_env() -> None:
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
         os.environ[var] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def embedding_model_path() -> Path:
@@ -226,6 +228,13 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
+        except ImportError:
+            pass
         try:
             self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         except Exception as e:  # corrupt/partial files: one clear line, not a traceback
@@ -300,10 +309,10 @@ class PrototypeMatcher:
         parts = [p for p in _SPLIT.split(description.strip()) if p and p.strip()] or [description]
         found = [(part, [(pr, 1.0) for pr in keyword_matches(part, self.library)]) for part in parts]
         if not any(hits for _, hits in found) and self._use_embedding:
-            # No lexicon hit anywhere: each part, then the whole text, by embedding similarity.
-            found = [(part, self.match(part)) for part in parts]
-            if not any(hits for _, hits in found):
-                found = [(description, self.match(description))]
+            # No lexicon hit anywhere: the whole text by embedding similarity, then its parts.
+            found = [(description, self.match(description))]
+            if not found[0][1]:
+                found = [(part, self.match(part)) for part in parts if len(part.split()) > 1]
         whole_side = _side(description)
         poses, used = [], []
         for part, hits in found:

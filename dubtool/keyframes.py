@@ -329,44 +329,61 @@ def _hermite(u, p0, p1, m0, m1, span):
 
 def _channel_curve(times: np.ndarray, keys: list[Keyframe], name: str) -> np.ndarray:
     """One channel through its (non-pulse) keys. Before the first key the channel rests at 0; each
-    key holds until the next one's transition (`ease_s` long, starting no earlier than the end of
-    the previous key's hold); after the last key it holds."""
+    key holds until the next key's transition (`ease_s` long, starting no earlier than the end of the
+    previous key's hold unless that leaves no room); after the last key it holds. Every transition
+    starts from the curve's actual value, so close keys never make the curve jump."""
     out = np.zeros_like(times)
     if not keys:
         return out
-    pts = [(-1e9, 0.0, 0.0)] + [(k.time_s, k.channels[name], k.hold_s) for k in keys]
-    # Hermite tangents (PCHIP-style: zero at extrema and after holds, so no overshoot).
-    slopes = [(pts[i + 1][1] - pts[i][1]) / max(1e-6, pts[i + 1][0] - pts[i][0] - pts[i][2])
-              for i in range(len(pts) - 1)]
+    merged: list[Keyframe] = []
+    for k in keys:  # keys at the same instant: the later one wins
+        if merged and abs(k.time_s - merged[-1].time_s) < 1e-3:
+            merged[-1] = k
+        else:
+            merged.append(k)
+    pts = [(-1e9, 0.0, 0.0)] + [(k.time_s, k.channels[name], k.hold_s) for k in merged]
+    # Hermite tangents (PCHIP-style: zero at extrema and at holds, so no overshoot).
+    slopes = [(pts[i + 1][1] - pts[i][1]) / max(1e-6, pts[i + 1][0] - pts[i][0]) for i in range(len(pts) - 1)]
     tangents = [0.0] * len(pts)
     for i in range(1, len(pts) - 1):
         a, b = slopes[i - 1], slopes[i]
         if a * b > 0 and pts[i][2] == 0:
             tangents[i] = 2 * a * b / (a + b)
+    pieces: list[tuple[float, Callable[[np.ndarray], np.ndarray]]] = [(-np.inf, lambda t: np.zeros_like(t))]
+
+    def value_at(t: float) -> float:
+        f = [fn for start, fn in pieces if start <= t][-1]
+        return float(f(np.array([t]))[0])
+
     for i in range(1, len(pts)):
-        (t0, v0, h0), (t1, v1, _), key = pts[i - 1], pts[i], keys[i - 1]
-        hold_end = t0 + h0
+        (t0, _, h0), (t1, v1, _), key = pts[i - 1], pts[i], merged[i - 1]
+        ease_s = key.transition_s
         if key.ease == "hermite" and i > 1:
-            start = min(hold_end, t1)
+            start = t0 + min(h0, 0.5 * (t1 - t0))
         else:
-            start = min(max(hold_end, t1 - key.transition_s), t1)
-        seg = (times >= hold_end) if i > 1 else (times >= -1e9)
-        out = np.where(seg & (times < start), v0, out)
+            start = max(t0 + h0, t1 - ease_s)
+            if start > t1 - 0.5 * min(ease_s, t1 - t0):  # hold too long for the next key: cut it
+                start = max(t0, t1 - min(ease_s, t1 - t0))
+        start = min(start, t1)
+        v0 = value_at(start)
         span = t1 - start
-        m = (times >= start) & (times < t1)
-        if span <= 1e-9 or key.ease == "hold":
-            out = np.where(m, v0, out)
+        if key.ease == "hold" or span <= 1e-9:
+            fn = (lambda v0, t1, v1: lambda t: np.where(t < t1, v0, v1))(v0, t1, v1)
+        elif key.ease == "linear":
+            fn = (lambda v0, v1, st, sp: lambda t: v0 + (v1 - v0) * np.clip((t - st) / sp, 0, 1))(v0, v1, start, span)
+        elif key.ease == "hermite":
+            m0 = tangents[i - 1] if (i > 1 and h0 == 0) else 0.0
+            fn = (lambda v0, v1, st, sp, m0, m1: lambda t: np.where(
+                t >= st + sp, v1, _hermite((t - st) / sp, v0, v1, m0, m1, sp)))(v0, v1, start, span, m0, tangents[i])
         else:
-            u = (times - start) / span
-            if key.ease == "linear":
-                s = v0 + (v1 - v0) * np.clip(u, 0, 1)
-            elif key.ease == "hermite":
-                s = _hermite(u, v0, v1, tangents[i - 1] if h0 == 0 else 0.0, tangents[i], span)
-            else:
-                s = v0 + (v1 - v0) * ease_in_out_cubic(u)
-            out = np.where(m, s, out)
-        nxt = keys[i].time_s if i < len(keys) else np.inf
-        out = np.where((times >= t1) & (times < nxt), v1, out)
+            fn = (lambda v0, v1, st, sp: lambda t: v0 + (v1 - v0) * ease_in_out_cubic((t - st) / sp))(v0, v1, start, span)
+        pieces.append((start, fn))
+    starts = np.array([p[0] for p in pieces])
+    which = np.searchsorted(starts, times, side="right") - 1
+    for j, (_, fn) in enumerate(pieces):
+        m = which == j
+        if np.any(m):
+            out[m] = fn(times[m])
     return out
 
 
@@ -735,6 +752,7 @@ def _events_to_keyframes(events: list[_Event], duration_s: float, library) -> li
     mood: dict[str, float] = {}
     overlays: list[tuple[float, dict[str, float], str, str]] = []  # (until_s, pose, name, kind)
     state: dict[str, float] = {}
+    prev_state: dict[str, float] = {}
 
     def composite(now: float) -> dict[str, float]:
         # An interjection's clause mood replaces the line mood; sustained actions combine on top.
@@ -751,6 +769,17 @@ def _events_to_keyframes(events: list[_Event], duration_s: float, library) -> li
         changed = {k: round(new.get(k, 0.0), 4) for k in keys if abs(new.get(k, 0.0) - state.get(k, 0.0)) > 1e-4}
         if not changed:
             return
+        nonlocal prev_state
+        last = kfs[-1] if kfs else None
+        if last is not None and last.ease != "pulse" and abs(last.time_s - t) < 0.05:
+            # Two changes at one instant (a cue and an interjection): one keyframe to the final state.
+            base = prev_state
+            keys = set(base) | set(new)
+            merged = {k: round(new.get(k, 0.0), 4) for k in keys if abs(new.get(k, 0.0) - base.get(k, 0.0)) > 1e-4}
+            kfs[-1] = replace(last, channels=merged, description=desc if ev is not None else last.description)
+            state = {k: v for k, v in new.items() if abs(v) > 1e-4}
+            return
+        prev_state = dict(state)
         if ev is not None:
             kfs.append(Keyframe(round(t, 3), desc, changed, ev.proto.ease if ev.proto.ease != "pulse" else "cubic",
                                 min(ev.proto.hold_s, 1.0), ev.proto.ease_s, ev.word, round(ev.offset_s, 3)))
