@@ -234,9 +234,14 @@ ARPABET_IPA = {
 }
 
 
+_DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
 def _words(text: str) -> list[str]:
+    """Lower-case words of a transcript; lone digits spelled out (pocketsphinx's dictionary has no digits)."""
     t = unicodedata.normalize("NFC", text).lower().replace("’", "'")
-    return re.findall(r"[^\W_]+(?:'[^\W_]+)*", t)
+    words = re.findall(r"[^\W_]+(?:'[^\W_]+)*", t)
+    return [_DIGITS[int(w)] if len(w) == 1 and w.isdigit() else w for w in words]
 
 
 def _decoder():
