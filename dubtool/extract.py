@@ -120,16 +120,22 @@ def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.nda
     return s, r, t
 
 
-def canonicalize(landmarks: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Landmarks (T,478,3) normalised -> (canonical (T,478,3) in canonical-mesh units,
-    RMS fit residual (T,) in the same units) by a similarity fit on STABLE_VERTICES."""
-    pts = to_metric_camera(landmarks, width, height)
+def canonicalize(landmarks: np.ndarray, width: int, height: int,
+                 chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks (T,478,3) normalised -> (canonical (T,478,3) float32 in canonical-mesh units,
+    RMS fit residual (T,) in the same units) by a similarity fit on STABLE_VERTICES.
+    Works in chunks of frames so float64 temporaries stay small for long takes."""
     idx = np.asarray(STABLE_VERTICES)
     ref = canonical_neutral()[idx]
-    s, r, t = similarity_fit(pts[:, idx], ref)
-    canon = s[:, None, None] * np.einsum("bij,bnj->bni", r, pts) + t[:, None, :]
-    resid = np.sqrt(((canon[:, idx] - ref) ** 2).sum(axis=2).mean(axis=1))
-    return canon.astype(np.float32), resid
+    canon = np.empty(landmarks.shape, np.float32)
+    resid = np.empty(landmarks.shape[0])
+    for a in range(0, landmarks.shape[0], chunk):
+        pts = to_metric_camera(landmarks[a:a + chunk], width, height)
+        s, r, t = similarity_fit(pts[:, idx], ref)
+        c = s[:, None, None] * np.einsum("bij,bnj->bni", r, pts) + t[:, None, :]
+        resid[a:a + chunk] = np.sqrt(((c[:, idx] - ref) ** 2).sum(axis=2).mean(axis=1))
+        canon[a:a + chunk] = c
+    return canon, resid
 
 
 def head_rotations(pose: np.ndarray) -> np.ndarray:
@@ -328,12 +334,13 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
                           f"{options.min_face_ratio:.0%} of the video")
 
     ts = time.perf_counter()
-    landmarks = np.stack(lms).astype(np.float32)
-    blend = np.stack(blends).astype(np.float32)
+    landmarks = np.stack(lms)
+    del lms
+    blend = np.stack(blends)
     pose = np.stack(poses)
-    canon = np.zeros_like(landmarks)
-    resid = np.full(n, np.inf)
-    canon[face_found], resid[face_found] = canonicalize(landmarks[face_found], info.width, info.height)
+    # Untracked frames hold zeros here (a degenerate but finite fit); gap filling replaces them.
+    canon, resid = canonicalize(landmarks, info.width, info.height)
+    resid[~face_found] = np.inf
     confidence = np.where(face_found, np.exp(-(resid / FIT_RESIDUAL_CM) ** 2), 0.0).astype(np.float32)
     gaps = fill_gaps([landmarks, canon, blend, pose], face_found, fps, options.max_gap_s)
     pose = orthonormalize(pose)
@@ -342,8 +349,8 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
         cfg = options.smoothing
         # Speeds are normalised per unit so one beta fits: landmarks in image fractions, canonical
         # points in cm, weights 0..1, translations in cm.
-        landmarks = one_euro(landmarks, fps, cfg, scale=0.01)
-        canon = one_euro(canon, fps, cfg, scale=0.3)
+        one_euro(landmarks, fps, cfg, scale=0.01, out=landmarks)
+        one_euro(canon, fps, cfg, scale=0.3, out=canon)
         blend = np.clip(one_euro(blend, fps, cfg, scale=0.1), 0.0, 1.0)
         pose_s = pose.copy()
         pose_s[:, :3, :] = one_euro(pose[:, :3, :], fps, cfg, scale=np.array([[0.1] * 3 + [0.5]] * 3))

@@ -29,27 +29,29 @@ def _alpha(cutoff: np.ndarray | float, rate_hz: float) -> np.ndarray | float:
 
 
 def one_euro(x: np.ndarray, rate_hz: float, config: OneEuroConfig = OneEuroConfig(),
-             scale: np.ndarray | float = 1.0) -> np.ndarray:
+             scale: np.ndarray | float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
     """Filter `x` (T, ...) sampled at `rate_hz` along axis 0; returns float32 of the same shape.
 
     `scale` (broadcast to one frame) divides the speed before `beta` applies, so channels in
-    different units (pixels, radians, 0..1 weights) can share one `beta`.
+    different units (pixels, radians, 0..1 weights) can share one `beta`. `out` may be `x` itself
+    (float32) to filter in place; the state is float64, one frame at a time, so memory stays ~1x.
     """
-    x = np.asarray(x, dtype=np.float64)
-    if x.shape[0] < 2:
-        return x.astype(np.float32)
-    flat = x.reshape(x.shape[0], -1)
+    x = np.asarray(x)
+    if out is None:
+        out = np.empty(x.shape, np.float32)
+    if x.shape[0] == 0:
+        return out
+    flat_in = x.reshape(x.shape[0], -1)
+    flat_out = out.reshape(out.shape[0], -1)
     s = np.broadcast_to(np.asarray(scale, np.float64), x.shape[1:]).reshape(-1)
-    out = np.empty_like(flat)
     a_d = _alpha(config.d_cutoff, rate_hz)
-    prev = flat[0].copy()
+    prev = flat_in[0].astype(np.float64)
     dprev = np.zeros_like(prev)
-    out[0] = prev
-    for t in range(1, flat.shape[0]):
-        dx = (flat[t] - prev) * rate_hz
-        dprev = dprev + a_d * (dx - dprev)
-        cutoff = config.min_cutoff + config.beta * np.abs(dprev) / s
-        a = _alpha(cutoff, rate_hz)
-        prev = prev + a * (flat[t] - prev)
-        out[t] = prev
-    return out.reshape(x.shape).astype(np.float32)
+    flat_out[0] = prev
+    for t in range(1, flat_in.shape[0]):
+        cur = flat_in[t].astype(np.float64)
+        dprev += a_d * ((cur - prev) * rate_hz - dprev)
+        a = _alpha(config.min_cutoff + config.beta * np.abs(dprev) / s, rate_hz)
+        prev += a * (cur - prev)
+        flat_out[t] = prev
+    return out

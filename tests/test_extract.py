@@ -257,6 +257,10 @@ def test_head_rotation_decomposition_and_similarity_fit_invert_known_transforms(
     pose = np.tile(np.eye(4), (2, 1, 1))
     pose[:, :3, :3] = [_rot(*a) for a in angles]
     assert np.allclose(head_rotations(pose), angles)
+    from dubtool.rig import head_rotation_matrix  # the rig poses heads with the same convention
+
+    pose[:, :3, :3] = head_rotation_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
+    assert np.allclose(head_rotations(pose), angles)
     rng = np.random.default_rng(1)
     dst = rng.normal(size=(30, 3))
     r = _rot(0.4, 0.1, -0.2)
