@@ -47,6 +47,11 @@ def align_phonemes(audio: Audio, text: str, lang: str, method: str = "auto") -> 
     return align(audio, text, lang, method).phonemes
 
 
+def align_words(audio: Audio, text: str, lang: str, method: str = "auto") -> list[AlignedWord]:
+    """Words of `text` (`.text`, `.start_s`, `.end_s`) timed against `audio` (see `align`)."""
+    return align(audio, text, lang, method).words
+
+
 def align(audio: Audio, text: str, lang: str, method: str = "auto") -> Alignment:
     """Align the transcript `text` (language `lang`, a --lang code) to the recording `audio`.
     `method`: 'auto', 'dtw' or 'pocketsphinx' (English only)."""
