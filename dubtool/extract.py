@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Callable
@@ -287,14 +288,10 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
         raise InputError(f"--fps must be in 0..240, got {fps}")
     size = scaled_size(info.width, info.height, options.max_track_width)
 
-    audio = None
-    if info.has_audio:
-        try:
-            audio = load_audio(info.path, what="video file")
-        except InputError as e:
-            warnings.warn(f"{e}; continuing without audio", stacklevel=2)
-    else:
-        warnings.warn(f"{info.path}: no audio track; the performance will have no source audio", stacklevel=2)
+    # The audio decodes (in its own ffmpeg) while the frames are tracked.
+    pool = ThreadPoolExecutor(max_workers=1)
+    audio_job = pool.submit(load_audio, info.path, what="video file") if info.has_audio else None
+    pool.shutdown(wait=False)
 
     tracker = FaceTracker()
     lms: list[np.ndarray] = []
@@ -325,6 +322,14 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
         tracker.close()
     t_decode_track = time.perf_counter() - t0
 
+    audio = None
+    if audio_job is None:
+        warnings.warn(f"{info.path}: no audio track; the performance will have no source audio", stacklevel=2)
+    else:
+        try:
+            audio = audio_job.result()
+        except InputError as e:
+            warnings.warn(f"{e}; continuing without audio", stacklevel=2)
     face_found = np.asarray(found, bool)
     n = len(face_found)
     ratio = float(face_found.mean()) if n else 0.0

@@ -14,6 +14,7 @@ import queue
 import shutil
 import subprocess
 import threading
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -158,10 +159,12 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None, size: tuple[i
     t_err.start()
     t_read.start()
     count = 0
+    stop_early = [True]  # cleared when the stream ends by itself (not when the consumer stops)
     try:
         while True:
             frame = q.get()
             if frame is None:
+                stop_early[0] = False
                 break
             count += 1
             yield frame
@@ -175,16 +178,21 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None, size: tuple[i
             t_read.join(timeout=0.05)
             if proc.poll() is None and t_read.is_alive():
                 proc.kill()
-        if proc.poll() is None:
+        if not stop_early[0]:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        elif proc.poll() is None:
             proc.kill()
         proc.wait()
         t_err.join(timeout=1.0)
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
+    if count and not stop_early[0] and (proc.returncode != 0 or stderr_chunks):
+        msg = b"".join(stderr_chunks).decode("utf-8", "replace").strip().splitlines()
+        warnings.warn(f"{info.path}: decoding stopped after {count} frames "
+                      f"({msg[-1].strip() if msg else 'ffmpeg error'}); the file may be truncated", stacklevel=2)
     if count == 0:
         msg = b"".join(stderr_chunks).decode("utf-8", "replace").strip().splitlines()
         raise InputError(f"{info.path}: no frames could be decoded ({msg[-1] if msg else 'empty video'})")
-
-
-def source_path(path: str | os.PathLike) -> Path:
-    return Path(path).resolve()
