@@ -115,7 +115,7 @@ def is_open_vowel(symbol: str) -> bool:
     return _first(symbol) in _OPEN_VOWELS
 
 
-# Viseme classes: lip/jaw shapes that look alike. 14 classes.
+# Viseme classes: lip/jaw shapes that look alike. 15 classes.
 VISEME_CLASSES: tuple[str, ...] = (
     "silence",      # rest
     "bilabial",     # p b m: lips closed
