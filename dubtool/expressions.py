@@ -277,9 +277,33 @@ class PrototypeMatcher:
                 for t in (pr.description, pr.name.replace("_", " ")) + pr.phrases:
                     texts.append(t)
                     owner.append(i)
-            self._proto_vecs = self.embedder.encode(texts)
+            self._proto_vecs = self._cached_encode(texts)
             self._proto_owner = owner
         return self._proto_vecs
+
+    def _cached_encode(self, texts: list[str]) -> np.ndarray:
+        """Prototype vectors, cached under the dubtool cache keyed by the phrases (they only change
+        with the library), so a plan encodes just the user's cues."""
+        import hashlib
+
+        from .assets import cache_dir
+        from .fileio import atomic_path
+
+        key = hashlib.sha256(("all-MiniLM-L6-v2\n" + "\n".join(texts)).encode()).hexdigest()[:16]
+        path = cache_dir() / "keyframes" / f"prototypes-{key}.npy"
+        try:
+            vecs = np.load(path)
+            if vecs.shape == (len(texts), 384):
+                return vecs.astype(np.float32)
+        except (OSError, ValueError):
+            pass
+        vecs = self.embedder.encode(texts)
+        try:
+            with atomic_path(path, suffix=".npy") as tmp:
+                np.save(tmp, vecs)
+        except OSError:
+            pass  # a read-only cache only costs speed
+        return vecs
 
     def nearest(self, text: str) -> tuple[Prototype, float]:
         """Best prototype by embedding similarity (max over its phrases) and the cosine score."""
