@@ -265,6 +265,7 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
 
         style = style_context(src_anim.values)
         keypoints = performance_keypoints(source, performance, src_times, src_anim.fps)
+        timings["keypoints_s"] = time.perf_counter() - t
         lower = generator.generate(seg, keypoints, style, steps=options.steps, guidance=options.guidance,
                                    seed=options.seed).values
         lower = _fit_frames(lower, n_model)
