@@ -51,7 +51,8 @@ class CorpusConfig:
     espeak_clips: int = 300  # training clips synthesised
     val_voice_clips: int = 24
     val_lang_clips: int = 24
-    asterisk_clips: int = 200  # at most; training prompts only (sorted index % 5 != 0)
+    asterisk_prompts: int = 240  # at most; training prompts only (sorted index % 5 != 0)
+    asterisk_per_clip: int = 3  # prompts are 1-4 s: joined into clips longer than a training window
     train_languages: tuple = ("en", "en-gb", "fr", "es", "de", "nl", "pl", "ru")
     val_languages: tuple = ("it", "pt")
     train_variants: tuple = ("m1", "m2", "m3", "m4", "m5", "f1", "f2", "f3", "klatt", "klatt3", "croak",
@@ -289,7 +290,7 @@ def make_clip(samples: np.ndarray, phonemes: list, rng: np.random.Generator, cfg
     n = mel.shape[0]
     duration_s = n / fps
     lower = lower_face_from_phonemes(phonemes, duration_s, fps, intensity=float(rng.uniform(0.7, 1.2)), rng=rng)
-    emotion = str(rng.choice(_emotions()))
+    emotion = None if rng.random() < 0.35 else str(rng.choice(_emotions()))  # None: emotion segments
     uf = procedural_upper_face(duration_s, fps, rng, emotion=emotion, speech_activity=_speech_activity(aug, fps))
     target = _fit(np.asarray(uf.animation.values, np.float32), n).copy()
     offset = _fit(np.asarray(uf.lower_offset, np.float32), n) if uf.lower_offset is not None else np.zeros((n, 61))
@@ -303,7 +304,7 @@ def make_clip(samples: np.ndarray, phonemes: list, rng: np.random.Generator, cfg
     return {"mel": mel.astype(np.float16), "target": target.astype(np.float16), "offset": offset.astype(np.float16),
             "keypoints": kp.astype(np.float16), "style": style_context(target),
             "phonemes": [[p.symbol, round(p.start_s, 4), round(p.end_s, 4)] for p in phonemes],
-            "augment": applied, "emotion": emotion}
+            "augment": applied, "emotion": emotion or "mixed"}
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
@@ -367,19 +368,31 @@ def _run_job(job: dict, cfg: CorpusConfig) -> dict | None:
             if syn.audio.duration_s >= target_s:
                 break
         samples, phonemes, text = syn.audio.samples, syn.phonemes, " ".join(texts)
-    else:
+    else:  # real speech: a few asterisk prompts joined by short pauses, each aligned on its own
         from .audio import load_audio
         from .phonealign import align_phonemes
+        from .phonemes import Phoneme
 
-        audio = load_audio(job["wav"])
-        text = job["text"]
-        phonemes = list(align_phonemes(audio, text, "en"))
-        samples = audio.samples
+        parts, phonemes, t = [], [], 0.0
+        for text_i, wav in zip(job["texts"], job["wavs"]):
+            audio = load_audio(wav)
+            for p in align_phonemes(audio, text_i, "en"):
+                phonemes.append(Phoneme(p.symbol, p.start_s + t, p.end_s + t))
+            gap = np.zeros(int(rng.uniform(0.15, 0.6) * 16000), np.float32)
+            parts += [audio.samples, gap]
+            t += audio.duration_s + len(gap) / 16000
+        samples, text = np.concatenate(parts), " ".join(job["texts"])
     clip = make_clip(samples, phonemes, rng, cfg, load_rig(), cfg.p_augment)
     clip.update({k: job[k] for k in ("id", "source", "split", "lang") if k in job})
     clip["voice"] = f"{job.get('voice', 'asterisk-allison')}+{job['variant']}" if "variant" in job else "asterisk-allison"
     clip["text"] = text
     return clip
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _job_worker(args):
@@ -396,21 +409,32 @@ def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True, log=print, w
 
     jobs = _espeak_jobs(cfg)
     prng = np.random.default_rng(cfg.seed + 1)
-    for k, (text, wav) in enumerate(asterisk_training_prompts()[: cfg.asterisk_clips]):
-        jobs.append({"id": f"asterisk-{wav.stem}", "source": "asterisk", "split": "train", "lang": "en",
-                     "text": text, "wav": str(wav), "seed": int(prng.integers(2 ** 31))})
+    prompts = asterisk_training_prompts()
+    order = prng.permutation(len(prompts))[: cfg.asterisk_prompts]
+    for k in range(0, len(order), cfg.asterisk_per_clip):
+        group = [prompts[i] for i in order[k:k + cfg.asterisk_per_clip]]
+        jobs.append({"id": f"asterisk-{k // cfg.asterisk_per_clip:04d}", "source": "asterisk", "split": "train",
+                     "lang": "en", "texts": [g[0] for g in group], "wavs": [str(g[1]) for g in group],
+                     "seed": int(prng.integers(2 ** 31))})
     results: list = [None] * len(jobs)
     errors = []
     from rich.progress import Progress
 
-    ctx = mp.get_context("spawn")
-    with Progress(disable=not progress) as bar, ctx.Pool(workers) as pool:
+    args = [(j, cfg) for j in jobs]
+    with Progress(disable=not progress) as bar:
         task = bar.add_task("corpus", total=len(jobs))
-        for i, (clip, err) in enumerate(pool.imap(_job_worker, [(j, cfg) for j in jobs], chunksize=2)):
-            results[i] = clip
-            if err:
-                errors.append(err)
-            bar.update(task, advance=1)
+        if workers > 1:  # fork: workers inherit the loaded modules; espeak re-initialises per pid
+            with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+                outs = pool.imap(_job_worker, args, chunksize=2)
+                for i, (clip, err) in enumerate(outs):
+                    results[i] = clip
+                    errors += [err] if err else []
+                    bar.update(task, advance=1)
+        else:
+            for i, a in enumerate(args):
+                results[i], err = _job_worker(a)
+                errors += [err] if err else []
+                bar.update(task, advance=1)
     clips = [c for c in results if c is not None]
     if not clips:
         raise InputError(f"corpus build produced no clips; first error: {errors[0] if errors else 'none'}")
