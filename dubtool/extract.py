@@ -28,7 +28,7 @@ from . import __version__
 from .arkit import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, NUM_CHANNELS, Animation, index
 from .errors import InputError, ModelError, NoFaceError
 from .performance import NUM_LANDMARKS, Performance
-from .smoothing import OneEuroConfig, one_euro
+from .smoothing import OneEuroConfig, one_euro_zero_phase
 from .video import VideoInfo, iter_frames, probe, scaled_size
 
 # Vertices that move with the skull, not with expression: forehead, nose bridge and tip, eye
@@ -47,8 +47,8 @@ FIT_RESIDUAL_CM = 1.0  # RMS fit residual (cm) at which confidence falls to 1/e;
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    """fps: output frame rate (None = the video's average rate); smoothing: One Euro on landmarks,
-    blendshapes and rotations (None = off); max_track_width: frames wider than this are downscaled
+    """fps: output frame rate (None = the video's average rate); smoothing: zero-phase One Euro on
+    landmarks, blendshapes and head pose (None = off); max_track_width: frames wider than this are downscaled
     before tracking; max_gap_s: gaps shorter than this are interpolated, longer ones hold the
     nearest tracked frame; min_face_ratio: below this share of frames with a face -> NoFaceError."""
 
@@ -354,11 +354,11 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
         cfg = options.smoothing
         # Speeds are normalised per unit so one beta fits: landmarks in image fractions, canonical
         # points in cm, weights 0..1, translations in cm.
-        one_euro(landmarks, fps, cfg, scale=0.01, out=landmarks)
-        one_euro(canon, fps, cfg, scale=0.3, out=canon)
-        blend = np.clip(one_euro(blend, fps, cfg, scale=0.1), 0.0, 1.0)
+        one_euro_zero_phase(landmarks, fps, cfg, scale=0.01, out=landmarks)
+        one_euro_zero_phase(canon, fps, cfg, scale=0.3, out=canon)
+        blend = np.clip(one_euro_zero_phase(blend, fps, cfg, scale=0.1), 0.0, 1.0)
         pose_s = pose.copy()
-        pose_s[:, :3, :] = one_euro(pose[:, :3, :], fps, cfg, scale=np.array([[0.1] * 3 + [0.5]] * 3))
+        pose_s[:, :3, :] = one_euro_zero_phase(pose[:, :3, :], fps, cfg, scale=np.array([[0.1] * 3 + [0.5]] * 3))
         pose = orthonormalize(pose_s)
 
     values = np.zeros((n, NUM_CHANNELS), np.float32)

@@ -2,7 +2,8 @@
 
 A first-order low-pass whose cutoff rises with the signal's speed: at rest the cutoff is
 `min_cutoff` Hz (jitter removed), during fast motion it grows by `beta` * |speed| so the filter
-follows without lag. Pure numpy; one pass over time, every channel at once.
+follows with little lag. Pure numpy; one pass over time, every channel at once. Offline tracks use
+`one_euro_zero_phase` (forward and reversed passes averaged), which removes the remaining lag.
 """
 
 from __future__ import annotations
@@ -54,4 +55,16 @@ def one_euro(x: np.ndarray, rate_hz: float, config: OneEuroConfig = OneEuroConfi
         a = _alpha(config.min_cutoff + config.beta * np.abs(dprev) / s, rate_hz)
         prev += a * (cur - prev)
         flat_out[t] = prev
+    return out
+
+
+def one_euro_zero_phase(x: np.ndarray, rate_hz: float, config: OneEuroConfig = OneEuroConfig(),
+                        scale: np.ndarray | float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+    """Offline One Euro without lag: the mean of a forward pass and a time-reversed pass. The
+    forward pass lags and the reversed one leads by the same amount, so they cancel (like filtfilt)."""
+    x = np.asarray(x)
+    backward = one_euro(x[::-1], rate_hz, config, scale)[::-1]
+    out = one_euro(x, rate_hz, config, scale, out=out)
+    out += backward
+    out *= 0.5
     return out

@@ -17,7 +17,7 @@ from dubtool.arkit import index
 from dubtool.errors import InputError, NoFaceError
 from dubtool.extract import (ExtractOptions, eye_rotations, extract, fill_gaps, head_rotations, similarity_fit)
 from dubtool.performance import load_performance, save_performance
-from dubtool.smoothing import OneEuroConfig, one_euro
+from dubtool.smoothing import OneEuroConfig, one_euro, one_euro_zero_phase
 from dubtool.video import iter_frames, probe
 
 pytest.importorskip("skimage")
@@ -230,6 +230,22 @@ def test_one_euro_removes_jitter_without_lagging_fast_moves():
     step = np.where(t < 5, 0.0, 1.0)[:, None] + rng.normal(0, 0.01, (300, 1))
     s = one_euro(step, 30.0, OneEuroConfig(), scale=0.1)[:, 0]
     assert s[150 + 3] > 0.8  # within 0.1 s of a step the filter has followed it
+
+
+def test_zero_phase_one_euro_has_no_lag_on_speech_rate_motion():
+    fps = 25.0
+    t = np.arange(500) / fps
+    clean = 0.3 + 0.25 * np.sin(2 * np.pi * 2.5 * t) * (np.sin(2 * np.pi * 0.3 * t) > 0)  # syllable bursts
+    x = (clean + np.random.default_rng(0).normal(0, 0.02, t.size))[:, None]
+
+    def lag(y):
+        return max(range(-5, 6), key=lambda k: np.corrcoef(np.roll(y, -k)[10:-10], clean[10:-10])[0, 1])
+
+    fwd = one_euro(x, fps, OneEuroConfig(), scale=0.1)[:, 0]
+    zp = one_euro_zero_phase(x, fps, OneEuroConfig(), scale=0.1)[:, 0]
+    assert lag(fwd) >= 1 and lag(zp) == 0
+    assert np.std(np.diff(zp, 2)) < 0.7 * np.std(np.diff(x[:, 0], 2))  # jitter down
+    assert np.sqrt(np.mean((zp - clean) ** 2)) < 0.6 * np.sqrt(np.mean((fwd - clean) ** 2))
 
 
 def test_fill_gaps_interpolates_short_and_holds_long():
