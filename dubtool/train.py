@@ -31,10 +31,10 @@ FLOW_CONFIG_VERSION = 1
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    steps: int = 20000
-    batch_size: int = 96
+    steps: int = 14000
+    batch_size: int = 256
     window_frames: int = 128
-    lr: float = 5e-4
+    lr: float = 8e-4
     weight_decay: float = 0.01
     warmup_steps: int = 500
     grad_clip: float = 1.0
@@ -232,9 +232,10 @@ def validate(gen: Generator, corpus, split: str, n_clips: int, seed: int = 0) ->
 
 
 def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | None = None,
-          progress: bool = True, log=print) -> Path:
+          progress: bool = True, log=print, time_limit_s: float | None = None) -> Path:
     """Train from scratch and write the checkpoint to `out` (atomically). Builds the corpus in
-    `corpus_dir` first when it is missing."""
+    `corpus_dir` first when it is missing. `time_limit_s` is a safety net: training stops early
+    (and says so in the checkpoint's meta) when the wall clock runs past it."""
     import torch
 
     device = _device(device)
@@ -293,7 +294,8 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
             if lv is not None:
                 loss_avg = lv if loss_avg is None else 0.9 * loss_avg + 0.1 * lv
             bar.update(task, advance=1, loss=loss_avg if loss_avg is not None else float("nan"))
-            if step % tc.val_every == 0 or step == total:
+            over_time = time_limit_s is not None and time.time() - t0 > time_limit_s
+            if step % tc.val_every == 0 or step == total or over_time:
                 ema.eval()
                 row = {"step": step, "loss": loss_avg, "elapsed_s": round(time.time() - t0, 1)}
                 for split in SPLITS[1:]:
@@ -301,6 +303,10 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
                         row[f"{split}/{k}"] = round(val, 4)
                 history.append(row)
                 log(json.dumps(row))
+            if over_time:
+                log(f"time limit reached: stopping at step {step} of {total}")
+                total = step
+                break
     meta = {"name": cfg.name, "config": config_dict(cfg), "corpus": corpus.meta, "history": history,
             "train_steps": total, "device": device, "train_seconds": round(time.time() - t0, 1),
             "torch": torch.__version__}
@@ -308,13 +314,14 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
 
 
 def main(argv=None) -> None:
-    """`python -m dubtool.train CONFIG CORPUS OUT DEVICE [STEPS]`: the entry the GPU machine uses
+    """`python -m dubtool.train CONFIG CORPUS OUT DEVICE [STEPS|-] [TIME_LIMIT_S]`: the entry the GPU machine uses
     (it imports nothing of the CLI's other commands)."""
     import sys
 
     a = list(sys.argv[1:] if argv is None else argv)
     cfg = load_config(a[0])
-    train(cfg, a[1], a[2], a[3], int(a[4]) if len(a) > 4 else None, progress=False)
+    train(cfg, a[1], a[2], a[3], int(a[4]) if len(a) > 4 and a[4] != "-" else None, progress=False,
+          time_limit_s=float(a[5]) if len(a) > 5 else None)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ def train(
     out: str = typer.Option("models/dubtool_flow_v1.pt", "--out", help="Checkpoint to write."),
     corpus: str = typer.Option("build/corpus", "--corpus", help="Corpus folder (built here when missing)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Override the config's number of steps."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop early after this many seconds."),
     rebuild_corpus: bool = typer.Option(False, "--rebuild-corpus", help="Rebuild the corpus even if cached."),
 ) -> None:
     """Train the keypoint-conditioned flow generator and write its checkpoint."""
@@ -25,5 +26,5 @@ def train(
     cfg = load_config(config)
     if rebuild_corpus:
         build_corpus(cfg.corpus, corpus)
-    path = run_train(cfg, corpus, out, device=device, steps=steps)
+    path = run_train(cfg, corpus, out, device=device, steps=steps, time_limit_s=time_limit)
     print(f"checkpoint: {path}")
