@@ -414,9 +414,18 @@ def localize_files(source_path: str | os.PathLike, dub_path: str | os.PathLike, 
         write_gltf(anim, gltf)
         outputs["gltf"] = str(gltf)
     if preview:
+        import tempfile
+
+        from .audio import write_wav
         from .render import render_video
 
-        render_video(anim, preview, audio=dub_path)
+        with tempfile.TemporaryDirectory() as td:
+            audio_path = dub_path
+            if options.start_s or options.end_s is not None:  # the preview's sound is the processed span
+                a, b = report["span_s"]
+                audio_path = write_wav(Audio(dub.samples[int(a * dub.sample_rate):int(b * dub.sample_rate)],
+                                             dub.sample_rate), Path(td) / "span.wav")
+            render_video(anim, preview, audio=audio_path)
         outputs["preview"] = str(preview)
     rp = Path(report_path) if report_path else default_report_path(out_csv)
     outputs["report"] = str(rp)
