@@ -306,3 +306,17 @@ def test_iter_frames_streams_scaled_frames(media):
     it = iter_frames(media / "motion.mp4")
     next(it)
     it.close()  # stopping early ends ffmpeg cleanly
+
+
+def test_bundled_example_is_small_and_as_described():
+    import soundfile as sf
+
+    ex = REPO / "examples"
+    info = probe(ex / "actor_en.mp4")
+    assert 6.0 <= info.duration_s <= 8.5 and (info.width, info.height) == (640, 480) and info.fps == 25.0
+    assert info.has_audio
+    dub = sf.info(str(ex / "dub_fr.wav"))
+    assert dub.duration > info.duration_s  # the dub runs a little longer than the source
+    assert (ex / "line_en.txt").read_text().strip() and (ex / "line_fr.txt").read_text().strip()
+    total = sum((ex / f).stat().st_size for f in ("actor_en.mp4", "dub_fr.wav", "line_en.txt", "line_fr.txt"))
+    assert total < 1.5e6
