@@ -121,6 +121,21 @@ def test_align_maps_each_prompt_onto_its_translation(lines):
 
 
 @needs_sounds
+def test_align_survives_background_noise(lines):
+    src, src_spans, dub, dub_spans = lines
+    rng = np.random.default_rng(0)
+
+    def noisy(a, snr_db):
+        x = a.samples
+        p = np.mean(x[np.abs(x) > 0.01] ** 2)
+        return Audio((x + rng.normal(0, np.sqrt(p / 10 ** (snr_db / 10)), len(x))).astype(np.float32), SR)
+
+    tm = align(noisy(src, 20), noisy(dub, 20))
+    for (sa, sb), (da, db) in zip(src_spans, dub_spans):
+        assert abs(float(tm.dub_time(sa)) - da) < 0.15 and abs(float(tm.dub_time(sb)) - db) < 0.15
+
+
+@needs_sounds
 def test_transcripts_place_clause_boundaries_in_the_pauses(lines):
     src, src_spans, dub, dub_spans = lines
     assert split_clauses(TEXT["en"]) == ["Hello world.", "Please enter your password followed by the pound key.",
