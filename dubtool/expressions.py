@@ -13,7 +13,7 @@ import functools
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -350,6 +350,17 @@ class PrototypeMatcher:
                 if pr.name not in used:
                     used.append(pr.name)
         return clamp_pose(combine(poses)), used
+
+
+def for_side(proto: Prototype, text: str) -> Prototype:
+    """`proto` as `text` asks for it: mirrored when the text names the other side than the
+    prototype's own description ("tilts her head to the right" with a left-tilt prototype)."""
+    side, own = _side(text), _side(proto.description)
+    if not (side and own and side != own):
+        return proto
+    other = "right" if own == "left" else "left"
+    return replace(proto, channels=tuple(mirrored(dict(proto.channels)).items()),
+                   description=re.sub(rf"\b{own}\b", other, proto.description))
 
 
 def _side(text: str) -> str | None:

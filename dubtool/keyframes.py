@@ -26,7 +26,7 @@ from . import arkit
 from .arkit import Animation
 from .errors import InputError
 from .expressions import (DEFAULT_EASE_S, DEFAULT_PULSE_EASE_S, DRIVEN_CHANNELS, Prototype, PrototypeMatcher,
-                          clamp_value, combine, intensity_of, keyword_matches, load_library, spoken_cues)
+                          clamp_value, combine, for_side, intensity_of, keyword_matches, load_library, spoken_cues)
 from .fileio import atomic_path, require_file
 
 FORMAT_VERSION = 1
@@ -601,15 +601,16 @@ def _scaled(proto: Prototype, intensity: float, scale: float = 1.0) -> dict[str,
 
 
 def _classify_cue(cue: str, matcher: PrototypeMatcher | None, warnings: list[str]) -> list[Prototype]:
+    """Prototypes a cue names, mirrored where the cue names the other side ("tilts head right")."""
     hits = keyword_matches(cue)
     if hits or matcher is None:
         if not hits:
             warnings.append(f"cue {cue!r} matches no expression (lexicon only)")
-        return hits
+        return [for_side(pr, cue) for pr in hits]
     found = matcher.match(cue)
     if not found:
         warnings.append(f"cue {cue!r} matches no expression")
-    return [pr for pr, _ in found]
+    return [for_side(pr, cue) for pr, _ in found]
 
 
 def plan_offline(script_text: str, duration_s: float | None = None, words: tuple[Word, ...] | None = None,
