@@ -27,7 +27,9 @@ from .arkit import Animation
 from .audio import Audio
 from .errors import DependencyError, InputError
 
-SYSTEMS = ("generated", "teacher", "naive_copy")
+# "flow_raw" (set mode): the generator's own 61 channels before localize copies the warped source's upper
+# face over them, so FDD / upper-face correlation test whether keypoint conditioning carries the performance.
+SYSTEMS = ("generated", "flow_raw", "teacher", "naive_copy")
 
 
 @dataclass(frozen=True)
@@ -110,9 +112,9 @@ class LineReport:
 
 def evaluate_line(generated: Animation | None, dub: Audio, phonemes: Sequence, source: Animation | None = None,
                   timemap=None, with_baselines: bool = False, config: EvalConfig = EvalConfig(),
-                  rig=None, fps: float = 30.0) -> LineReport:
+                  rig=None, fps: float = 30.0, extra: dict[str, Animation] | None = None) -> LineReport:
     """Score `generated` (and with `with_baselines` the teacher and naive-copy baselines) on one line.
-    `generated=None` scores the baselines only, at `fps`."""
+    `generated=None` scores the baselines only, at `fps`; `extra` adds named animations of the same frames."""
     from . import baselines
 
     notes: list[str] = []
@@ -133,6 +135,8 @@ def evaluate_line(generated: Animation | None, dub: Audio, phonemes: Sequence, s
         warped = baselines.warp_to_dub(source, n, fps, dub.duration_s, timemap)
     teacher_anim = None
     systems: dict[str, Animation] = {} if generated is None else {"generated": generated}
+    for name, a in (extra or {}).items():
+        systems[name] = a if a.num_frames == n else a.resampled(fps)
     if with_baselines:
         if warped is None:
             notes.append("no source performance: only the teacher baseline (with a still upper face) is computed")
@@ -271,6 +275,15 @@ class SetReport:
                 "items": self.items, "notes": self.notes}
 
 
+def raw_generation(generator, dub: Audio, source_perf, warped_source: Animation, seed: int = 0) -> Animation:
+    """The generator's own output for one line (all 61 channels, nothing copied from the source)."""
+    from .generate import style_context
+    from .keypoints import keypoints_from_curves
+
+    kp = keypoints_from_curves(warped_source.values)
+    return generator.generate(dub, kp, style_context(source_perf.animation.values), seed=seed)
+
+
 def generate_for_line(generator, dub: Audio, source_perf, warped_source: Animation, timemap=None,
                       lang: str = "fr", source_lang: str = "en", seed: int = 0) -> Animation:
     """Localize one line with the flow model and no transcript, as `dubtool localize` does: through
@@ -285,11 +298,7 @@ def generate_for_line(generator, dub: Audio, source_perf, warped_source: Animati
         opts = LocalizeOptions(lang=lang, source_lang=source_lang, model="flow", seed=seed)
         anim = localize(source_perf, dub, opts, generator=generator, timemap=timemap).animation
         return anim if anim.num_frames == warped_source.num_frames else anim.resampled(warped_source.fps)
-    from .generate import style_context
-    from .keypoints import keypoints_from_curves
-
-    kp = keypoints_from_curves(warped_source.values)
-    lower = generator.generate(dub, kp, style_context(source_perf.animation.values), seed=seed).values
+    lower = raw_generation(generator, dub, source_perf, warped_source, seed).values
     n = warped_source.num_frames
     lower = lower[:n] if len(lower) >= n else np.concatenate([lower, np.repeat(lower[-1:], n - len(lower), 0)])
     v = lower.copy()
@@ -349,12 +358,13 @@ def evaluate_set(manifest_path: str | os.PathLike, model_path: str | None = None
         perf = load_performance(root / it["source_perf"])
         source = perf.animation
         timemap = load_timemap_file(root / it["timemap"]) if it.get("timemap") else None
-        anim = None
+        anim, extra = None, {}
         if generator is not None:
             n = int(round(dub.duration_s * fps))
             warped = warp_to_dub(source, n, fps, dub.duration_s, timemap)
             anim = generate_for_line(generator, dub, perf, warped, timemap, it["lang"], it.get("source_lang", "en"))
-        rep = evaluate_line(anim, dub, phonemes, source, timemap, True, config, fps=fps)
+            extra["flow_raw"] = raw_generation(generator, dub, perf, warped)
+        rep = evaluate_line(anim, dub, phonemes, source, timemap, True, config, fps=fps, extra=extra)
         per_lang.setdefault(it["lang"], []).append(rep)
         rows.append({"id": it["id"], "lang": it["lang"], **rep.to_json()})
     if progress:
