@@ -204,3 +204,44 @@ def test_eval_set_summarises_per_language(line):
     (line / "manifest.json").write_text('{"items": []}', encoding="utf-8")
     r = _run("--set", line / "manifest.json", "--model", "none")
     assert r.returncode != 0 and "no items" in r.stderr
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    """An untrained, small flow checkpoint: the code path of `eval --set` with a model, not its quality."""
+    from dubtool.generate import STYLE_DIM, ModelDimensions, SamplerConfig, build_net, save_checkpoint
+    from dubtool.keypoints import KEYPOINT_DIM
+
+    dims = ModelDimensions(n_keypoints=KEYPOINT_DIM, d_model=32, n_layers=1, n_heads=2)
+    stats = {}
+    for name, n in (("mel", dims.n_mels), ("kp", KEYPOINT_DIM), ("style", STYLE_DIM), ("target", NUM_CHANNELS)):
+        stats[f"{name}_mean"], stats[f"{name}_std"] = np.zeros(n, np.float32), np.ones(n, np.float32)
+    return save_checkpoint(tmp_path / "tiny.pt", build_net(dims), dims, SamplerConfig(steps=2), stats, {"name": "tiny"})
+
+
+def test_model_output_keeps_the_warped_source_upper_face(line, tiny_checkpoint):
+    from dubtool import baselines
+    from dubtool.generate import load_model
+    from dubtool.metrics import PERFORMANCE_IDX
+    from dubtool.performance import Performance
+    from dubtool.timemap import uniform_timemap
+
+    src = livelink.read_csv(line / "source.csv")
+    n = src.num_frames
+    z = np.zeros((n, 478, 3), np.float32)
+    perf = Performance(z, z, np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)), src, np.ones(n, bool),
+                       np.ones(n, np.float32), load_audio(line / "dub.wav"), {})
+    dub = load_audio(line / "dub.wav")
+    gen = load_model(str(tiny_checkpoint))
+    tm = uniform_timemap(src.duration_s, dub.duration_s)
+    m = int(round(dub.duration_s * gen.fps))
+    warped = baselines.warp_to_dub(src, m, gen.fps, dub.duration_s, tm)
+    anim = evaluate.generate_for_line(gen, dub, perf, warped, tm)
+    assert anim.num_frames == m
+    np.testing.assert_allclose(anim.values[:, PERFORMANCE_IDX], warped.values[:, PERFORMANCE_IDX], atol=1e-4)
+    raw = evaluate.raw_generation(gen, dub, perf, warped)
+    rep = evaluate.evaluate_line(anim, dub, evaluate.load_phonemes_json(line / "phonemes.json"), src, tm,
+                                 with_baselines=True, extra={"flow_raw": raw})
+    assert set(rep.systems) == {"generated", "flow_raw", "teacher", "naive_copy"}
+    assert rep.systems["generated"].fdd == pytest.approx(0.0, abs=1e-4)
+    assert rep.systems["flow_raw"].fdd > 0  # an untrained net does not reproduce the brow motion
