@@ -48,7 +48,7 @@ VOICES = {"en": "en-us", "en-gb": "en-gb", "fr": "fr-fr", "es": "es", "de": "de"
 class CorpusConfig:
     seed: int = 1234
     fps: float = 30.0
-    espeak_clips: int = 300  # training clips synthesised
+    espeak_clips: int = 270  # training clips synthesised
     val_voice_clips: int = 24
     val_lang_clips: int = 24
     asterisk_prompts: int = 240  # at most; training prompts only (sorted index % 5 != 0)
@@ -59,7 +59,8 @@ class CorpusConfig:
                              "adam", "linda", "steph", "Andy", "Annie", "boris", "max")
     val_variants: tuple = ("m7", "f4", "belinda", "david")
     min_clip_s: float = 4.5
-    max_clip_s: float = 9.0
+    max_clip_s: float = 9.0  # espeak text is added until min..max seconds
+    max_frames: int = 300  # clips are cut to 10 s: keeps the cache inside the GPU tool's 64 MiB
     p_augment: float = 0.8
 
 
@@ -307,6 +308,21 @@ def make_clip(samples: np.ndarray, phonemes: list, rng: np.random.Generator, cfg
             "augment": applied, "emotion": emotion or "mixed"}
 
 
+def trim_clip(clip: dict, max_frames: int, fps: float) -> dict:
+    """Cut a clip to its first `max_frames` frames (phonemes that start later are dropped)."""
+    if len(clip["mel"]) <= max_frames:
+        return clip
+    out = dict(clip)
+    for k in ("mel", "target", "offset", "keypoints"):
+        out[k] = clip[k][:max_frames]
+    from .generate import style_context
+
+    out["style"] = style_context(out["target"].astype(np.float32))
+    end = max_frames / fps
+    out["phonemes"] = [[p, a, min(b, end)] for p, a, b in clip["phonemes"] if a < end]
+    return out
+
+
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
     x = np.asarray(x)
     if len(x) >= n:
@@ -382,7 +398,7 @@ def _run_job(job: dict, cfg: CorpusConfig) -> dict | None:
             parts += [audio.samples, gap]
             t += audio.duration_s + len(gap) / 16000
         samples, text = np.concatenate(parts), " ".join(job["texts"])
-    clip = make_clip(samples, phonemes, rng, cfg, load_rig(), cfg.p_augment)
+    clip = trim_clip(make_clip(samples, phonemes, rng, cfg, load_rig(), cfg.p_augment), cfg.max_frames, cfg.fps)
     clip.update({k: job[k] for k in ("id", "source", "split", "lang") if k in job})
     clip["voice"] = f"{job.get('voice', 'asterisk-allison')}+{job['variant']}" if "variant" in job else "asterisk-allison"
     clip["text"] = text

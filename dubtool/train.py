@@ -31,7 +31,7 @@ FLOW_CONFIG_VERSION = 1
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    steps: int = 14000
+    steps: int = 9000
     batch_size: int = 256
     window_frames: int = 128
     lr: float = 8e-4

@@ -1,0 +1,154 @@
+"""The training corpus: augmentation keeps phoneme times in step with the audio, keypoints carry no
+lip motion, the held-out splits stay held out, and a build is reproducible."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from dubtool import arkit, corpus
+from dubtool.corpus import CorpusConfig
+from dubtool.keypoints import KEYPOINT_DIM, keypoints_from_curves
+from dubtool.lang import voice_for
+
+
+def _tone(seconds=2.0, sr=16000):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype(np.float32)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_change_scales_length_like_phoneme_times(factor):
+    x = _tone()
+    y = corpus.change_speed(x, factor)
+    assert len(y) == pytest.approx(len(x) / factor, rel=0.002)
+    # The tone's on/off envelope moves with the same factor the corpus applies to phoneme times.
+    on_x = np.flatnonzero(np.abs(x) > 0.2)[-1] / 16000
+    on_y = np.flatnonzero(np.abs(y) > 0.2)[-1] / 16000
+    assert on_y == pytest.approx(on_x / factor, abs=0.005)
+
+
+@pytest.mark.parametrize("snr_db", [5.0, 20.0])
+def test_noise_is_added_at_the_requested_snr(snr_db):
+    x = _tone(4.0)
+    y = corpus.add_noise(x, np.random.default_rng(0), snr_db)
+    active = np.abs(x) > 0.02 * np.abs(x).max()
+    noise = y - x
+    measured = 10 * np.log10(np.mean(x[active] ** 2) / np.mean(noise ** 2))
+    assert measured == pytest.approx(snr_db, abs=0.5)
+
+
+def test_augment_keeps_audio_in_range_and_reports_speed():
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        y, speed, applied = corpus.augment(_tone(), rng, p=1.0)
+        assert np.all(np.abs(y) <= 1.0) and np.all(np.isfinite(y))
+        assert 0.9 <= speed <= 1.1
+        assert len(y) == pytest.approx(len(_tone()) / speed, rel=0.002)
+
+
+def test_keypoints_ignore_lip_channels_and_follow_brows():
+    n = 10
+    v = np.zeros((n, arkit.NUM_CHANNELS), np.float32)
+    base = keypoints_from_curves(v)
+    lips = v.copy()
+    lips[:, arkit.LOWER_IDX] = 1.0
+    assert keypoints_from_curves(lips) == pytest.approx(base)
+    brows = v.copy()
+    brows[:, arkit.index("browInnerUp")] = 1.0
+    kb = keypoints_from_curves(brows)
+    assert kb.shape == (n, KEYPOINT_DIM)
+    assert np.abs(kb - base).max() > 0.5
+    head = v.copy()
+    head[:, arkit.index("HeadPitch")] = 0.2
+    assert keypoints_from_curves(head)[:, -2] == pytest.approx(0.2)  # head yaw, pitch, roll are last
+
+
+def test_actor_faces_differ_but_keep_keypoints_lip_free():
+    from dubtool.rig import load_rig
+
+    rig = load_rig()
+    a, b = corpus.ActorFace(rig, np.random.default_rng(0)), corpus.ActorFace(rig, np.random.default_rng(1))
+    v = np.zeros((4, 61), np.float32)
+    v[:, arkit.index("browOuterUpLeft")] = 0.8
+    ka, kb = keypoints_from_curves(v, a), keypoints_from_curves(v, b)
+    assert not np.allclose(ka, kb)  # identity changes how far the brows move
+    v[:, arkit.index("jawOpen")] = 1.0
+    assert keypoints_from_curves(v, a) == pytest.approx(ka)
+
+
+def test_held_out_splits_are_disjoint():
+    cfg = CorpusConfig()
+    assert not set(cfg.train_languages) & set(cfg.val_languages)
+    assert not set(cfg.train_variants) & set(cfg.val_variants)
+    for lang in cfg.train_languages + cfg.val_languages:
+        assert len(corpus.load_sentences(lang)) >= 10
+        voice_for(lang)  # every corpus language is one dubtool speaks
+    prompts = corpus.asterisk_training_prompts()
+    if not prompts:
+        pytest.skip("asterisk-core-sounds-en-wav not installed")
+    wavs = sorted(corpus.ASTERISK_EN.rglob("*.wav"), key=lambda p: str(p.relative_to(corpus.ASTERISK_EN)))
+    eval_set = {w for i, w in enumerate(wavs) if i % 5 == 0}
+    assert not eval_set & {w for _, w in prompts}
+    assert len(prompts) > 100
+
+
+def test_pseudo_sentences_use_the_language_words():
+    sents = corpus.load_sentences("fr")
+    words = {w.lower() for s in sents for w in __import__("re").findall(r"[\w'’-]+", s)}
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        s = corpus.pseudo_sentence(sents, rng)
+        assert {w.lower() for w in __import__("re").findall(r"[\w'’-]+", s)} <= words
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg():
+    return replace(CorpusConfig(), espeak_clips=2, val_voice_clips=1, val_lang_clips=1, asterisk_prompts=0,
+                   min_clip_s=1.5, max_clip_s=2.5)
+
+
+def test_make_clip_is_deterministic_for_a_seed():
+    from dubtool.espeak import synthesize
+    from dubtool.rig import load_rig
+
+    syn = synthesize("Bob made a map.", "en-us")
+    cfg = CorpusConfig()
+    a = corpus.make_clip(syn.audio.samples, syn.phonemes, np.random.default_rng(5), cfg, load_rig(), 1.0)
+    b = corpus.make_clip(syn.audio.samples, syn.phonemes, np.random.default_rng(5), cfg, load_rig(), 1.0)
+    for k in ("mel", "target", "offset", "keypoints", "style"):
+        assert np.array_equal(a[k], b[k]), k
+    # Speed augmentation moved the phoneme times with the audio: the last phone ends inside the clip.
+    assert a["phonemes"][-1][2] <= len(a["mel"]) / cfg.fps + 1e-3
+
+
+def test_tiny_build_is_aligned_and_reproducible(tmp_path, tiny_cfg):
+    c1 = corpus.build_corpus(tiny_cfg, tmp_path / "a", progress=False, workers=1)
+    corpus.build_corpus(tiny_cfg, tmp_path / "b", progress=False, workers=1)
+    c2 = corpus.load_corpus(tmp_path / "b")
+    # Same clips, texts, voices and splits; espeak-ng jitters its output by a few samples between
+    # calls, so lengths may differ by a frame (docs/model.md).
+    assert [(c["id"], c["text"], c["voice"]) for c in c1.clips] == [(c["id"], c["text"], c["voice"]) for c in c2.clips]
+    assert np.abs(c1.lengths - c2.lengths).max() <= 1
+    assert [c["split"] for c in c1.clips] == ["train", "train", "val_voice", "val_lang"]
+    assert c1.clips[-1]["lang"] in tiny_cfg.val_languages
+    assert c1.mel.shape[0] == c1.target.shape[0] == c1.keypoints.shape[0] == c1.lengths.sum()
+    assert c1.style.shape == (4, 122)
+    # The stored emotion offset is exactly what the target's lower face carries beyond the teacher.
+    assert c1.offset.shape == (len(c1.mel), len(arkit.LOWER_IDX))
+    # Lip motion: the teacher opens the jaw during speech.
+    assert c1.target[:, arkit.index("jawOpen")].astype(float).max() > 0.1
+    # Val clips keep their phoneme timings for the bilabial metric; frames match the timings.
+    ph = c1.clips[2]["phonemes"]
+    assert ph and ph[-1][2] <= c1.lengths[2] / 30.0 + 0.05
+
+
+def test_missing_or_corrupt_corpus_is_a_clear_error(tmp_path):
+    from dubtool.errors import InputError
+
+    with pytest.raises(InputError, match="no corpus"):
+        corpus.load_corpus(tmp_path)
+    (tmp_path / "corpus.npz").write_bytes(b"garbage")
+    (tmp_path / "clips.json").write_text("{}")
+    with pytest.raises(InputError, match="corrupt"):
+        corpus.load_corpus(tmp_path)
