@@ -170,12 +170,17 @@ def match_phrases(src: list[Segment], dub: list[Segment], config: AlignConfig = 
 
 # --- transcripts -------------------------------------------------------------------------------
 
-_CLAUSE_SPLIT = re.compile(r"(?<=[.!?;:,\u2026\u3002\uff0c])\s+")
+# Latin punctuation splits only before whitespace (so "3.5" and "etc.," inside words stay whole);
+# CJK full-width marks split wherever they are.
+_CLAUSE_SPLIT = re.compile(r"(?<=[.!?;:,\u2026])\s+|(?<=[\u3002\uff0c\uff01\uff1f\uff1b\uff1a\u3001])\s*")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?\u2026])\s+|(?<=[\u3002\uff01\uff1f])\s*")
 
 
-def split_clauses(text: str) -> list[str]:
-    """Clauses of a line at punctuation (. ! ? ; : , ...), empty pieces dropped."""
-    return [c.strip() for c in _CLAUSE_SPLIT.split(text.strip()) if re.search(r"\w", c)]
+def split_clauses(text: str, level: str = "clause") -> list[str]:
+    """Pieces of a line at punctuation: `clause` splits at . ! ? ; : , (and CJK marks), `sentence`
+    only at sentence ends. Empty pieces are dropped."""
+    pattern = _SENTENCE_SPLIT if level == "sentence" else _CLAUSE_SPLIT
+    return [c.strip() for c in pattern.split(text.strip()) if re.search(r"\w", c)]
 
 
 def _mfcc(samples: np.ndarray, sample_rate: int, fps: float = 50.0) -> np.ndarray:
@@ -213,10 +218,10 @@ def synthesis_warp(audio: Audio, synth: Audio, fps: float = 50.0) -> tuple[np.nd
     return np.arange(n) / fps, real_of / fps
 
 
-def clause_times(audio: Audio, text: str, voice: str) -> list[float] | None:
+def clause_times(audio: Audio, text: str, voice: str, level: str = "clause") -> list[float] | None:
     """Times (s) in `audio` of the boundaries between the clauses of `text`, found by aligning the
     recording to an espeak-ng synthesis of the clauses by MFCC DTW. None when it cannot be done."""
-    clauses = split_clauses(text)
+    clauses = split_clauses(text, level)
     if len(clauses) < 2:
         return []
     try:
@@ -270,18 +275,22 @@ def snap_to_pause(t_s: float, segments: list[Segment], max_shift_s: float = 0.4)
 
 def text_anchors(source: Audio, dub: Audio, source_text: str, dub_text: str, source_voice: str,
                  dub_voice: str) -> tuple[list[tuple[float, float]], str]:
-    """Cross-language (source_s, dub_s) anchors at clause boundaries, and a note saying what was done."""
-    ns, nd = len(split_clauses(source_text)), len(split_clauses(dub_text))
-    if ns != nd:
-        return [], f"transcripts have {ns} vs {nd} clauses; clause anchors not used"
+    """Cross-language (source_s, dub_s) anchors at clause boundaries (or, when the clause counts
+    differ, at sentence boundaries), and a note saying what was done."""
+    for level in ("clause", "sentence"):
+        ns, nd = len(split_clauses(source_text, level)), len(split_clauses(dub_text, level))
+        if ns == nd:
+            break
+    else:
+        return [], f"transcripts have {ns} vs {nd} sentences; no text anchors"
     if ns < 2:
-        return [], "transcripts are single clauses; no clause anchors"
-    ts = clause_times(source, source_text, source_voice)
-    td = clause_times(dub, dub_text, dub_voice)
+        return [], f"transcripts are single {level}s; no text anchors"
+    ts = clause_times(source, source_text, source_voice, level)
+    td = clause_times(dub, dub_text, dub_voice, level)
     if ts is None or td is None:
         return [], "espeak module unavailable; transcripts not used"
     pairs = [(a, b) for a, b in zip(ts, td)]
-    return pairs, f"{len(pairs)} clause anchor(s) from transcripts"
+    return pairs, f"{len(pairs)} {level} anchor(s) from transcripts"
 
 
 # --- the time map ------------------------------------------------------------------------------

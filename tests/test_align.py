@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dubtool.align import (AlignConfig, Segment, align, clause_times, fit_dub, match_phrases, plot_alignment,
-                           segment_speech, split_clauses)
+                           segment_speech, split_clauses, text_anchors)
 from dubtool.audio import Audio, load_audio, write_wav
 from dubtool.errors import InputError, SilenceError
 from dubtool.timemap import build_timemap, load_timemap, save_timemap, timemap_from_json
@@ -146,6 +146,13 @@ def test_transcripts_place_clause_boundaries_in_the_pauses(lines):
         assert prev[1] - 0.35 < t < nxt[0] + 0.35  # each boundary lands in (or right at) its pause
     tm = align(src, dub, source_text=TEXT["en"], dub_text=TEXT["fr"], source_voice="en-us", dub_voice="fr-fr")
     assert tm.method == "phrase-dp+text"
+    # a comma in one language only: clause counts differ (4 vs 3), sentence ends still pair up
+    pairs, note = text_anchors(src, dub, TEXT["en"].replace("Hello world", "Hello, world"), TEXT["fr"],
+                               "en-us", "fr-fr")
+    assert len(pairs) == 2 and "sentence" in note
+    for (a, b), (s_prev, s_next), (d_prev, d_next) in zip(pairs, zip(src_spans, src_spans[1:]),
+                                                          zip(dub_spans, dub_spans[1:])):
+        assert s_prev[1] - 0.35 < a < s_next[0] + 0.35 and d_prev[1] - 0.35 < b < d_next[0] + 0.35
     for (sa, sb), (da, db) in zip(src_spans, dub_spans):
         assert abs(float(tm.dub_time(sa)) - da) < 0.06
 
@@ -229,3 +236,10 @@ def test_plot_is_written_atomically(tmp_path):
     tm = align(a, b)
     out = plot_alignment(a, b, tm, tmp_path / "p.png")
     assert out.stat().st_size > 1000 and [p.name for p in tmp_path.iterdir()] == ["p.png"]
+
+
+def test_split_clauses_and_sentences():
+    text = "Hello, world. It costs 3.5 dollars; thanks!  Bye"
+    assert split_clauses(text) == ["Hello,", "world.", "It costs 3.5 dollars;", "thanks!", "Bye"]
+    assert split_clauses(text, "sentence") == ["Hello, world.", "It costs 3.5 dollars; thanks!", "Bye"]
+    assert split_clauses("你好，世界。谢谢！", "sentence") == ["你好，世界。", "谢谢！"]
