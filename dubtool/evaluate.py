@@ -150,6 +150,10 @@ def evaluate_line(generated: Animation | None, dub: Audio, phonemes: Sequence, s
     results = {name: evaluate_animation(a, dub, phonemes, warped, teacher_anim if name != "teacher" else None,
                                         config, rig)
                for name, a in systems.items()}
+    for name, m in results.items():
+        if math.isfinite(m.lip_audio_lag_frames) and abs(m.lip_audio_lag_frames) >= config.max_lag_frames:
+            notes.append(f"{name}: lip-audio lag at the ±{config.max_lag_frames}-frame search bound "
+                         "(mouth and sound do not line up at any small lag)")
     inputs = {"frames": n, "fps": fps, "dub_duration_s": round(dub.duration_s, 3), "phonemes": len(phonemes),
               "source": source is not None, "timemap": timemap is not None, "rig": metrics.rig_available(rig)}
     return LineReport(results, inputs, notes)
