@@ -17,7 +17,6 @@ import threading
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
