@@ -28,7 +28,7 @@ from .arkit import EYE_ROT_IDX, HEAD_IDX, LOWER_IDX, NUM_CHANNELS, UPPER_IDX, An
 from .audio import Audio, load_audio, require_speech
 from .errors import InputError, ModelError
 from .fileio import require_file, write_text_atomic
-from .timemap import TimeMap, uniform_timemap
+from .timemap import TimeMap, compact_json, uniform_timemap
 
 REPORT_VERSION = 1
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mxf"}
@@ -431,6 +431,6 @@ def localize_files(source_path: str | os.PathLike, dub_path: str | os.PathLike, 
     outputs["report"] = str(rp)
     report["outputs"] = outputs
     report["timings_s"]["job_total_s"] = round(time.perf_counter() - t0, 4)
-    write_text_atomic(rp, json.dumps(report, indent=1) + "\n")
+    write_text_atomic(rp, compact_json(report))
     write_csv(anim, out_csv)
     return report

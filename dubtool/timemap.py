@@ -147,8 +147,20 @@ def timemap_from_json(data: dict, source: str = "<timemap>") -> TimeMap:
         raise InputError(f"{source}: malformed time map ({e.__class__.__name__}: {e})") from None
 
 
+def compact_json(obj) -> str:
+    """Indented JSON with number pairs ([source_s, dub_s] knots, spans) kept on one line."""
+    import re
+
+    text = json.dumps(obj, indent=1)
+    return re.sub(r"\[\s*(-?[\d.eE+-]+),\s*(-?[\d.eE+-]+)\s*\]", r"[\1, \2]", text) + "\n"
+
+
+def timemap_json_text(tm: TimeMap) -> str:
+    return compact_json(tm.to_json())
+
+
 def save_timemap(tm: TimeMap, path: str | os.PathLike) -> Path:
-    write_text_atomic(path, json.dumps(tm.to_json(), indent=1) + "\n")
+    write_text_atomic(path, timemap_json_text(tm))
     return Path(path)
 
 

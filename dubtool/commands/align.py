@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import typer
@@ -29,7 +28,7 @@ def align_command(
     from ..audio import load_audio, require_speech, write_wav
     from ..errors import InputError
     from ..localize import load_source_audio, voice_for_lang
-    from ..timemap import save_timemap
+    from ..timemap import save_timemap, timemap_json_text
 
     if fit_mode not in ("phrase", "uniform"):
         raise InputError(f"--fit-mode must be 'phrase' or 'uniform', got {fit_mode!r}")
@@ -46,7 +45,7 @@ def align_command(
     if fit:
         write_wav(fit_dub(load_audio(dub, sample_rate=48000, what="dub audio"), tm, fit_mode), fit)
     if as_json:
-        print(json.dumps(tm.to_json(), indent=1))
+        print(timemap_json_text(tm), end="")
         return
     print(f"time map: {output}  ({tm.method}, {len(tm.phrases)} phrase group(s), "
           f"source {tm.source_duration_s:.2f} s -> dub {tm.dub_duration_s:.2f} s)")
