@@ -283,9 +283,9 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
 
     t0 = time.perf_counter()
     info: VideoInfo = probe(video_path)
-    fps = float(options.fps or info.fps)
+    fps = float(info.fps if options.fps is None else options.fps)
     if not (0 < fps <= 240):
-        raise InputError(f"--fps must be in 0..240, got {fps}")
+        raise InputError(f"--fps must be above 0 and at most 240, got {fps:g}")
     size = scaled_size(info.width, info.height, options.max_track_width)
 
     # The audio decodes (in its own ffmpeg) while the frames are tracked.

@@ -176,6 +176,8 @@ def test_bad_inputs_raise_clear_errors(media, tmp_path):
         extract(media / "corrupt.mp4")
     with pytest.raises(InputError, match="not found"):
         extract(tmp_path / "missing.mp4")
+    with pytest.raises(InputError, match="--fps"):
+        extract(media / "motion.mp4", ExtractOptions(fps=0))
     with pytest.raises(NoFaceError, match="0 of 25 frames"):
         extract(media / "noface.mp4")
 
