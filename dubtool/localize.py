@@ -41,7 +41,8 @@ LONG_DUB_RATIO = 3.0
 class LocalizeOptions:
     """Settings of one localize job. `model` is "flow" (the trained generator) or "teacher" (the
     transcript-driven viseme model; needs `dub_text`). `keyframe_blend` 0..1 weights `keyframes`
-    against the warped source on the upper face (1 = keyframes only). `start_s`/`end_s` cut the dub."""
+    against the warped source on the upper face (1 = keyframes only). `start_s`/`end_s` cut the dub.
+    `stretch_blinks` warps blinks like everything else instead of keeping their natural speed."""
 
     lang: str = "fr"
     source_lang: str = "en"
@@ -58,6 +59,7 @@ class LocalizeOptions:
     keyframe_blend: float = 1.0
     start_s: float | None = None
     end_s: float | None = None
+    stretch_blinks: bool = False
     align: AlignConfig = field(default_factory=AlignConfig)
 
     def validate(self) -> None:
@@ -134,6 +136,81 @@ def warp_values(values: np.ndarray, fps: float, source_times_s: np.ndarray) -> n
     i1 = np.minimum(i0 + 1, len(v) - 1)
     w = (t - i0).reshape((-1,) + (1,) * (v.ndim - 1))
     return ((1.0 - w) * v[i0] + w * v[i1]).astype(v.dtype)
+
+
+MAX_BLINK_S = 0.5  # longer closures are deliberate (eyes shut) and are warped like everything else
+
+
+def blink_events(blink: np.ndarray, fps: float, rise: float = 0.25, settle: float = 0.05) -> list[tuple[int, int]]:
+    """Frame spans [a, b) of blinks in a 0..1 eyelid curve: peaks more than `rise` above the curve's
+    median, extended to where the curve settles back within `settle` of it (or stops falling);
+    spans longer than MAX_BLINK_S are left out."""
+    b = np.asarray(blink, np.float64)
+    if b.size < 3:
+        return []
+    base = float(np.median(b))
+    above = b > base + rise
+    out = []
+    i, n = 0, len(b)
+    while i < n:
+        if not above[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and above[j]:
+            j += 1
+        a, e = i, j
+        while a > 0 and b[a - 1] > base + settle and b[a - 1] <= b[a]:
+            a -= 1
+        while e < n and b[e] > base + settle and b[e] <= b[e - 1]:
+            e += 1
+        if (e - a) / fps <= MAX_BLINK_S:
+            if out and a <= out[-1][1]:
+                out[-1] = (out[-1][0], e)
+            else:
+                out.append((a, e))
+        i = max(j, e)
+    return out
+
+
+def warp_preserving_blinks(values: np.ndarray, fps: float, timemap: TimeMap, dub_times_s: np.ndarray,
+                           channels=None) -> np.ndarray:
+    """`warp_values` at `timemap.source_time(dub_times_s)`, except that blinks keep their natural
+    speed: the eyelid channels are split into a blink-free baseline (blinks bridged linearly), which
+    is warped, plus each blink event, re-timed to the dub time of its centre at slope 1. A blink in a
+    phrase the dub says 2x slower then still lasts ~150 ms instead of a sleepy 300 ms."""
+    from .arkit import index
+
+    ch = [index("eyeBlinkLeft"), index("eyeBlinkRight")] if channels is None else list(channels)
+    v = np.asarray(values, np.float32)
+    src_t = timemap.source_time(dub_times_s)
+    out = warp_values(v, fps, src_t)
+    lid = v[:, ch].mean(axis=1)
+    events = blink_events(lid, fps)
+    if not events:
+        return out
+    base = v[:, ch].astype(np.float64).copy()
+    frames = np.arange(len(v))
+    for a, e in events:  # bridge each blink on the baseline
+        lo, hi = max(a - 1, 0), min(e, len(v) - 1)
+        for k in range(len(ch)):
+            base[a:e, k] = np.interp(frames[a:e], [lo, hi], [base[lo, k], base[hi, k]])
+    warped_base = warp_values(base, fps, src_t)
+    result = warped_base.copy()
+    src_times = frames / fps
+    dub_t = np.asarray(dub_times_s, np.float64)
+    for a, e in events:
+        centre_src = 0.5 * (a + e - 1) / fps
+        centre_dub = float(timemap.dub_time(centre_src))
+        half = 0.5 * (e - a) / fps + 0.5 / fps
+        m = np.abs(dub_t - centre_dub) <= half
+        if not m.any():
+            continue
+        s = centre_src + (dub_t[m] - centre_dub)  # slope 1 around the mapped centre
+        bump = np.stack([np.interp(s, src_times, v[:, c] - base[:, k]) for k, c in enumerate(ch)], axis=1)
+        result[m] = np.maximum(result[m], warped_base[m] + np.clip(bump, 0, None))
+    out[:, ch] = np.clip(result, 0, 1)
+    return out
 
 
 def dub_frame_times(num_frames: int, fps: float, start_s: float = 0.0) -> np.ndarray:
@@ -244,7 +321,9 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
     # 3. warp the source performance onto the dub timeline (at the model's frame rate)
     t = time.perf_counter()
     src_times = timemap.source_time(dub_frame_times(n_model, model_fps, start))
-    warped = warp_values(src_anim.values, src_anim.fps, src_times)
+    dub_times = dub_frame_times(n_model, model_fps, start)
+    warped = (warp_values(src_anim.values, src_anim.fps, src_times) if options.stretch_blinks
+              else warp_preserving_blinks(src_anim.values, src_anim.fps, timemap, dub_times))
     performance = warped
     if options.keyframes:
         from .keyframes import keyframe_curves, load_keyframes

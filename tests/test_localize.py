@@ -18,7 +18,7 @@ from dubtool.audio import Audio, load_audio, write_wav
 from dubtool.errors import InputError, SilenceError
 from dubtool.livelink import read_csv
 from dubtool.localize import (PERFORMANCE_IDX, LocalizeOptions, blend_performance, compose, localize,
-                              localize_files, warp_values)
+                              localize_files, warp_preserving_blinks, warp_values)
 from dubtool.performance import Performance, save_performance
 from dubtool.timemap import build_timemap
 
@@ -116,6 +116,29 @@ def test_warp_values_resamples_at_source_times():
     tm = build_timemap(1.0, 2.0, [])  # dub twice as long: every source frame shows twice as long
     got = warp_values(v, 10.0, tm.source_time(np.arange(20) / 10.0))  # 2 s of dub at 10 fps
     assert np.allclose(got[::2, 0], np.arange(10))
+
+
+def test_blinks_keep_their_natural_speed_when_the_dub_is_slower():
+    fps = 30.0
+    t = np.arange(int(3 * fps)) / fps
+    v = np.zeros((len(t), NUM_CHANNELS), np.float32)
+    lid = 0.1 + 0.8 * np.clip(1 - np.abs(t - 1.0) / 0.1, 0, 1)  # a 0.2 s blink at 1.0 s
+    v[:, index("eyeBlinkLeft")] = lid
+    v[:, index("eyeBlinkRight")] = lid
+    v[:, BROW] = t / 3  # a slow brow drift is warped as usual
+    tm = build_timemap(3.0, 9.0, [])  # the dub is 3x slower
+    dub_t = np.arange(int(9 * fps)) / fps
+    out = warp_preserving_blinks(v, fps, tm, dub_t)
+    stretched = warp_values(v, fps, tm.source_time(dub_t))
+    closed = out[:, index("eyeBlinkLeft")] > 0.5
+    assert abs(int(closed.sum()) - int((lid > 0.5).sum())) <= 1  # not 3x longer
+    assert int((stretched[:, index("eyeBlinkLeft")] > 0.5).sum()) >= 2.5 * (lid > 0.5).sum()
+    assert abs(dub_t[np.argmax(out[:, index("eyeBlinkLeft")])] - 3.0) <= 1 / fps  # at the mapped time
+    assert out[:, index("eyeBlinkLeft")].max() > 0.85
+    far = np.abs(dub_t - 3.0) > 0.3
+    assert np.allclose(out[far, index("eyeBlinkLeft")], 0.1, atol=1e-4)
+    assert np.allclose(out[:, BROW], stretched[:, BROW])
+    assert np.allclose(out[:, index("eyeBlinkRight")], out[:, index("eyeBlinkLeft")])
 
 
 def test_compose_takes_lower_face_from_model_and_the_rest_from_the_performance():

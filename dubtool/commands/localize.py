@@ -35,6 +35,7 @@ def localize_command(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     start: Optional[float] = typer.Option(None, "--start", help="Process the dub from this second."),
     end: Optional[float] = typer.Option(None, "--end", help="Process the dub up to this second."),
+    stretch_blinks: bool = typer.Option(False, "--stretch-blinks", help="Warp blinks with the time map instead of keeping their natural speed."),
     manifest: Optional[str] = typer.Option(None, "--manifest", help="Batch: CSV with source,dub,lang,output[,dub_text,keyframes]."),
     workers: int = typer.Option(1, "--workers", help="Batch: parallel worker processes."),
     force: bool = typer.Option(False, "--force", help="Batch: redo rows whose output already exists."),
@@ -50,7 +51,7 @@ def localize_command(
     options = LocalizeOptions(lang=lang, source_lang=source_lang, model=model, model_path=model_path, fps=fps,
                               steps=steps, guidance=guidance, seed=seed, device=device, dub_text=dub_text,
                               source_text=source_text, keyframes=keyframes, keyframe_blend=keyframe_blend,
-                              start_s=start, end_s=end)
+                              start_s=start, end_s=end, stretch_blinks=stretch_blinks)
     if manifest:
         if source or dub or output:
             raise InputError("give either SOURCE DUB -o OUT or --manifest, not both")
