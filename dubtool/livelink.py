@@ -9,7 +9,12 @@ Format (as recorded by the app and described in Epic's "Recording Face Animation
 * `Timecode` is SMPTE-like `HH:MM:SS:FF.mmm`: FF is the frame within the second at the timecode
   rate, `.mmm` the sub-frame fraction in thousandths.
 * `BlendShapeCount` is 61 (52 blendshapes + head yaw/pitch/roll + both eyes' yaw/pitch/roll).
-* Values are plain decimals; blendshapes 0..1, rotations as the app writes them (radians).
+* Values are plain decimals. Blendshapes are 0..1. Head and eye rotations are stored the way
+  Epic's ARKit bridge (AppleARKitFaceSupport, `ToBlendShapeMap`) stores them: degrees / 180, i.e.
+  -180..180 degrees mapped to -1..1. dubtool keeps radians inside (`Animation`), so this module
+  converts at the file boundary: file value = radians / pi. Signs follow dubtool's convention
+  (docs/conventions.md); Epic's bridge flips yaw and roll for unmirrored capture, and we have not
+  checked our signs against a real recording of a known head turn.
 
 Reading is lenient where real recordings vary (CRLF endings, trailing commas, extra columns,
 BlendShapeCount 52 without rotations, `nan` in dropped frames) and strict where the data would be
@@ -64,6 +69,12 @@ def _fmt(x: float) -> str:
     return np.format_float_positional(np.float32(x), unique=True, trim="0")
 
 
+def _fmt_rotation(radians: float) -> str:
+    # Rotation channels are written as radians / pi (= degrees / 180). Written with float64
+    # precision so that reading back (value * pi, rounded to float32) gives the same float32.
+    return repr(float(np.float32(radians)) / math.pi)
+
+
 def to_csv_text(anim: Animation, timecode_rate: float | None = None) -> str:
     rate = timecode_rate or anim.fps
     start = anim.timecode_start_s or 0.0
@@ -71,7 +82,8 @@ def to_csv_text(anim: Animation, timecode_rate: float | None = None) -> str:
     out.write(",".join(HEADER) + "\n")
     for i, row in enumerate(anim.values):
         tc = format_timecode(start + i / anim.fps, rate)
-        out.write(tc + f",{NUM_CHANNELS}," + ",".join(_fmt(v) for v in row) + "\n")
+        cells = [_fmt(v) for v in row[:NUM_BLENDSHAPES]] + [_fmt_rotation(v) for v in row[NUM_BLENDSHAPES:]]
+        out.write(tc + f",{NUM_CHANNELS}," + ",".join(cells) + "\n")
     return out.getvalue()
 
 
@@ -148,6 +160,11 @@ def parse_csv(text: str, fps: float | None = None, source: str = "<csv>") -> Ani
                 raise InputError(f"{source}: line {line}: column {header[col]}: infinite value")
             if ch < NUM_BLENDSHAPES and not (-0.05 <= v <= 1.05):
                 raise InputError(f"{source}: line {line}: column {header[col]}: {v} is outside 0..1")
+            if ch >= NUM_BLENDSHAPES:
+                if not -1.0 <= v <= 1.0:
+                    raise InputError(f"{source}: line {line}: column {header[col]}: {v} is outside -1..1 "
+                                     "(rotations are degrees/180)")
+                v *= math.pi  # degrees/180 -> radians
             values[r, ch] = v
     values[:, :NUM_BLENDSHAPES] = np.clip(values[:, :NUM_BLENDSHAPES], 0.0, 1.0)
 

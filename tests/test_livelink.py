@@ -78,3 +78,16 @@ def test_bad_csv_gives_a_clear_error_naming_the_line(mutate, needle):
 def test_missing_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="not found"):
         livelink.read_csv(tmp_path / "nope.csv")
+
+
+def test_rotations_are_written_as_degrees_over_180():
+    # Epic's ARKit bridge maps -180..180 degrees to -1..1; a 90-degree head turn is 0.5 in the file.
+    a = Animation.zeros(1, 30.0)
+    a.values[0, arkit.index("HeadYaw")] = np.pi / 2
+    a.values[0, arkit.index("LeftEyePitch")] = -np.pi / 18  # -10 degrees
+    row = livelink.to_csv_text(a).splitlines()[1].split(",")
+    assert float(row[2 + arkit.index("HeadYaw")]) == pytest.approx(0.5)
+    assert float(row[2 + arkit.index("LeftEyePitch")]) == pytest.approx(-10 / 180)
+    with pytest.raises(InputError, match="outside -1..1"):
+        row[2 + arkit.index("HeadRoll")] = "3.5"
+        livelink.parse_csv(",".join(livelink.HEADER) + "\n" + ",".join(row) + "\n")
