@@ -49,7 +49,7 @@ Reply with ONE JSON object and nothing else:
 
 Rules:
 - Allowed channels (exact names): %(channels)s. Nothing else: the mouth, jaw and cheeks-puff come from speech.
-- Blendshapes are 0..1. Rotations are radians: HeadYaw and eye yaw > 0 turn toward the character's own left, HeadPitch and eye pitch > 0 look down, HeadRoll > 0 tilts toward the left shoulder. Limits: %(limits)s.
+- Blendshapes are 0..1. Rotations are radians: HeadYaw and eye yaw > 0 turn toward the character's own left, HeadPitch and eye pitch > 0 look down, HeadRoll > 0 tilts toward the right shoulder. Limits: %(limits)s.
 - Times are between 0 and %(duration).3f s (the line's length). Word anchors must be words of the line.
 - A keyframe keys only the channels it lists; they hold until a later keyframe changes them, so return channels to 0 when an expression ends. Channels start at 0.
 - ease "pulse" is a transient (blink, nod, glance, brow flash) that returns by itself; for a nod key HeadPitch ~0.12 twice, 0.3 s apart; for a head shake alternate HeadYaw +-0.12.

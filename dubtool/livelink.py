@@ -36,7 +36,19 @@ from .arkit import LIVE_LINK_NAMES, NUM_BLENDSHAPES, NUM_CHANNELS, Animation
 from .errors import InputError
 from .fileio import atomic_path, require_file
 
-HEADER = ("Timecode", "BlendShapeCount") + LIVE_LINK_NAMES
+def _app_column_order() -> tuple[str, ...]:
+    # The app's recordings list JawRight before JawLeft and MouthRight before MouthLeft (unlike
+    # the enum order inside dubtool); files written here follow the app byte for byte.
+    names = list(LIVE_LINK_NAMES)
+    for a, b in (("JawLeft", "JawRight"), ("MouthLeft", "MouthRight")):
+        i, j = names.index(a), names.index(b)
+        names[i], names[j] = names[j], names[i]
+    return tuple(names)
+
+
+CSV_COLUMNS = _app_column_order()
+HEADER = ("Timecode", "BlendShapeCount") + CSV_COLUMNS
+_CSV_TO_CHANNEL = np.array([LIVE_LINK_NAMES.index(n) for n in CSV_COLUMNS])
 STANDARD_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0, 100.0, 120.0)
 
 
@@ -80,8 +92,9 @@ def to_csv_text(anim: Animation, timecode_rate: float | None = None) -> str:
     start = anim.timecode_start_s or 0.0
     out = io.StringIO()
     out.write(",".join(HEADER) + "\n")
-    for i, row in enumerate(anim.values):
+    for i, row in enumerate(anim.values[:, _CSV_TO_CHANNEL]):
         tc = format_timecode(start + i / anim.fps, rate)
+        # Rotations are the last 9 columns in both orders; only blendshape columns are permuted.
         cells = [_fmt(v) for v in row[:NUM_BLENDSHAPES]] + [_fmt_rotation(v) for v in row[NUM_BLENDSHAPES:]]
         out.write(tc + f",{NUM_CHANNELS}," + ",".join(cells) + "\n")
     return out.getvalue()

@@ -40,6 +40,8 @@ def test_header_and_rows_match_live_link_face(tmp_path):
     path = livelink.write_csv(_anim(n=3, start=17 * 3600 + 31 * 60 + 10), tmp_path / "a.csv")
     lines = path.read_text().splitlines()
     assert lines[0].startswith("Timecode,BlendShapeCount,EyeBlinkLeft,EyeLookDownLeft,EyeLookInLeft")
+    # The app's own column order (differs from Unreal's enum for the jaw/mouth sideways pairs).
+    assert ",JawForward,JawRight,JawLeft,JawOpen,MouthClose,MouthFunnel,MouthPucker,MouthRight,MouthLeft,MouthSmileLeft," in lines[0]
     assert lines[0].endswith("HeadYaw,HeadPitch,HeadRoll,LeftEyeYaw,LeftEyePitch,LeftEyeRoll,RightEyeYaw,RightEyePitch,RightEyeRoll")
     assert lines[1].startswith("17:31:10:00.000,61,")
     assert lines[2].startswith("17:31:10:01.000,61,")
@@ -78,6 +80,17 @@ def test_bad_csv_gives_a_clear_error_naming_the_line(mutate, needle):
 def test_missing_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="not found"):
         livelink.read_csv(tmp_path / "nope.csv")
+
+
+def test_columns_are_matched_by_name_not_position():
+    a = Animation.zeros(1, 30.0)
+    a.values[0, arkit.index("jawLeft")] = 0.25
+    a.values[0, arkit.index("mouthRight")] = 0.75
+    text = livelink.to_csv_text(a)
+    header, row = (line.split(",") for line in text.splitlines())
+    assert row[header.index("JawLeft")] == "0.25" and row[header.index("MouthRight")] == "0.75"
+    b = livelink.parse_csv(text)
+    assert b.channel("jawLeft")[0] == 0.25 and b.channel("mouthRight")[0] == 0.75 and b.channel("jawRight")[0] == 0
 
 
 def test_rotations_are_written_as_degrees_over_180():
