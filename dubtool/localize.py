@@ -26,7 +26,7 @@ import numpy as np
 from .align import AlignConfig, align
 from .arkit import EYE_ROT_IDX, HEAD_IDX, LOWER_IDX, NUM_CHANNELS, UPPER_IDX, Animation
 from .audio import Audio, load_audio, require_speech
-from .errors import InputError, ModelError
+from .errors import DubtoolError, InputError, ModelError
 from .fileio import require_file, write_text_atomic
 from .timemap import TimeMap, compact_json, uniform_timemap
 
@@ -241,6 +241,11 @@ _GENERATORS: dict = {}
 def get_generator(model_path: str | None = None, device: str = "cpu"):
     """The flow generator, loaded once per process (the batch runner's workers reuse it)."""
     key = (model_path, device)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA GPU is available to this torch build; use --device cpu")
     if key not in _GENERATORS:
         try:
             from .generate import load_model
@@ -338,7 +343,12 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
     t = time.perf_counter()
     phonemes = None
     if options.dub_text:
-        phonemes = _shift_phonemes(dub_phonemes(dub, options.dub_text, options.lang), start, seg.duration_s)
+        try:
+            phonemes = _shift_phonemes(dub_phonemes(dub, options.dub_text, options.lang), start, seg.duration_s)
+        except DubtoolError as e:
+            if options.model == "teacher":
+                raise
+            warnings_.append(f"could not time the dub transcript ({e}); transcript metrics skipped")
     if options.model == "flow":
         from .generate import style_context
 
