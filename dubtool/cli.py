@@ -51,29 +51,96 @@ for _name in COMMAND_MODULES:
             raise
 
 
+# Exit codes (docs/errors.md): 0 done, 1 a batch finished with failed rows, 2 a user error (bad input,
+# bad option, unwritable output), 3 an internal error (a bug: please report), 130 Ctrl-C, 143 SIGTERM.
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+def _error_line(message: str) -> None:
+    """One red line on stderr, whatever the message holds (newlines folded, no rich markup)."""
+    from rich.markup import escape
+
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip()) or "unknown error"
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def _click_exception_types() -> tuple[type, ...]:
+    # Typer >= 0.16 ships its own copy of click (typer._click); older ones use click itself.
+    types = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            types.append(importlib.import_module(name).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(types)
+
+
+def _usage_message(e: Exception) -> str:
+    msg = e.format_message() if hasattr(e, "format_message") else str(e)
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None and getattr(ctx, "command_path", None):
+        msg += f" (see `{ctx.command_path} --help`)"
+    return msg
+
+
+def _on_sigterm(signum, frame) -> None:
+    # `timeout`, `kill` and job schedulers send SIGTERM: unwind like Ctrl-C so atomic writes clean up.
+    raise SystemExit(EXIT_TERMINATED)
+
+
 def main() -> None:
+    import os
+    import signal
+
+    if threading_main():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app(standalone_mode=False)
+        sys.stdout.flush()
     except DubtoolError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        _error_line(str(e))
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
-        err_console.print("[red]aborted[/]")
-        sys.exit(130)
+        _error_line("aborted")
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/]")
-        sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
+        _error_line("interrupted; no partial output was left")
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # stdout was closed early (`dubtool ... | head`): not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+    except Exception as e:
+        click_types = _click_exception_types()
+        if click_types and isinstance(e, click_types):  # usage errors: bad option value, missing argument
+            _error_line(_usage_message(e))
+            sys.exit(e.exit_code or EXIT_USER_ERROR)
+        if type(e).__name__ == "Exit" and hasattr(e, "exit_code"):  # click's Exit (e.g. --help)
+            sys.exit(e.exit_code)
+        if os.environ.get("DUBTOOL_DEBUG"):
+            raise
+        if isinstance(e, MemoryError):
+            _error_line("out of memory; try a shorter input or smaller sizes")
+            sys.exit(EXIT_USER_ERROR)
+        if isinstance(e, OSError) and e.strerror:
+            where = f": {e.filename}" if e.filename else ""
+            _error_line(f"{e.strerror}{where}")
+            sys.exit(EXIT_USER_ERROR)
+        _error_line(f"internal error: {type(e).__name__}: {e} (run again with DUBTOOL_DEBUG=1 for the "
+                    f"traceback, and please report it)")
+        sys.exit(EXIT_INTERNAL_ERROR)
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        raise
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

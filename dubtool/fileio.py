@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -18,11 +19,16 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     The temp name keeps the final suffix so tools that sniff extensions (ffmpeg) still work.
     """
     dest = Path(path)
+    if dest.is_dir():
+        raise InputError(f"cannot write {dest}: it is a folder; give a file name")
     parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.exists():
+    try:
+        # A missing output folder is created (like `mkdir -p`); one that cannot be is a clear error.
         parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix if suffix is not None else dest.suffix,
-                               dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix if suffix is not None else dest.suffix,
+                                   dir=parent)
+    except OSError as e:
+        raise InputError(f"cannot write {dest}: {_write_problem(e, parent)}") from None
     os.close(fd)
     # mkstemp creates 0600; give outputs the usual permissions (0666 minus the umask).
     umask = os.umask(0)
@@ -30,11 +36,39 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.chmod(tmp, 0o666 & ~umask)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
+        try:
+            yield tmp_path
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InputError(f"cannot write {dest}: {_write_problem(e, parent)}") from None
+            raise
+        try:
+            os.replace(tmp_path, dest)
+        except OSError as e:
+            raise InputError(f"cannot write {dest}: {_write_problem(e, parent)}") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _write_problem(e: OSError, parent: Path) -> str:
+    """What to tell the user when an output cannot be created in `parent`."""
+    if isinstance(e, PermissionError) or e.errno == errno.EROFS:
+        return f"folder {parent} is not writable (read-only or no permission)"
+    if isinstance(e, (FileExistsError, NotADirectoryError)):
+        return f"{_first_non_folder(parent)} is not a folder"
+    if isinstance(e, IsADirectoryError):
+        return "it is a folder; give a file name"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no space left on the disk"
+    return e.strerror or str(e)
+
+
+def _first_non_folder(path: Path) -> Path:
+    for p in reversed((path, *path.parents)):
+        if p.exists() and not p.is_dir():
+            return p
+    return path
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -56,4 +90,6 @@ def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
         raise InputError(f"{what} is not a file: {p}")
     if p.stat().st_size == 0:
         raise InputError(f"{what} is empty: {p}")
+    if not os.access(p, os.R_OK):
+        raise InputError(f"{what} is not readable (permission denied): {p}")
     return p
