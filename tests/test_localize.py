@@ -219,55 +219,60 @@ def actor_video(tmp_path_factory):
     return path, src
 
 
+@pytest.fixture(scope="module")
+def actor_perf(actor_video, tmp_path_factory):
+    """The generated video through `dubtool extract` (once for both end-to-end tests)."""
+    from dubtool.extract import extract
+
+    path = tmp_path_factory.mktemp("perf") / "actor.perf"
+    perf = extract(actor_video[0])
+    save_performance(perf, path)
+    return path, perf
+
+
 def _cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "dubtool", *args], capture_output=True, text=True, cwd=cwd)
 
 
-def test_end_to_end_extract_align_localize_csv(actor_video, dub, tmp_path):
-    """extract -> align -> localize (teacher) -> CSV: length, lips on the dub's bilabials, brows warped."""
+def _check_end_to_end(tmp_path, perf, dub, model_args, min_closure):
+    """localize CLI -> CSV, then what a user cares about: length, lips on the dub's bilabials at
+    espeak's exact phoneme times, brows following the source brows through the time map."""
     from dubtool import metrics
-    from dubtool.extract import extract
-    from dubtool.performance import save_performance
+    from dubtool.timemap import timemap_from_json
 
-    video, src = actor_video
-    perf = extract(video)
-    save_performance(perf, tmp_path / "actor.perf")
     write_wav(dub[0], tmp_path / "dub.wav")
-    r = _cli("localize", "actor.perf", "dub.wav", "--lang", "fr", "--model", "teacher", "--dub-text", DUB_TEXT,
+    r = _cli("localize", str(perf[0]), "dub.wav", "--lang", "fr", *model_args, "--dub-text", DUB_TEXT,
              "-o", "out.csv", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     anim = read_csv(tmp_path / "out.csv")
     fps = summary["fps"]
     assert anim.num_frames == round(dub[0].duration_s * fps)
-    # lips close on the dub's /p b m/ at espeak's exact phoneme times
     checks = metrics.bilabial_closures(anim.values, dub[1], fps)
     assert len(checks) >= 4
-    assert np.mean([c.closed for c in checks]) >= 0.75, [(c.symbol, round(c.start_s, 2), c.min_gap) for c in checks]
-    # brows follow the tracked source brows, warped by the time map (as `dubtool align` writes it)
-    from dubtool.timemap import timemap_from_json
-
+    assert np.mean([c.closed for c in checks]) >= min_closure, \
+        [(c.symbol, round(c.start_s, 2), round(c.min_gap, 2)) for c in checks]
     report = json.loads((tmp_path / "out.report.json").read_text())
     tm = timemap_from_json(report["timemap"])
     assert len(tm.phrases) == 2
-    warped = np.interp(tm.source_time(anim.times_s), perf.animation.times_s, perf.animation.values[:, BROW])
+    src = perf[1].animation
+    warped = np.interp(tm.source_time(anim.times_s), src.times_s, src.values[:, BROW])
     assert warped.std() > 0.05  # the tracker saw the brow raises
     assert np.corrcoef(anim.values[:, BROW], warped)[0, 1] > 0.9
     assert report["metrics"]["bilabials"] >= 4 and report["metrics"]["lip_audio_lag_frames"] is not None
+    return report
+
+
+def test_end_to_end_extract_align_localize_csv(actor_perf, dub, tmp_path):
+    """extract -> align -> localize (teacher) -> Live Link CSV."""
+    _check_end_to_end(tmp_path, actor_perf, dub, ["--model", "teacher"], min_closure=0.75)
 
 
 @pytest.mark.skipif(not FLOW_CKPT.is_file(), reason="trained checkpoint models/dubtool_flow_v1.pt not present yet")
-def test_end_to_end_with_trained_flow_model(files, dub):
-    from dubtool import metrics
-    from dubtool.performance import load_performance
-
-    perf = load_performance(files / "src.perf")
-    res = localize(perf, dub[0], LocalizeOptions(lang="fr"))
-    anim = res.animation
-    assert anim.num_frames == round(dub[0].duration_s * anim.fps)
-    assert metrics.bilabial_closure_rate(anim.values, dub[1], anim.fps) >= 0.6
-    expect = np.interp(res.timemap.source_time(anim.times_s), perf.animation.times_s, perf.animation.values[:, BROW])
-    assert np.corrcoef(anim.values[:, BROW], expect)[0, 1] > 0.9
+def test_end_to_end_with_trained_flow_model(actor_perf, dub, tmp_path):
+    """extract -> align -> localize (the shipped flow model) -> Live Link CSV."""
+    report = _check_end_to_end(tmp_path, actor_perf, dub, [], min_closure=0.6)
+    assert report["model"] == "flow" and report["fps"] == 30.0
 
 
 # --- batch --------------------------------------------------------------------------------------
