@@ -325,8 +325,8 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
 
     # 3. warp the source performance onto the dub timeline (at the model's frame rate)
     t = time.perf_counter()
-    src_times = timemap.source_time(dub_frame_times(n_model, model_fps, start))
     dub_times = dub_frame_times(n_model, model_fps, start)
+    src_times = timemap.source_time(dub_times)
     warped = (warp_values(src_anim.values, src_anim.fps, src_times) if options.stretch_blinks
               else warp_preserving_blinks(src_anim.values, src_anim.fps, timemap, dub_times))
     performance = warped
@@ -335,7 +335,7 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
 
         track = load_keyframes(options.keyframes)
         kf = keyframe_curves(track, model_fps, dub.duration_s).values
-        kf = warp_values(kf, model_fps, dub_frame_times(n_model, model_fps, start))  # cut to the span
+        kf = warp_values(kf, model_fps, dub_times)  # the processed span
         performance = blend_performance(warped, kf, options.keyframe_blend)
     timings["warp_s"] = time.perf_counter() - t
 
