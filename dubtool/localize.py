@@ -99,17 +99,18 @@ def voice_for_lang(code: str) -> str:
     return voice_for(code)
 
 
-def load_source(path: str | os.PathLike, fps: float | None = None):
-    """A Performance from a .perf file, or by running extract on a video."""
+def load_source(path: str | os.PathLike):
+    """A Performance from a .perf file, or by running extract on a video (at the video's frame rate;
+    the warp resamples to the output rate)."""
     from .performance import load_performance
 
     p = require_file(path, "source")
     if p.suffix.lower() == ".perf":
         return load_performance(p)
     if p.suffix.lower() in VIDEO_SUFFIXES:
-        from .extract import ExtractOptions, extract
+        from .extract import extract
 
-        return extract(p, ExtractOptions(fps=fps) if fps else ExtractOptions())
+        return extract(p)
     raise InputError(f"{p}: source must be a .perf file or a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
 
 
@@ -486,7 +487,7 @@ def localize_files(source_path: str | os.PathLike, dub_path: str | os.PathLike, 
         raise InputError(f"output must be a .csv file (Live Link Face CSV), got {out_csv}")
     dub = load_audio(dub_path, what="dub audio")
     require_speech(dub, str(dub_path))
-    source = load_source(source_path, options.fps)
+    source = load_source(source_path)
     result = localize(source, dub, options, generator)
     anim = result.animation
     report = result.report
