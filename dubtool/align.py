@@ -34,6 +34,7 @@ from .fileio import atomic_path
 from .timemap import PhraseMatch, TimeMap, build_timemap, uniform_timemap
 
 FRAME_RATE = 100.0  # segmentation frames per second
+MAX_DTW_FRAMES = 5000  # per side: bounds transcript-alignment memory (~0.4 GB) on long lines
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def split_clauses(text: str, level: str = "clause") -> list[str]:
 def _mfcc(samples: np.ndarray, sample_rate: int, fps: float = 50.0) -> np.ndarray:
     import librosa
 
-    hop = int(round(sample_rate / fps))
+    hop = max(1, int(round(sample_rate / fps)))
     m = librosa.feature.mfcc(y=np.asarray(samples, np.float32), sr=sample_rate, n_mfcc=13, hop_length=hop,
                              n_fft=512 if sample_rate <= 16000 else 2048)
     m = m[1:]  # drop c0 (loudness): the two voices differ in level
@@ -200,6 +201,9 @@ def synthesis_warp(audio: Audio, synth: Audio, fps: float = 50.0) -> tuple[np.nd
     espeak and a human voice at the level of words and pauses)."""
     import librosa
 
+    # The DTW cost matrix is frames x frames: cap both sides at MAX_DTW_FRAMES (a 60 s line keeps
+    # 50 fps; a 10-minute one drops to ~8 fps, still finer than clause boundaries need).
+    fps = min(fps, MAX_DTW_FRAMES / max(audio.duration_s, synth.duration_s, 1e-3))
     syn = np.asarray(synth.samples, np.float32)
     if synth.sample_rate != audio.sample_rate:
         syn = librosa.resample(syn, orig_sr=synth.sample_rate, target_sr=audio.sample_rate)
