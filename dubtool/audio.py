@@ -45,7 +45,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: st
     """Decode the first audio stream of any media file to mono float32 at `sample_rate`
     (ffmpeg downmixes stereo and resamples)."""
     p = require_file(path, what)
-    cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", str(p), "-map", "0:a:0", "-t", str(MAX_AUDIO_S),
+    cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", str(p), "-map", "0:a:0", "-t", str(MAX_AUDIO_S + 1),
            "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
     r = subprocess.run(cmd, capture_output=True)
     if r.returncode != 0:
@@ -57,6 +57,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: st
     samples = np.frombuffer(r.stdout, dtype="<f4").astype(np.float32)
     if samples.size == 0:
         raise InputError(f"{p}: audio track is empty")
+    if samples.size > MAX_AUDIO_S * sample_rate:
+        raise InputError(f"{p}: audio is longer than {MAX_AUDIO_S // 3600} h, dubtool's limit; cut it into parts "
+                         f"(ffmpeg -ss START -t LENGTH)")
     if not np.all(np.isfinite(samples)):
         samples = np.nan_to_num(samples)
     return Audio(samples, sample_rate)

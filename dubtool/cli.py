@@ -86,9 +86,13 @@ def _usage_message(e: Exception) -> str:
     return msg
 
 
+class _Terminated(BaseException):
+    """SIGTERM as an exception (a BaseException, so nothing on the way catches it as an error)."""
+
+
 def _on_sigterm(signum, frame) -> None:
     # `timeout`, `kill` and job schedulers send SIGTERM: unwind like Ctrl-C so atomic writes clean up.
-    raise SystemExit(EXIT_TERMINATED)
+    raise _Terminated()
 
 
 def main() -> None:
@@ -98,8 +102,16 @@ def main() -> None:
     if threading_main():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode Typer turns Ctrl-C into a returned 130 and typer.Exit(n) into a returned n.
+        code = app(standalone_mode=False)
         sys.stdout.flush()
+        if code == EXIT_INTERRUPTED:
+            _error_line("interrupted; no partial output was left")
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except _Terminated:
+        _error_line("terminated; no partial output was left")
+        sys.exit(EXIT_TERMINATED)
     except DubtoolError as e:
         _error_line(str(e))
         sys.exit(e.exit_code)

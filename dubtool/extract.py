@@ -42,6 +42,10 @@ EYEBALL_RADIUS_CM = 1.2  # human eyeball ~24 mm across; canonical units are ~cm
 # Iris centre height above the eye-corner line for a level gaze (cm), measured on a camera-facing
 # still: the canthi sit below the iris centre, so without this a straight gaze reads as looking up.
 IRIS_REST_UP_CM = 0.25
+# Clear limits instead of exhausting memory: the output arrays take ~25 KB per frame at their peak, so
+# 2 h at 30 fps is ~5 GB; frames larger than any camera or codec makes are a corrupt header.
+MAX_FRAMES = 2 * 3600 * 30
+MAX_FRAME_SIDE = 16384
 FIT_RESIDUAL_CM = 1.0  # RMS fit residual (cm) at which confidence falls to 1/e; good tracks ~0.3-0.4
 
 
@@ -286,6 +290,13 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
     fps = float(info.fps if options.fps is None else options.fps)
     if not (0 < fps <= 240):
         raise InputError(f"--fps must be above 0 and at most 240, got {fps:g}")
+    if max(info.width, info.height) > MAX_FRAME_SIDE:
+        raise InputError(f"{info.path}: frames are {info.width}x{info.height}; extract reads at most "
+                         f"{MAX_FRAME_SIDE} pixels a side (scale the video down first)")
+    if info.duration_s * fps > MAX_FRAMES:
+        raise InputError(f"{info.path}: {info.duration_s / 60:.0f} min at {fps:g} fps is "
+                         f"{info.duration_s * fps:.0f} frames; extract takes at most {MAX_FRAMES} "
+                         f"(2 h at 30 fps) in one go: cut the take into parts (ffmpeg -ss START -t LENGTH)")
     size = scaled_size(info.width, info.height, options.max_track_width)
 
     # The audio decodes (in its own ffmpeg) while the frames are tracked.

@@ -93,3 +93,25 @@ def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
     if not os.access(p, os.R_OK):
         raise InputError(f"{what} is not readable (permission denied): {p}")
     return p
+
+
+def require_writable(*paths: str | os.PathLike | None) -> None:
+    """Fail early, before any work, when an output cannot be created: a folder given as the file, a
+    parent that is a file, or a read-only folder. Nothing is created (missing folders come later)."""
+    for path in paths:
+        if path is None:
+            continue
+        dest = Path(path)
+        if dest.is_dir():
+            raise InputError(f"cannot write {dest}: it is a folder; give a file name")
+        folder = dest.parent if str(dest.parent) else Path(".")
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise InputError(f"cannot write {dest}: {_first_non_folder(folder)} is not a folder")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".probe", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise InputError(f"cannot write {dest}: {_write_problem(e, folder)}") from None

@@ -834,9 +834,12 @@ def _events_to_keyframes(events: list[_Event], duration_s: float, library) -> li
 def words_from_audio(audio_path: str | os.PathLike, text: str, lang: str = "en") -> tuple[tuple[Word, ...], float]:
     """(words, duration_s) for the dub: phoneme alignment through dubtool.phonealign when that module
     is present, else the words spread over the voiced span of the recording."""
-    from .audio import load_audio, rms_envelope
+    from .audio import load_audio, require_speech, rms_envelope
+    from .lang import language
 
+    language(lang)  # an unknown --lang is the user's error, not an aligner failure to fall back from
     audio = load_audio(audio_path, what="dub audio")
+    require_speech(audio, str(audio_path))
     duration = audio.duration_s
     try:
         from . import phonealign  # type: ignore[attr-defined]

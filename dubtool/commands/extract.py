@@ -31,12 +31,14 @@ def extract(
 
     from ..errors import InputError
     from ..extract import ExtractOptions, extract as run_extract, summary
+    from ..fileio import require_writable
     from ..livelink import write_csv
     from ..performance import save_performance
     from ..smoothing import OneEuroConfig
 
     if output is None and csv is None:
         output = video.with_suffix(".perf")
+    require_writable(output, csv)
     if min_cutoff <= 0 or beta < 0:
         raise InputError(f"--min-cutoff must be > 0 and --beta >= 0 (got {min_cutoff}, {beta})")
     if max_width < 64:
@@ -48,7 +50,7 @@ def extract(
         warnings.simplefilter("always")
         with Progress(TextColumn("[bold]extract[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                       TextColumn("{task.fields[rate]} fps"), TimeRemainingColumn(), console=err_console,
-                      disable=quiet, transient=True) as bar:
+                      disable=quiet or not err_console.is_terminal, transient=True) as bar:
             task = bar.add_task("extract", total=None, rate="-")
             import time
 

@@ -30,11 +30,12 @@ def keyframes(
 ) -> None:
     """Plan upper-face semantic keyframes (brows, lids, gaze, head) for a line from its script."""
     from ..errors import InputError
-    from ..fileio import require_file
+    from ..fileio import require_file, require_writable
     from ..keyframes import (PlanOptions, estimate_word_times, keyframe_curves, parse_script, plan_keyframes,
                              plot_curves, save_keyframes, words_from_audio)
 
     path = require_file(script, "script file")
+    require_writable(output, csv, plot)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:

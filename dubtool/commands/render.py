@@ -35,10 +35,16 @@ def render(
 
     from ..errors import InputError
     from ..export import load_animation
+    from ..fileio import require_writable
     from ..plots import parse_channels, plot_curves_png
     from ..render import Comparison, RenderOptions, parse_color, parse_size, render_video, source_on_dub_timeline
 
     console = Console(stderr=True)
+    if no_video and not curves_png:
+        raise InputError("--no-video needs --curves-png")
+    if not no_video and output and Path(output).suffix.lower() not in (".mp4", ".mov", ".m4v"):
+        raise InputError(f"{output}: render writes an H.264 mp4; give an output ending in .mp4")
+    require_writable(None if no_video else (output or str(Path(animation).with_suffix(".mp4"))), curves_png)
     anim = load_animation(animation)
     w, h = parse_size(size)
     options = RenderOptions(width=w, height=h, fps=fps, background=parse_color(background), zoom=zoom,
@@ -70,12 +76,11 @@ def render(
         plot_curves_png(curves, chans, curves_png, title=Path(animation).name, phrases=phrases)
         console.print(f"curves: {curves_png}")
     if no_video:
-        if not curves_png:
-            raise InputError("--no-video needs --curves-png")
         return
     out = output or str(Path(animation).with_suffix(".mp4"))
     with Progress(TextColumn("rendering"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
+                  TimeRemainingColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
         task = bar.add_task("render", total=anim.num_frames)
         result = render_video(anim, out, audio=audio, options=options, compare=comp,
                               progress=lambda i, n: bar.update(task, completed=i, total=n))

@@ -19,11 +19,13 @@ def rig_sheet(
 ) -> None:
     """Render the neutral face and each blendshape at full weight in a labelled grid."""
     from ..errors import InputError
+    from ..fileio import require_writable
     from ..rig import contact_sheet
 
     if not out.lower().endswith(".png"):
         raise InputError(f"rig-sheet writes PNG; give an output ending in .png, not {out!r}")
     if not 0.0 <= weight <= 1.0:
         raise InputError(f"--weight must be in 0..1, got {weight}")
+    require_writable(out)
     path = contact_sheet(out, names=tuple(shape) if shape else None, weight=weight, columns=columns, region=region)
     print(f"contact sheet: {path}")
