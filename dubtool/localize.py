@@ -27,7 +27,7 @@ from .align import AlignConfig, align
 from .arkit import EYE_ROT_IDX, HEAD_IDX, LOWER_IDX, NUM_CHANNELS, UPPER_IDX, Animation
 from .audio import Audio, load_audio, require_speech
 from .errors import DubtoolError, InputError, ModelError
-from .fileio import require_file, write_text_atomic
+from .fileio import require_file, require_writable, write_text_atomic
 from .timemap import TimeMap, compact_json, uniform_timemap
 
 REPORT_VERSION = 1
@@ -485,6 +485,9 @@ def localize_files(source_path: str | os.PathLike, dub_path: str | os.PathLike, 
     out_csv = Path(out_csv)
     if out_csv.suffix.lower() != ".csv":
         raise InputError(f"output must be a .csv file (Live Link Face CSV), got {out_csv}")
+    if preview and Path(preview).suffix.lower() != ".mp4":
+        raise InputError(f"--preview must be an .mp4 file, got {preview}")
+    require_writable(out_csv, report_path or default_report_path(out_csv), fbx, gltf, preview)
     dub = load_audio(dub_path, what="dub audio")
     require_speech(dub, str(dub_path))
     source = load_source(source_path)

@@ -334,6 +334,10 @@ def test_bad_inputs_fail_clearly_and_write_nothing(files, tiny_model, tmp_path):
         localize_files(files / "dub.wav", files / "dub.wav", tmp_path / "o3.csv", opts)
     with pytest.raises(InputError, match="unsupported language 'klingon'.*fr"):
         localize_files(files / "src.perf", files / "dub.wav", tmp_path / "o4.csv", LocalizeOptions(lang="klingon"))
+    (tmp_path / "adir.csv").mkdir()
+    with pytest.raises(InputError, match="it is a folder"):  # checked before any work
+        localize_files(files / "src.perf", files / "dub.wav", tmp_path / "adir.csv", opts)
+    (tmp_path / "adir.csv").rmdir()
     with pytest.raises(InputError, match="--dub-text"):
         localize_files(files / "src.perf", files / "dub.wav", tmp_path / "o5.csv", LocalizeOptions(model="teacher"))
     assert list(tmp_path.iterdir()) == [tmp_path / "silence.wav", tmp_path / "corrupt.perf"] or \
