@@ -4,7 +4,9 @@ renderer), frames piped raw into ffmpeg (H.264 + AAC mp4).
 The rig's mesh is MediaPipe's canonical face, which has holes at the eyes and the mouth. To make
 those read, each eye gets an eyeball sphere (white, iris + pupil disc turned by the eye yaw/pitch
 channels) set behind the lids, and the inner-lip loop is filled by a dark polygon set a little
-behind the lips, so an open mouth reads as open and a closed one hides it.
+behind the lips, so an open mouth reads as open. Where the lips meet (the rig's rest, a /p b m/
+closure) that polygon comes forward onto the lip line and takes the colour of the lip crease, so
+a hair's-breadth gap between closed lips shows neither the mouth interior nor the background.
 
 Units are the rig's (cm), Y up, the face looks down +Z; head rotation turns everything about a
 neck pivot. Frames are rendered upside down (flipped projection) so the bottom-up GL read-back
@@ -36,6 +38,11 @@ SKIN_RGB = (0.86, 0.66, 0.56)
 MOUTH_DARK_RGB = (0.10, 0.02, 0.03)
 TEETH_RGB = (0.78, 0.74, 0.66)
 TONGUE_RGB = (0.55, 0.20, 0.22)
+LIP_CREASE_RGB = (0.42, 0.27, 0.24)
+# Inner-lip distance (cm) over which a column of the mouth goes from sealed (crease colour, on the
+# lip line) to open (interior colour, set back behind the lips).
+LIP_SEALED_CM, LIP_OPEN_CM = 0.03, 0.15
+MOUTH_DEPTH_CM = 0.35
 
 
 class RenderError(DubtoolError):
@@ -110,12 +117,22 @@ def perspective(fov_y_deg: float, aspect: float, near: float, far: float) -> np.
                      [0, 0, (far + near) / (near - far), 2 * far * near / (near - far)], [0, 0, -1, 0]], np.float32)
 
 
-def camera_matrix(options: RenderOptions, target=(0.0, -0.6, 2.0)) -> np.ndarray:
-    """View-projection (4x4) for a camera orbiting `target` at the options' yaw/pitch and zoom."""
-    fov = 30.0
-    dist = 11.5 / math.tan(math.radians(fov / 2)) / options.zoom
+CAMERA_FOV_DEG = 30.0
+CAMERA_TARGET = (0.0, -0.6, 2.0)
+
+
+def camera_position(options: RenderOptions, target=CAMERA_TARGET) -> np.ndarray:
+    """Where the camera sits (rig space, cm): orbiting `target` at the options' yaw/pitch and zoom."""
+    dist = 11.5 / math.tan(math.radians(CAMERA_FOV_DEG / 2)) / options.zoom
     r = rotation_matrix(math.radians(options.yaw_deg), math.radians(-options.pitch_deg), 0.0)
-    eye = np.asarray(target, np.float32) + r @ np.array([0, 0, dist], np.float32)
+    return np.asarray(target, np.float32) + r @ np.array([0, 0, dist], np.float32)
+
+
+def camera_matrix(options: RenderOptions, target=CAMERA_TARGET) -> np.ndarray:
+    """View-projection (4x4) for a camera orbiting `target` at the options' yaw/pitch and zoom."""
+    fov = CAMERA_FOV_DEG
+    eye = camera_position(options, target)
+    dist = float(np.linalg.norm(eye - np.asarray(target, np.float32)))
     fwd = np.asarray(target, np.float32) - eye
     fwd /= np.linalg.norm(fwd)
     right = np.cross(fwd, [0, 1, 0])
@@ -160,6 +177,16 @@ def _eyeballs(neutral: np.ndarray) -> tuple[_EyeBall, _EyeBall]:
         c[2] = pts[:, 2].max() - r - 0.05  # front of the ball just behind the lid line
         balls.append(_EyeBall(c.astype(np.float32), r))
     return balls[0], balls[1]
+
+
+def mouth_opening(loop: np.ndarray, partners: np.ndarray) -> np.ndarray:
+    """0 (sealed) .. 1 (open) for each inner-lip loop vertex, from its distance to the vertex across
+    the mouth (upper lip row k <-> lower lip row k); lips that cross (upper below lower) are sealed."""
+    nu = len(INNER_LIP_UPPER)  # the loop lists the upper row (corners included) first, then the lower row
+    below = np.where(np.arange(len(loop)) < nu, partners[:, 1] - loop[:, 1], loop[:, 1] - partners[:, 1])
+    d = np.where(below > 0, 0.0, np.linalg.norm(loop - partners, axis=1))
+    t = np.clip((d - LIP_SEALED_CM) / (LIP_OPEN_CM - LIP_SEALED_CM), 0.0, 1.0)
+    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
 
 
 def gaze_angles(values61: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -262,6 +289,7 @@ class FaceRenderer:
         self._out = ctx.framebuffer(ctx.renderbuffer((w, h), 4)) if samples else self._ms
         self.prog = ctx.program(vertex_shader=_VERT, fragment_shader=_FRAG)
         self.vp = camera_matrix(options)
+        self._camera = camera_position(options)
         self.prog["view_dir"].value = tuple(float(x) for x in self._camera_dir(options))
 
         self.triangles = np.asarray(rig.triangles, np.int32)
@@ -283,6 +311,9 @@ class FaceRenderer:
                         np.float32)
         cols[[0, len(INNER_LIP_UPPER) - 1]] = MOUTH_DARK_RGB  # corners
         self._mouth_colour = cols
+        # Each loop vertex's partner across the mouth (upper row k <-> lower row k; corners pair themselves).
+        lower = (INNER_LIP_UPPER[0],) + tuple(reversed(INNER_LIP_LOWER)) + (INNER_LIP_UPPER[-1],)
+        self._partner = np.asarray(lower + tuple(reversed(INNER_LIP_UPPER[1:-1])), np.int32)
         self._mouth_buf = ctx.buffer(reserve=(n + 1) * 9 * 4)
         self.mouth = ctx.vertex_array(self.prog, [(self._mouth_buf, "3f 3f 3f", "in_pos", "in_normal", "in_color")],
                                       ctx.buffer(fan.tobytes()))
@@ -326,14 +357,24 @@ class FaceRenderer:
         self._skin_buf.write(np.concatenate([verts, normals, self._skin_colour], 1).astype("f4").tobytes())
 
         loop = verts[self.lip_loop]
+        opening = mouth_opening(loop, verts[self._partner])
         centre = loop.mean(0)
         pts = np.concatenate([loop, centre[None]], 0)
-        pts[:, 2] -= 0.35  # behind the lips
-        pts[-1, 2] -= 0.4
-        mouth = np.concatenate([pts, np.tile([[0, 0, 1]], (len(pts), 1)), self._mouth_colour], 1)
+        head = self._head_model(values61)
+        # Open columns sit behind the lips, pushed back along the camera's line of sight so that they
+        # still project onto the lip edge (no background shows past it), and a little wider; sealed
+        # columns stay on the lip line.
+        pts[:-1, :2] += 0.08 * opening[:, None] * (loop[:, :2] - centre[:2])
+        eye = head[:3, :3].T @ (self._camera - head[:3, 3])  # the camera in the head's frame
+        ray = pts - eye
+        ray /= np.linalg.norm(ray, axis=1, keepdims=True)
+        depth = np.append(MOUTH_DEPTH_CM * opening, MOUTH_DEPTH_CM + 0.4)
+        pts += depth[:, None] * ray
+        open_ = np.append(opening, opening.max())[:, None]
+        colour = open_ * self._mouth_colour + (1.0 - open_) * np.asarray(LIP_CREASE_RGB, np.float32)
+        mouth = np.concatenate([pts, np.tile([[0, 0, 1]], (len(pts), 1)), colour], 1)
         self._mouth_buf.write(mouth.astype("f4").tobytes())
 
-        head = self._head_model(values61)
         fbo = self._ms
         fbo.use()
         self.ctx.enable(self.ctx.DEPTH_TEST)

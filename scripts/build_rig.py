@@ -11,6 +11,10 @@ over the mesh by inverse-distance (Shepard) interpolation over *geodesic* distan
 falloff; the geodesic graph leaves out the triangles spanning the mouth and eye openings, so upper
 and lower lips (and lids) don't drag each other. Jaw shapes rigidly rotate/translate a weighted
 lower-face region about a hinge below the ear line. Units: centimetres; +x = the subject's left.
+
+The shipped neutral is MediaPipe's canonical mesh with the lips closed (`close_lips`): the canonical
+mouth is parted by 5.8 mm at 13-14, which would read as a dark slit on every /p b m/. All shapes are
+authored on the closed neutral.
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ EYE = {
 FOREHEAD_TOP = (10, 338, 297, 332, 284, 251, 109, 67, 103, 54, 21, 151)
 FACE_SIDES = (234, 127, 162, 93, 454, 356, 389, 323)
 JAW_PIVOT = np.array([0.0, 0.0, -3.0])
+# Inner-lip gap left at rest (cm): the lips touch, with a hair's breadth so the two lip surfaces
+# never cross when shapes are mixed.
+REST_LIP_GAP_CM = 0.02
+LIP_CLOSE_RADIUS_CM = 1.3  # how far into the lips (geodesic) the closing fades out
 
 
 class Mesh:
@@ -99,6 +107,24 @@ def rotation_x(angle: float) -> np.ndarray:
     return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
 
 
+def close_lips(mesh: Mesh) -> np.ndarray:
+    """The canonical vertices with the lips closed: each inner upper/lower lip pair meets half way,
+    leaving REST_LIP_GAP_CM, and the motion fades smoothly (geodesic falloff) through the lips, so the
+    outer contour moves about half as far and the nose and chin stay."""
+    v = mesh.v
+    handles = {}
+    for up, lo in zip(LIP_INNER_UPPER, LIP_INNER_LOWER):
+        d = v[lo] - v[up]
+        gap = float(np.linalg.norm(d))
+        if gap <= REST_LIP_GAP_CM:  # the shared corners 78 / 308
+            handles[up] = np.zeros(3)
+            continue
+        move = 0.5 * d * (1.0 - REST_LIP_GAP_CM / gap)
+        handles[up], handles[lo] = move, -move
+    pins = (2, 164, 1, 4, 152, 175, 199, 200) + FACE_SIDES  # nose base and chin stay
+    return v + mesh.spread(handles, LIP_CLOSE_RADIUS_CM, pins=pins)
+
+
 def author(mesh: Mesh) -> dict[str, np.ndarray]:
     v, geo = mesh.v, mesh.geo
     n = len(v)
@@ -137,13 +163,10 @@ def author(mesh: Mesh) -> dict[str, np.ndarray]:
     def lip_field(fn, radius=2.2, pins=pins_mouth, ids=lip_ids):
         return mesh.spread({i: fn(i) for i in ids}, radius, pins)
 
-    # mouthClose: lips meet with the jaw open (undoes jawOpen on the lips only)
+    # mouthClose: lips meet with the jaw open (undoes jawOpen on the lips only). The neutral's lips
+    # are already closed, so mouthClose == jawOpen gives the rest lip line on an open jaw.
     lower_lip_region = np.clip(mesh.region(LIP_INNER_LOWER[1:-1], 1.6) * lowerness, 0, 1)
-    close = -shapes["jawOpen"] * lower_lip_region[:, None]
-    gap = (v[14] - v[13])  # canonical mouth is slightly parted: close that too
-    close += mesh.spread({i: -0.5 * gap for i in LIP_INNER_LOWER[1:-1]} | {i: 0.5 * gap for i in LIP_INNER_UPPER[1:-1]},
-                         1.2, pins=(61, 291, 0, 17))
-    shapes["mouthClose"] = close
+    shapes["mouthClose"] = -shapes["jawOpen"] * lower_lip_region[:, None]
 
     def toward_centre(i, amount):
         d = mouth_centre - v[i]
@@ -177,7 +200,9 @@ def author(mesh: Mesh) -> dict[str, np.ndarray]:
     shapes["mouthRollUpper"] = lip_field(lambda i: vec(y=-0.25, z=-0.4) if i in LIP_OUTER_UPPER[1:-1] else
                                          vec(y=-0.08, z=-0.25) if i in LIP_INNER_UPPER[1:-1] else vec(), radius=1.5)
     chin = (152, 199, 175, 200, 18, 17, 84, 314)
-    shrug_lower = lip_field(lambda i: vec(y=0.3, z=0.2) if not upper(i) else vec(), radius=2.0)
+    # The lower lip pushes up and out against the closed upper lip, which rides up a little with it.
+    shrug_lower = lip_field(lambda i: vec() if i in (61, 291, 78, 308) else vec(y=0.3, z=0.2) if not upper(i)
+                            else vec(y=0.22, z=0.08) if i in LIP_INNER_UPPER else vec(y=0.1, z=0.04), radius=2.0)
     shrug_lower += mesh.spread({i: vec(y=0.25, z=0.15) for i in (199, 200, 175, 18)}, 2.5, pins=lips_upper)
     shapes["mouthShrugLower"] = shrug_lower
     shapes["mouthShrugUpper"] = lip_field(lambda i: vec(y=0.28, z=0.18) if upper(i) else vec(y=0.05), radius=2.0)
@@ -197,9 +222,11 @@ def author(mesh: Mesh) -> dict[str, np.ndarray]:
         shapes[f"mouthDimple{side}"] = corner_field(vec(x=0.28 * s, y=0.05, z=-0.35), radius=2.6)
         shapes[f"mouthStretch{side}"] = corner_field(vec(x=0.5 * s, y=-0.2, z=-0.15), radius=3.2) \
             + lip_field(lambda i: vec(y=-0.12) if not upper(i) else vec(), radius=1.8) * half[:, None]
+        # Press: the closed lips squeeze together, so they thin: the outer contours move towards the
+        # lip line and everything goes back a little; the inner contours stay together.
         shapes[f"mouthPress{side}"] = half[:, None] * lip_field(
-            lambda i: (vec(y=-0.12, z=-0.08) if upper(i) else vec(y=0.14, z=-0.08)) if i not in (61, 291)
-            else vec(), radius=1.4)
+            lambda i: vec() if i in (61, 291) else vec(z=-0.08) if i in LIP_INNER_UPPER or i in LIP_INNER_LOWER
+            else vec(y=-0.14, z=-0.1) if upper(i) else vec(y=0.16, z=-0.1), radius=1.4)
         shapes[f"mouthLowerDown{side}"] = half[:, None] * lip_field(
             lambda i: vec(y=-0.45, z=0.05) if i in LIP_INNER_LOWER[1:-1] or i in LIP_OUTER_LOWER[1:-1] else vec(),
             radius=1.6)
@@ -306,6 +333,7 @@ def stable_vertices(deltas: np.ndarray, vertices: np.ndarray) -> np.ndarray:
 
 def build() -> dict[str, np.ndarray]:
     vertices, uvs, triangles = canonical_mesh()
+    vertices = close_lips(Mesh(vertices, triangles))
     mesh = Mesh(vertices, triangles)
     shapes = author(mesh)
     missing = set(BLENDSHAPE_NAMES) - set(shapes)

@@ -233,3 +233,30 @@ def test_shipped_rig_opens_lips_with_the_jaw_and_closes_them_with_mouth_close():
     v = _anim_from_jaw([0.5, 0.5], close=[0.0, 0.5])
     g = metrics.normalized_lip_gap(v, rig)
     assert g[0] == pytest.approx(1.0) and g[1] < 0.3
+
+
+def test_shipped_rig_closed_means_lips_touching():
+    """On the shipped rig the rest lips touch, so a /p/ counts as closed only when the inner lips are within
+    ~2 mm; the QA bilabial (mouthClose beyond jawOpen, lips pressed past each other) is closed, not open."""
+    rig = metrics.default_rig()
+    if rig is None:
+        pytest.skip("models/face_rig.npz not built")
+    neutral, open_ = metrics.lip_gap_reference(rig)
+    assert neutral < 0.05                                   # rest gap under 0.5 mm (rig units are cm)
+    ph = [("p", 0.0, 0.1)]
+    bilabial = np.zeros((3, NUM_CHANNELS))
+    bilabial[:, JAW], bilabial[:, CLOSE] = 0.07, 0.3
+    bilabial[:, index("mouthPressLeft")] = bilabial[:, index("mouthPressRight")] = 0.3
+    assert metrics.lip_gap(bilabial, rig)[0] < 0.05
+    assert metrics.bilabial_closure_rate(bilabial, ph, FPS, rig=rig) == 1.0
+    # A jaw dropped just enough to part the lips by >= 2.5 mm is open.
+    jaw = np.linspace(0, 0.5, 51)
+    parted = jaw[np.argmax(metrics.lip_gap(_anim_from_jaw(jaw), rig) >= 0.25)]
+    assert metrics.bilabial_closure_rate(_anim_from_jaw(np.full(3, parted)), ph, FPS, rig=rig) == 0.0
+    assert metrics.bilabial_closure_rate(_anim_from_jaw(np.full(3, 0.02)), ph, FPS, rig=rig) == 1.0
+
+
+def test_crossed_lips_have_no_gap(rig):
+    # mouthClose beyond jawOpen lifts the lower lip past the upper one: sealed, gap 0 (not |distance|).
+    v = _anim_from_jaw([0.0, 0.1], close=[0.3, 0.0])
+    np.testing.assert_allclose(metrics.lip_gap(v, rig), [0.0, 0.3], atol=1e-9)

@@ -48,6 +48,31 @@ def test_open_jaw_shows_a_dark_mouth(stills):
     assert interior(stills["jaw"]) > 2.5 * interior(stills["neutral"])
 
 
+def test_closed_lips_hide_the_mouth_and_an_open_jaw_shows_it():
+    """At rest and on a /p b m/ (jaw slightly open, lips pressed and closed over it) the lip line shows
+    neither mouth interior nor background through the lips; jawOpen 0.3 does."""
+    from dubtool.render import camera_matrix
+    from dubtool.rig import load_rig
+
+    opts = RenderOptions(width=640, height=480)
+    frames = [pose(), pose(jawOpen=0.07, mouthPressLeft=0.3, mouthPressRight=0.3, mouthClose=0.3),
+              pose(jawOpen=0.05, mouthClose=0.05, mouthPressLeft=0.35, mouthPressRight=0.35, mouthRollLower=0.15),
+              pose(jawOpen=0.3)]
+    imgs = list(render_frames(Animation(np.stack(frames), 30.0), opts))
+    q = camera_matrix(opts) @ np.append(load_rig().neutral[13], 1.0)
+    x, y = int((q[0] / q[3] + 1) / 2 * opts.width), int((q[1] / q[3] + 1) / 2 * opts.height)
+
+    def hole(img):  # pixels around the lip line that are background or mouth interior (dark / red)
+        m = img[y - 12:y + 20, x - 40:x + 40].astype(int)
+        bg = np.abs(m - np.array(opts.background) * 255).sum(-1) < 25
+        interior = (m[..., 1] < 0.45 * m[..., 0]) | (m.max(-1) < 40)
+        return int((bg | interior).sum())
+
+    rest, bilabial, teacher, jaw = (hole(i) for i in imgs)
+    assert rest == 0 and bilabial == 0 and teacher == 0, (rest, bilabial, teacher)
+    assert jaw > 100
+
+
 def test_blink_covers_the_irises(stills):
     eyes = slice(int(SIZE * 0.3), int(SIZE * 0.5))
     dark = lambda img: (img[eyes].max(-1) < 35).sum()  # noqa: E731 - pupils

@@ -72,8 +72,13 @@ def test_canonical_mesh_parser_matches_bundle(rig):
         vertices, uvs, triangles = rigmod.canonical_mesh()
     except ModelError:
         pytest.skip("face_landmarker.task not installed")
-    np.testing.assert_allclose(vertices, rig.neutral, atol=1e-6)
+    # The shipped neutral is the canonical mesh with the lips closed: only vertices near the mouth move.
+    moved = np.linalg.norm(vertices - rig.neutral, axis=1) > 1e-5
+    lips = vertices[list(rigmod.INNER_LIPS)]
+    near_mouth = np.linalg.norm(vertices[:, None] - lips[None], axis=2).min(1) < 1.5
+    assert moved[[13, 14]].all() and not (moved & ~near_mouth).any()
     np.testing.assert_array_equal(triangles, rig.triangles)
+    np.testing.assert_allclose(uvs, rig.uvs, atol=1e-6)
     with pytest.raises(ModelError):
         rigmod.parse_canonical_mesh(b"\x0a\x05\x1d\x00\x00")
 
@@ -97,6 +102,45 @@ def test_jaw_open_lowers_chin_and_opens_lips(rig):
     gap = lambda x: np.linalg.norm(x[13] - x[14])             # noqa: E731
     assert gap(v) > gap(n) + 0.8
     assert np.linalg.norm(v[10] - n[10]) < 1e-3               # forehead does not move
+
+
+INNER_UPPER = (191, 80, 81, 82, 13, 312, 311, 310, 415)
+INNER_LOWER = (95, 88, 178, 87, 14, 317, 402, 318, 324)
+
+
+def inner_lip_gaps(v):
+    """Per column of the mouth, upper inner lip height above the lower one (cm; < 0 = crossed)."""
+    return v[list(INNER_UPPER), 1] - v[list(INNER_LOWER), 1]
+
+
+def test_lips_meet_at_rest_with_natural_outer_lips(rig):
+    n = rig.neutral
+    gaps = np.linalg.norm(n[list(INNER_UPPER)] - n[list(INNER_LOWER)], axis=1)
+    assert gaps.max() < 0.05                                   # closed along the whole mouth, < 0.5 mm
+    assert (inner_lip_gaps(n) >= 0).all()                      # and not crossed
+    upper, lower = n[0, 1] - n[13, 1], n[14, 1] - n[17, 1]    # lip heights: upper 5-10 mm, lower fuller
+    assert 0.5 < upper < 1.0 and upper < lower < 1.2
+    assert abs(n[13, 1] - n[[61, 291], 1].mean()) < 0.2        # the lip line runs level with the corners
+
+
+@pytest.mark.parametrize("pose", [dict(mouthPressLeft=1.0, mouthPressRight=1.0), dict(mouthPucker=1.0),
+                                  dict(jawOpen=0.07, mouthClose=0.07, mouthPressLeft=0.35, mouthPressRight=0.35),
+                                  dict(mouthSmileLeft=1.0, mouthSmileRight=1.0), dict(mouthRollLower=1.0),
+                                  dict(mouthRollUpper=1.0), dict(mouthShrugLower=1.0)])
+def test_sealing_shapes_keep_the_lips_together(rig, pose):
+    w = np.zeros(52, np.float32)
+    for k, x in pose.items():
+        w[index(k)] = x
+    assert inner_lip_gaps(rig.pose(w)).max() < 0.06
+
+
+@pytest.mark.parametrize("pose", [dict(jawOpen=0.3), dict(mouthFunnel=1.0), dict(mouthLowerDownLeft=1.0,
+                                                                                 mouthLowerDownRight=1.0)])
+def test_opening_shapes_part_the_lips(rig, pose):
+    w = np.zeros(52, np.float32)
+    for k, x in pose.items():
+        w[index(k)] = x
+    assert inner_lip_gaps(rig.pose(w))[4] > 0.3               # > 3 mm at the middle of the mouth
 
 
 def test_mouth_close_closes_lips_against_open_jaw(rig):
