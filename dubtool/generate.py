@@ -45,6 +45,7 @@ class ModelDimensions:
     ff_mult: int = 3
     conv_kernel: int = 5
     attn_window: int = 24  # each frame attends to +-attn_window frames (0.8 s at 30 fps)
+    dropout: float = 0.1  # training only
     fps: float = 30.0
 
 
@@ -97,8 +98,9 @@ def _build_net_classes():
         """Pre-norm transformer block with a depthwise conv (local position) and adaLN modulation
         from the global vector (flow time + style)."""
 
-        def __init__(self, d: int, heads: int, ff_mult: int, kernel: int):
+        def __init__(self, d: int, heads: int, ff_mult: int, kernel: int, dropout: float = 0.0):
             super().__init__()
+            self.drop = nn.Dropout(dropout)
             self.heads = heads
             self.norm_conv = nn.LayerNorm(d)
             self.conv = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d)
@@ -118,9 +120,9 @@ def _build_net_classes():
             x = self.norm_attn(h) * (1 + s1) + b1
             q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            h = h + (1 + g1) * self.proj(a.transpose(1, 2).reshape(b, t, d))
+            h = h + (1 + g1) * self.drop(self.proj(a.transpose(1, 2).reshape(b, t, d)))
             x = self.norm_ff(h) * (1 + s2) + b2
-            return h + (1 + g2) * self.ff(x)
+            return h + (1 + g2) * self.drop(self.ff(x))
 
     class FlowNet(nn.Module):
         """Velocity network v(x_t, t | audio, keypoints, style). Conditions are encoded once per
@@ -142,7 +144,7 @@ def _build_net_classes():
             self.time = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
             self.inp = nn.Linear(dims.n_channels, d)
             self.blocks = nn.ModuleList(
-                Block(d, dims.n_heads, dims.ff_mult, k) for _ in range(dims.n_layers))
+                Block(d, dims.n_heads, dims.ff_mult, k, dims.dropout) for _ in range(dims.n_layers))
             self.norm_out = nn.LayerNorm(d, elementwise_affine=False)
             self.mod_out = nn.Linear(d, 2 * d)
             self.out = nn.Linear(d, dims.n_channels)

@@ -41,14 +41,16 @@ class TrainConfig:
     ema_decay: float = 0.999
     p_swap_audio: float = 0.3
     p_swap_keypoints: float = 0.3
+    p_swap_style: float = 0.3  # style (and the emotion's lower-face offset it carries) from a third sample
     p_drop_audio: float = 0.1
     p_drop_keypoints: float = 0.1
     p_drop_style: float = 0.15
     keypoint_noise: float = 0.05  # in units of the per-dimension keypoint std
     keypoint_scale_jitter: float = 0.15  # displacements scaled by U(1-j, 1+j) per sample
     style_noise: float = 0.05
-    lip_weight: float = 3.0  # loss weight of the bilabial-closure channels (lips must close on /p b m/)
-    lower_weight: float = 1.5
+    lip_weight: float = 5.0  # loss weight of the bilabial-closure channels (lips must close on /p b m/)
+    lower_weight: float = 2.0
+    closure_frame_weight: float = 3.0  # extra loss weight on frames where the target seals the lips
     val_every: int = 2000
     val_clips: int = 24
 
@@ -155,6 +157,9 @@ class _Batcher:
         self.gen = torch.Generator(device=device).manual_seed(seed)
         self.lower = torch.as_tensor(LOWER_IDX, device=device)
         self.ndisp = corpus.keypoints.shape[1] - 9
+        press = indices(("mouthPressLeft", "mouthPressRight"))
+        self.press = torch.as_tensor(press, device=device)
+        self.press_lower = torch.as_tensor([int(np.flatnonzero(LOWER_IDX == i)[0]) for i in press], device=device)
 
     def rand(self, *shape):
         return self.torch.rand(*shape, generator=self.gen, device=self.device)
@@ -171,9 +176,12 @@ class _Batcher:
         ar = torch.arange(b, device=self.device)
         a_src = torch.where(self.rand(b) < cfg.p_swap_audio, nxt, ar)
         k_src = torch.where(self.rand(b) < cfg.p_swap_keypoints, nxt, ar)
+        s_src = torch.where(self.rand(b) < cfg.p_swap_style, torch.roll(ar, 2), k_src)
         y = target[k_src].clone()
-        y[:, :, self.lower] = target[a_src][:, :, self.lower] - offset[a_src] + offset[k_src]
-        mel, kp, style = mel[a_src], kp[k_src].clone(), style[k_src]
+        y[:, :, self.lower] = target[a_src][:, :, self.lower] - offset[a_src] + offset[s_src]
+        mel, kp, style = mel[a_src], kp[k_src].clone(), style[s_src]
+        press = target[a_src][:, :, self.press].mean(dim=-1) - offset[a_src][:, :, self.press_lower].mean(dim=-1)
+        frame_w = 1 + cfg.closure_frame_weight * (press / 0.3).clamp(0, 1)
         # Keypoint robustness: actor scale jitter and tracker-like noise.
         j = cfg.keypoint_scale_jitter
         kp[:, :, :self.ndisp] *= (1 - j + 2 * j * self.rand(b, 1, 1))
@@ -185,7 +193,7 @@ class _Batcher:
             style.shape, generator=self.gen, device=self.device)
         y = (y - s["target_mean"]) / s["target_std"]
         drops = [self.rand(b) < p for p in (cfg.p_drop_audio, cfg.p_drop_keypoints, cfg.p_drop_style)]
-        return mel, kp, style, y, drops
+        return mel, kp, style, y, drops, frame_w
 
 
 def channel_weights(cfg: TrainConfig) -> np.ndarray:
@@ -275,12 +283,13 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
         task = bar.add_task("train", total=total, loss=float("nan"))
         for step in range(1, total + 1):
             net.train()
-            mel, kp, style, y, (da, dk, ds) = batch(tc.batch_size)
+            mel, kp, style, y, (da, dk, ds), frame_w = batch(tc.batch_size)
             x0 = torch.randn(y.shape, generator=batch.gen, device=device)
             t = RectifiedFlow.sample_time(y.shape[0], batch.gen, device)
             xt = RectifiedFlow.interpolate(x0, y, t)
             v = net(xt, t, mel, kp, style, da, dk, ds)
-            loss = (((v - RectifiedFlow.target_velocity(x0, y)) ** 2) * weights).mean()
+            err = ((v - RectifiedFlow.target_velocity(x0, y)) ** 2) * weights
+            loss = (err * frame_w[:, :, None]).sum() / (frame_w.sum() * err.shape[-1])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
