@@ -90,8 +90,19 @@ class _Terminated(BaseException):
     """SIGTERM as an exception (a BaseException, so nothing on the way catches it as an error)."""
 
 
+_MAIN_PID = None
+
+
 def _on_sigterm(signum, frame) -> None:
     # `timeout`, `kill` and job schedulers send SIGTERM: unwind like Ctrl-C so atomic writes clean up.
+    # Forked workers inherit this handler; they die as usual (their pool terminates them this way).
+    import os
+    import signal
+
+    if os.getpid() != _MAIN_PID:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise _Terminated()
 
 
@@ -99,7 +110,9 @@ def main() -> None:
     import os
     import signal
 
+    global _MAIN_PID
     if threading_main():
+        _MAIN_PID = os.getpid()
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         # Outside standalone mode Typer turns Ctrl-C into a returned 130 and typer.Exit(n) into a returned n.

@@ -121,3 +121,5 @@ def load_performance(path: str | os.PathLike) -> Performance:
                            arrays["face_found"].astype(bool), arrays["confidence"].astype(np.float32), audio, meta)
     except KeyError as e:
         raise InputError(f"{p}: corrupt performance file (missing {e})") from None
+    except (InputError, ValueError) as e:  # arrays of the wrong shape or type
+        raise InputError(f"{p}: corrupt performance file ({e})") from None
