@@ -1,0 +1,172 @@
+"""The shipped flow generator: right length, deterministic, lips from the audio and brows from the
+keypoints (disentanglement), lips close on bilabials of held-out speech, clear errors on bad
+checkpoints, and `dubtool train` runs end to end on a tiny corpus."""
+
+import json
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+import torch
+
+from dubtool import arkit, metrics
+from dubtool.audio import Audio
+from dubtool.errors import InputError, ModelError
+from dubtool.espeak import synthesize
+from dubtool.generate import DEFAULT_MODEL, load_model, style_context
+from dubtool.keypoints import keypoints_from_curves
+from dubtool.phonemes import is_bilabial, is_open_vowel
+from dubtool.upperface import procedural_upper_face
+
+FPS = 30.0
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """Held-out language (Italian) and held-out voice variants: nothing like it was trained on."""
+    a = synthesize("Mamma mia, il bambino porta la palla blu a papà.", "it", 160, 50, 50, "m7")
+    b = synthesize("Lo studente legge un libro nella sala silenziosa.", "it", 160, 50, 50, "f4")
+    n = len(a.audio.samples)
+    sb = np.pad(b.audio.samples, (0, max(0, n - len(b.audio.samples))))[:n]
+    return a, Audio(sb, 16000)
+
+
+def _upper(duration_s, seed, emotion):
+    return procedural_upper_face(duration_s, FPS, np.random.default_rng(seed), emotion=emotion).animation.values
+
+
+def test_shipped_checkpoint_loads_with_its_config(gen):
+    assert DEFAULT_MODEL.is_file() and DEFAULT_MODEL.stat().st_size < 8e6
+    assert gen.fps == FPS and gen.sampler.steps >= 1
+    assert gen.meta["history"], "the card's validation history is stored in the checkpoint"
+
+
+def test_output_length_range_and_padding(gen, speech):
+    audio = Audio(speech[0].audio.samples[:32000], 16000)  # 2.0 s -> 60 frames
+    up = _upper(2.0, 0, "joy")
+    out = gen.generate(audio, keypoints_from_curves(up)[:59], style_context(up))  # a frame short: padded
+    assert out.values.shape == (60, 61) and out.fps == FPS
+    assert out.values[:, :52].min() >= 0 and out.values[:, :52].max() <= 1
+    with pytest.raises(InputError, match="frames"):
+        gen.generate(audio, keypoints_from_curves(up)[:40], style_context(up))
+    with pytest.raises(InputError, match="style"):
+        gen.generate(audio, keypoints_from_curves(up), np.zeros(5, np.float32))
+
+
+def test_deterministic_for_a_fixed_seed(gen, speech):
+    audio = speech[0].audio
+    up = _upper(audio.duration_s, 1, None)
+    kp, st = keypoints_from_curves(up), style_context(up)
+    a = gen.generate(audio, kp, st, seed=3).values
+    b = gen.generate(audio, kp, st, seed=3).values
+    c = gen.generate(audio, kp, st, seed=4).values
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_swapping_audio_moves_lips_and_swapping_keypoints_moves_brows(gen, speech):
+    a, b_audio = speech
+    dur = a.audio.duration_s
+    up1, up2 = _upper(dur, 1, "surprise"), _upper(dur, 2, "anger")
+    k1, k2, st = keypoints_from_curves(up1), keypoints_from_curves(up2), style_context(up1)
+    base = gen.generate(a.audio, k1, st).values
+    other_audio = gen.generate(b_audio, k1, st).values
+    other_kp = gen.generate(a.audio, k2, st).values
+    lower, upper = arkit.LOWER_IDX, arkit.UPPER_IDX
+    d = lambda x, y, idx: float(np.abs(x[:, idx] - y[:, idx]).mean())
+    # New audio: the lips change, the brows/eyes stay with the keypoints.
+    assert d(base, other_audio, lower) > 0.015
+    assert d(base, other_audio, upper) < 0.3 * d(base, other_audio, lower)
+    # New keypoints: the brows/eyes change, the lips stay with the audio.
+    assert d(base, other_kp, upper) > 0.05
+    assert d(base, other_kp, lower) < 0.2 * d(base, other_kp, upper)
+    assert d(base, other_kp, lower) < 0.01
+    # And the upper face follows the conditioning performance.
+    assert d(base, up1, upper) < 0.5 * d(base, up2, upper)
+
+
+def test_lips_close_on_bilabials_of_held_out_speech(gen, speech):
+    a = speech[0]
+    up = _upper(a.audio.duration_s, 5, "neutral")
+    out = gen.generate(a.audio, keypoints_from_curves(up), style_context(up)).values
+    rate = metrics.bilabial_closure_rate(out, a.phonemes, FPS)
+    assert rate >= 0.6
+    # Mouth opening near /p b m/ (the teacher's phone times) is well below that on open vowels.
+    opening = metrics.mouth_opening(out)
+    near = lambda p: opening[max(0, int(p.start_s * FPS) - 2): int(p.end_s * FPS) + 3]
+    closed = [near(p).min() for p in a.phonemes if is_bilabial(p.symbol)]
+    opened = [near(p).max() for p in a.phonemes if is_open_vowel(p.symbol)]
+    assert closed and opened
+    assert np.median(closed) < 0.5 * np.median(opened)
+
+
+def _saved(tmp_path, name, mutate):
+    ck = torch.load(DEFAULT_MODEL, map_location="cpu", weights_only=False)
+    mutate(ck)
+    p = tmp_path / name
+    torch.save(ck, p)
+    return p
+
+
+def test_bad_checkpoints_raise_model_error(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_model(str(tmp_path / "missing.pt"))
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a checkpoint" * 100)
+    with pytest.raises(ModelError, match="not a readable"):
+        load_model(str(garbage))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(DEFAULT_MODEL.read_bytes()[:200_000])
+    with pytest.raises(ModelError):
+        load_model(str(truncated))
+    with pytest.raises(ModelError, match="format version"):
+        load_model(str(_saved(tmp_path, "v9.pt", lambda c: c.update(format_version=9))))
+    with pytest.raises(ModelError, match="do not match"):
+        load_model(str(_saved(tmp_path, "dims.pt", lambda c: c["dims"].update(d_model=64))))
+    with pytest.raises(ModelError, match="statistic"):
+        load_model(str(_saved(tmp_path, "stats.pt", lambda c: c["stats"].update(kp_mean=np.zeros(3)))))
+    with pytest.raises(ModelError, match="not a dubtool"):
+        load_model(str(_saved(tmp_path, "other.pt", lambda c: c.update(format="whisper"))))
+
+
+def test_train_command_smoke(tmp_path):
+    """`dubtool train` on a tiny corpus (built on the fly) with a tiny network: a loadable checkpoint."""
+    from typer.testing import CliRunner
+
+    from dubtool.cli import app
+    from dubtool.train import FlowConfig, config_dict
+
+    cfg = FlowConfig()
+    cfg = replace(cfg, model=replace(cfg.model, d_model=32, n_layers=1, n_heads=2),
+                  train=replace(cfg.train, batch_size=4, window_frames=48, val_clips=1, warmup_steps=1),
+                  corpus=replace(cfg.corpus, espeak_clips=2, val_voice_clips=1, val_lang_clips=1,
+                                 asterisk_prompts=0, min_clip_s=1.8, max_clip_s=2.5))
+    conf = tmp_path / "tiny.json"
+    conf.write_text(json.dumps(config_dict(cfg)))
+    out = tmp_path / "tiny.pt"
+    res = CliRunner().invoke(app, ["train", "--config", str(conf), "--corpus", str(tmp_path / "corpus"),
+                                   "--out", str(out), "--steps", "3"])
+    assert res.exit_code == 0, res.output
+    g = load_model(str(out))
+    assert g.dims.d_model == 32 and g.meta["train_steps"] == 3
+    assert any("val_lang/lower_mae" in h for h in g.meta["history"])
+    anim = g.generate(Audio(np.zeros(16000, np.float32), 16000), np.zeros((30, 174), np.float32),
+                      np.zeros(122, np.float32))
+    assert anim.values.shape == (30, 61)
+
+
+def test_bad_training_config_is_a_clear_error(tmp_path):
+    from dubtool.train import load_config
+
+    p = tmp_path / "bad.json"
+    p.write_text('{"train": {"stepz": 3}}')
+    with pytest.raises(InputError, match="stepz"):
+        load_config(p)
+    p.write_text('{"train": ')
+    with pytest.raises(InputError, match="line 1"):
+        load_config(p)
