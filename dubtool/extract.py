@@ -42,6 +42,12 @@ EYEBALL_RADIUS_CM = 1.2  # human eyeball ~24 mm across; canonical units are ~cm
 # Iris centre height above the eye-corner line for a level gaze (cm), measured on a camera-facing
 # still: the canthi sit below the iris centre, so without this a straight gaze reads as looking up.
 IRIS_REST_UP_CM = 0.25
+# How far the iris centre sits outward (towards the ear) of the eye-corner midpoint for a straight
+# gaze (cm). Measured as the median of (left x - right x) / 2 over neutral frames: 0.10-0.11 on the
+# closed-loop preview face (irises drawn dead centre), 0.13-0.14 on the camera-facing astronaut still,
+# 0.12 on examples/actor_en.mp4. Without it a straight gaze read as both eyes diverging (left eye yaw
+# +0.05..+0.08, right -0.10..-0.17 rad).
+IRIS_REST_OUT_CM = 0.11
 # Clear limits instead of exhausting memory: the output arrays take ~25 KB per frame at their peak, so
 # 2 h at 30 fps is ~5 GB; frames larger than any camera or codec makes are a corrupt header.
 MAX_FRAMES = 2 * 3600 * 30
@@ -155,12 +161,15 @@ def head_rotations(pose: np.ndarray) -> np.ndarray:
 
 def eye_rotations(canonical: np.ndarray) -> np.ndarray:
     """(T,478,3) canonical landmarks -> (T,6) LeftEye yaw/pitch/roll, RightEye yaw/pitch/roll:
-    the iris centre's offset from the midpoint of its eye corners, as an angle on the eyeball."""
+    the iris centre's offset from its rest position (the midpoint of its eye corners, moved
+    IRIS_REST_OUT_CM outward and IRIS_REST_UP_CM up), as an angle on the eyeball."""
     out = np.zeros((canonical.shape[0], 6), np.float32)
-    for k, (iris, (c0, c1)) in enumerate(((LEFT_IRIS, LEFT_EYE_CORNERS), (RIGHT_IRIS, RIGHT_EYE_CORNERS))):
+    # Outward is +x (the subject's left) for the left eye, -x for the right eye.
+    for k, (iris, (c0, c1), outward) in enumerate(((LEFT_IRIS, LEFT_EYE_CORNERS, 1.0),
+                                                    (RIGHT_IRIS, RIGHT_EYE_CORNERS, -1.0))):
         mid = 0.5 * (canonical[:, c0] + canonical[:, c1])
         off = canonical[:, iris] - mid
-        out[:, 3 * k] = np.arcsin(np.clip(off[:, 0] / EYEBALL_RADIUS_CM, -1, 1))
+        out[:, 3 * k] = np.arcsin(np.clip((off[:, 0] - outward * IRIS_REST_OUT_CM) / EYEBALL_RADIUS_CM, -1, 1))
         out[:, 3 * k + 1] = np.arcsin(np.clip((IRIS_REST_UP_CM - off[:, 1]) / EYEBALL_RADIUS_CM, -1, 1))
     return out
 
@@ -333,6 +342,14 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
         tracker.close()
     t_decode_track = time.perf_counter() - t0
 
+    face_found = np.asarray(found, bool)
+    n = len(face_found)
+    ratio = float(face_found.mean()) if n else 0.0
+    if n == 0 or ratio < options.min_face_ratio:
+        raise NoFaceError(f"{info.path}: a face was found in {int(face_found.sum())} of {n} frames "
+                          f"({ratio:.0%}); extract needs a visible face in at least "
+                          f"{options.min_face_ratio:.0%} of the video")
+
     audio = None
     if audio_job is None:
         warnings.warn(f"{info.path}: no audio track; the performance will have no source audio", stacklevel=2)
@@ -341,13 +358,6 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
             audio = audio_job.result()
         except InputError as e:
             warnings.warn(f"{e}; continuing without audio", stacklevel=2)
-    face_found = np.asarray(found, bool)
-    n = len(face_found)
-    ratio = float(face_found.mean()) if n else 0.0
-    if n == 0 or ratio < options.min_face_ratio:
-        raise NoFaceError(f"{info.path}: a face was found in {int(face_found.sum())} of {n} frames "
-                          f"({ratio:.0%}); extract needs a visible face in at least "
-                          f"{options.min_face_ratio:.0%} of the video")
 
     ts = time.perf_counter()
     landmarks = np.stack(lms)

@@ -131,8 +131,19 @@ def test_brow_inner_up_rises(loop):
     assert mean(got, "browInnerUp", "brow") > max(others) + 0.1
 
 
+def test_straight_gaze_reads_as_zero_eye_yaw(loop):
+    # Irises drawn dead centre: both eyes near 0, not diverging (before IRIS_REST_OUT_CM the left eye
+    # read +0.05 and the right -0.11 rad).
+    _, got = loop
+    for segment in ("neutral", "neutral_end"):
+        for ch in ("LeftEyeYaw", "RightEyeYaw"):
+            assert abs(mean(got, ch, segment)) < 0.05, (segment, ch, mean(got, ch, segment))
+
+
 def test_gaze_to_the_subjects_left_reads_as_positive_eye_yaw(loop):
     _, got = loop
+    # Both eyes turn the same way in absolute terms, not only relative to the neutral start.
+    assert mean(got, "LeftEyeYaw", "gaze_left") > 0.05 and mean(got, "RightEyeYaw", "gaze_left") > 0.05
     assert rise(got, "LeftEyeYaw", "gaze_left") > 0.08 and rise(got, "RightEyeYaw", "gaze_left") > 0.08
     # ARKit names: the left eye looks out, the right eye looks in.
     assert rise(got, "eyeLookOutLeft", "gaze_left") > 0.1 and rise(got, "eyeLookInRight", "gaze_left") > 0.1
