@@ -67,6 +67,14 @@ def _error_line(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings from the stages reach the user as one yellow line, not Python's file:line form."""
+    from rich.markup import escape
+
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def _click_exception_types() -> tuple[type, ...]:
     # Typer >= 0.16 ships its own copy of click (typer._click); older ones use click itself.
     types = []
@@ -110,7 +118,11 @@ def main() -> None:
     import os
     import signal
 
+    import warnings
+
     global _MAIN_PID
+    if not os.environ.get("DUBTOOL_DEBUG"):
+        warnings.showwarning = _warning_line
     if threading_main():
         _MAIN_PID = os.getpid()
         signal.signal(signal.SIGTERM, _on_sigterm)
