@@ -349,8 +349,10 @@ class Generator:
         with torch.inference_mode():
             cf, cg = self.net.encode(chunks(mel), chunks(kp), st.repeat_interleave(k, dim=0))
             if guidance != 1.0:
+                # Guidance pushes away from the audio-free prediction: it sharpens what the audio
+                # drives (lips) and leaves the keypoint-driven upper face as it is.
                 drop = torch.ones(b * k, dtype=torch.bool, device=self.device)
-                uf, ug = self.net.encode(chunks(mel), chunks(kp), st.repeat_interleave(k, dim=0), drop, drop, drop)
+                uf, ug = self.net.encode(chunks(mel), chunks(kp), st.repeat_interleave(k, dim=0), drop)
                 cf, cg = torch.cat([cf, uf]), torch.cat([cg, ug])
             mask = self.net.band_mask(chunk, self.device)
 

@@ -51,6 +51,7 @@ class TrainConfig:
     lip_weight: float = 5.0  # loss weight of the bilabial-closure channels (lips must close on /p b m/)
     lower_weight: float = 2.0
     closure_frame_weight: float = 3.0  # extra loss weight on frames where the target seals the lips
+    lip_gap_weight: float = 0.2  # auxiliary loss on the rig's inner-lip gaps (mm) of the predicted x1
     val_every: int = 2000
     val_clips: int = 24
 
@@ -203,6 +204,24 @@ def channel_weights(cfg: TrainConfig) -> np.ndarray:
     return w / w.mean()
 
 
+# Inner-lip vertex pairs (MediaPipe mesh: upper, lower) whose vertical gap the auxiliary loss matches.
+LIP_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
+
+
+def lip_gap_basis(device):
+    """(52, P) per-blendshape change of each inner-lip pair's vertical gap (mm) and the rest gaps (P,):
+    the rig is linear, so gap(w) = rest + w @ basis."""
+    import torch
+
+    from .rig import load_rig
+
+    rig = load_rig()
+    up, lo = [p[0] for p in LIP_PAIRS], [p[1] for p in LIP_PAIRS]
+    basis = (rig.deltas[:, up, 1] - rig.deltas[:, lo, 1]) * 10.0
+    rest = (rig.neutral[up, 1] - rig.neutral[lo, 1]) * 10.0
+    return torch.as_tensor(basis, dtype=torch.float32, device=device), torch.as_tensor(rest, dtype=torch.float32, device=device)
+
+
 def validate(gen: Generator, corpus, split: str, n_clips: int, seed: int = 0) -> dict:
     """Sample whole held-out clips and compare with their targets: lower/upper-face mean absolute
     error (weights) and, where the metrics module can run, the bilabial closure rate."""
@@ -239,6 +258,81 @@ def validate(gen: Generator, corpus, split: str, n_clips: int, seed: int = 0) ->
     return out
 
 
+def _clip_arrays(corpus, i, n=None):
+    s, m = int(corpus.starts[i]), int(corpus.lengths[i])
+    n = m if n is None else min(n, m)
+    f = lambda a: a[s:s + n].astype(np.float32)
+    return f(corpus.mel), f(corpus.keypoints), f(corpus.target)
+
+
+def _lag_frames(a: np.ndarray, b: np.ndarray, max_lag: int = 6) -> int:
+    """Lag (frames) maximising the correlation of a[t + lag] with b[t]; positive = a late."""
+    n = min(len(a), len(b))
+    a, b = a[:n] - a[:n].mean(), b[:n] - b[:n].mean()
+    best, best_lag = -np.inf, 0
+    for lag in range(-max_lag, max_lag + 1):
+        x, y = a[max(lag, 0): n + min(lag, 0)], b[max(-lag, 0): n - max(lag, 0)]
+        c = float(np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-9))
+        if c > best + 1e-9 or (abs(c - best) <= 1e-9 and abs(lag) < abs(best_lag)):
+            best, best_lag = c, lag
+    return best_lag
+
+
+def heldout_report(gen: Generator, corpus, n_clips: int = 24, seed: int = 0) -> dict:
+    """The model card's figures on the held-out splits: LVE vs the teacher target, bilabial closure
+    rate (generated and teacher), lip lag vs the teacher and vs the audio's energy (mel), FDD and
+    upper-face correlation vs the conditioning performance, jitter, and the swap test (audio or
+    keypoints exchanged between clip pairs: mean change of lower vs upper channels)."""
+    from . import metrics
+    from .phonemes import Phoneme
+
+    def run(mel, kp, style, s):
+        m, k, st = gen.normalize_inputs(mel, kp, style)
+        x = gen.sample(m[None], k[None], st[None], steps=gen.sampler.steps, guidance=gen.sampler.guidance, seed=s)
+        p = gen.denormalize(x[0]).float().cpu().numpy()
+        p[:, :52] = np.clip(p[:, :52], 0, 1)
+        return p
+
+    report = {}
+    for split in SPLITS[1:]:
+        ids = np.flatnonzero(corpus.split == SPLITS.index(split))[:n_clips]
+        rows = {k: [] for k in ("lve", "closure", "closure_teacher", "lag_vs_teacher", "lag_vs_audio",
+                                "lag_teacher_vs_audio", "fdd", "upper_corr", "jitter", "jitter_teacher",
+                                "audio_swap_lower", "audio_swap_upper", "kp_swap_lower", "kp_swap_upper")}
+        for j, i in enumerate(ids):
+            mel, kp, tgt = _clip_arrays(corpus, i)
+            pred = run(mel, kp, corpus.style[i], seed + j)
+            ph = [Phoneme(*p) for p in corpus.clips[i].get("phonemes", [])]
+            rows["lve"].append(metrics.lip_vertex_error(pred, tgt))
+            r, rt = metrics.bilabial_closure_rate(pred, ph, gen.fps), metrics.bilabial_closure_rate(tgt, ph, gen.fps)
+            if r is not None and np.isfinite(r):
+                rows["closure"].append(r)
+                rows["closure_teacher"].append(rt)
+            env = np.log(np.exp(mel).sum(axis=1))
+            mo, mt = metrics.mouth_opening(pred), metrics.mouth_opening(tgt)
+            rows["lag_vs_teacher"].append(_lag_frames(mo, mt))
+            rows["lag_vs_audio"].append(_lag_frames(mo, env))
+            rows["lag_teacher_vs_audio"].append(_lag_frames(mt, env))
+            rows["fdd"].append(metrics.fdd(pred, tgt, gen.fps))
+            uc = metrics.upper_face_correlation(pred, tgt)
+            if np.isfinite(uc):
+                rows["upper_corr"].append(uc)
+            rows["jitter"].append(metrics.jitter(pred))
+            rows["jitter_teacher"].append(metrics.jitter(tgt))
+            o = ids[(j + 1) % len(ids)]  # swap partner
+            n = min(int(corpus.lengths[i]), int(corpus.lengths[o]))
+            mel_o, kp_o, _ = _clip_arrays(corpus, o, n)
+            base = pred[:n] if n == len(pred) else run(mel[:n], kp[:n], corpus.style[i], seed + j)
+            sa = metrics.swap_sensitivity(base, run(mel_o, kp[:n], corpus.style[i], seed + j))
+            sk = metrics.swap_sensitivity(base, run(mel[:n], kp_o, corpus.style[i], seed + j))
+            rows["audio_swap_lower"].append(sa.lower)
+            rows["audio_swap_upper"].append(sa.upper)
+            rows["kp_swap_lower"].append(sk.lower)
+            rows["kp_swap_upper"].append(sk.upper)
+        report[split] = {"clips": int(len(ids)), **{k: round(float(np.mean(v)), 4) for k, v in rows.items() if v}}
+    return report
+
+
 def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | None = None,
           progress: bool = True, log=print, time_limit_s: float | None = None) -> Path:
     """Train from scratch and write the checkpoint to `out` (atomically). Builds the corpus in
@@ -270,6 +364,8 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
         opt, lambda i: min(1.0, (i + 1) / max(1, tc.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
     batch = _Batcher(corpus, stats, tc, device, tc.seed)
     weights = torch.as_tensor(channel_weights(tc), device=device)
+    gap_basis, _ = lip_gap_basis(device)
+    t_mean, t_std = (torch.as_tensor(stats[k], device=device) for k in ("target_mean", "target_std"))
     gen_ema = Generator(ema, cfg.model, cfg.sampler, stats, {"name": cfg.name}, device)
     history = []
     t0 = time.time()
@@ -290,6 +386,14 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
             v = net(xt, t, mel, kp, style, da, dk, ds)
             err = ((v - RectifiedFlow.target_velocity(x0, y)) ** 2) * weights
             loss = (err * frame_w[:, :, None]).sum() / (frame_w.sum() * err.shape[-1])
+            if tc.lip_gap_weight > 0:
+                # x1 predicted from this velocity (straight path): x1 = x_t + (1 - t) v; compare the
+                # rig's inner-lip gaps with the target's, where lip closures are decided.
+                x1 = xt + (1 - t)[:, None, None] * v
+                w_pred = (x1 * t_std + t_mean)[:, :, :52]
+                w_true = (y * t_std + t_mean)[:, :, :52]
+                gap_err = ((w_pred - w_true) @ gap_basis) ** 2
+                loss = loss + tc.lip_gap_weight * (gap_err.mean(-1) * frame_w).sum() / frame_w.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
@@ -328,6 +432,11 @@ def main(argv=None) -> None:
     import sys
 
     a = list(sys.argv[1:] if argv is None else argv)
+    if a and a[0] == "report":  # python -m dubtool.train report MODEL CORPUS
+        from .generate import load_model
+
+        print(json.dumps(heldout_report(load_model(a[1]), load_corpus(a[2])), indent=1))
+        return
     cfg = load_config(a[0])
     train(cfg, a[1], a[2], a[3], int(a[4]) if len(a) > 4 and a[4] != "-" else None, progress=False,
           time_limit_s=float(a[5]) if len(a) > 5 else None)
