@@ -39,7 +39,7 @@ def extract(
     if output is None and csv is None:
         output = video.with_suffix(".perf")
     require_writable(output, csv)
-    if min_cutoff <= 0 or beta < 0:
+    if not (0 < min_cutoff < float("inf") and 0 <= beta < float("inf")):
         raise InputError(f"--min-cutoff must be > 0 and --beta >= 0 (got {min_cutoff}, {beta})")
     if max_width < 64:
         raise InputError(f"--max-width must be at least 64 (got {max_width})")

@@ -44,6 +44,8 @@ def keyframes(
         raise InputError(f"--duration must be positive seconds, got {duration}")
     if not 1 <= fps <= 240:
         raise InputError(f"--fps must be 1..240, got {fps}")
+    if not 0 < llm_timeout <= 3600:
+        raise InputError(f"--llm-timeout must be 0..3600 seconds, got {llm_timeout}")
     if not 0 <= blink_rate <= 60:
         raise InputError(f"--blink-rate must be 0..60, got {blink_rate}")
     spoken = parse_script(text).spoken_text

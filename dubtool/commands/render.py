@@ -45,6 +45,10 @@ def render(
     if not no_video and output and Path(output).suffix.lower() not in (".mp4", ".mov", ".m4v"):
         raise InputError(f"{output}: render writes an H.264 mp4; give an output ending in .mp4")
     require_writable(None if no_video else (output or str(Path(animation).with_suffix(".mp4"))), curves_png)
+    if not 0 < zoom < float("inf"):
+        raise InputError(f"--zoom must be a positive number, got {zoom}")
+    if not (-180 <= yaw <= 180 and -90 <= pitch <= 90):
+        raise InputError(f"--yaw must be -180..180 and --pitch -90..90 degrees, got {yaw}, {pitch}")
     anim = load_animation(animation)
     w, h = parse_size(size)
     options = RenderOptions(width=w, height=h, fps=fps, background=parse_color(background), zoom=zoom,
