@@ -33,13 +33,18 @@ def load_face_rig():
     return load_rig()
 
 
-def export_animation(anim: Animation, fbx: str | os.PathLike | None = None, gltf: str | os.PathLike | None = None,
-                     take_name: str = "dub", rig=None) -> list[Path]:
-    """Write the requested interchange files; returns their paths."""
+def check_export_paths(fbx: str | os.PathLike | None, gltf: str | os.PathLike | None) -> None:
+    """Refuse output names whose suffix does not match the format (before any work is done)."""
     if fbx is not None and Path(fbx).suffix.lower() != ".fbx":
         raise InputError(f"{fbx}: the FBX output must end in .fbx")
     if gltf is not None and Path(gltf).suffix.lower() not in (".glb", ".gltf"):
         raise InputError(f"{gltf}: the glTF output must end in .glb or .gltf")
+
+
+def export_animation(anim: Animation, fbx: str | os.PathLike | None = None, gltf: str | os.PathLike | None = None,
+                     take_name: str = "dub", rig=None) -> list[Path]:
+    """Write the requested interchange files; returns their paths."""
+    check_export_paths(fbx, gltf)
     rig = rig or load_face_rig()
     written = []
     if fbx is not None:

@@ -16,6 +16,7 @@ written before the CSV so an existing CSV means a finished line).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from .align import AlignConfig, align
 from .arkit import EYE_ROT_IDX, HEAD_IDX, LOWER_IDX, NUM_CHANNELS, UPPER_IDX, Animation
 from .audio import Audio, load_audio, require_speech
 from .errors import DubtoolError, InputError, ModelError
+from .export import check_export_paths
 from .fileio import require_file, require_writable, write_text_atomic
 from .timemap import TimeMap, compact_json, uniform_timemap
 
@@ -75,6 +77,10 @@ class LocalizeOptions:
             raise InputError(f"--keyframe-blend must be 0..1, got {self.keyframe_blend}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise InputError(f"--device must be cpu or cuda, got {self.device!r}")
+        for flag, value in (("--start", self.start_s), ("--end", self.end_s), ("--guidance", self.guidance),
+                            ("--fps", self.fps)):
+            if value is not None and not math.isfinite(value):
+                raise InputError(f"{flag} must be a finite number, got {value}")
         if self.start_s is not None and self.start_s < 0:
             raise InputError(f"--start must be >= 0, got {self.start_s}")
         if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
@@ -487,6 +493,7 @@ def localize_files(source_path: str | os.PathLike, dub_path: str | os.PathLike, 
         raise InputError(f"output must be a .csv file (Live Link Face CSV), got {out_csv}")
     if preview and Path(preview).suffix.lower() != ".mp4":
         raise InputError(f"--preview must be an .mp4 file, got {preview}")
+    check_export_paths(fbx, gltf)
     require_writable(out_csv, report_path or default_report_path(out_csv), fbx, gltf, preview)
     dub = load_audio(dub_path, what="dub audio")
     require_speech(dub, str(dub_path))

@@ -349,16 +349,12 @@ def test_ctrl_c_in_batch_keeps_finished_lines(media, out):
         assert read_csv(out / name).num_frames > 10
 
 
-@pytest.mark.xfail(reason="localize writes --fbx/--gltf whatever their suffix (owner: localize.py); "
-                          "export refuses o.obj", strict=False)
 def test_localize_refuses_wrong_fbx_suffix(media, out):
     r = dubtool("localize", "face.perf", "dub.wav", "--model", "teacher", "--dub-text", DUB_TEXT, "-o", out / "o.csv",
                 "--fbx", out / "o.obj", cwd=media)
     assert_user_error(r, out, "o.obj", ".fbx")
 
 
-@pytest.mark.xfail(reason="localize --start nan fails with an internal error (ValueError: cannot convert float NaN "
-                          "to integer); owner: localize.py should check math.isfinite(start/end)", strict=False)
 def test_localize_refuses_nan_start(media, out):
     r = dubtool("localize", "face.perf", "dub.wav", "--start", "nan", "-o", out / "o.csv", cwd=media)
     assert_user_error(r, out, "--start")
