@@ -44,7 +44,10 @@ class LocalizeOptions:
     """Settings of one localize job. `model` is "flow" (the trained generator) or "teacher" (the
     transcript-driven viseme model; needs `dub_text`). `keyframe_blend` 0..1 weights `keyframes`
     against the warped source on the upper face (1 = keyframes only). `start_s`/`end_s` cut the dub.
-    `stretch_blinks` warps blinks like everything else instead of keeping their natural speed."""
+    `stretch_blinks` warps blinks like everything else instead of keeping their natural speed.
+    `upper` = "source" copies the warped source's upper face, head and eyes into the output
+    exactly (the default: the actor's performance, untouched); "model" keeps the flow model's own
+    upper face, which it regenerates from the keypoints (smoother, coherent with the style)."""
 
     lang: str = "fr"
     source_lang: str = "en"
@@ -62,9 +65,14 @@ class LocalizeOptions:
     start_s: float | None = None
     end_s: float | None = None
     stretch_blinks: bool = False
+    upper: str = "source"
     align: AlignConfig = field(default_factory=AlignConfig)
 
     def validate(self) -> None:
+        if self.upper not in ("source", "model"):
+            raise InputError(f"--upper must be 'source' or 'model', got {self.upper!r}")
+        if self.upper == "model" and self.model != "flow":
+            raise InputError("--upper model needs --model flow (the teacher makes no upper face)")
         if self.model not in ("flow", "teacher"):
             raise InputError(f"--model must be 'flow' or 'teacher', got {self.model!r}")
         if self.model == "teacher" and not (self.dub_text and self.dub_text.strip()):
@@ -371,7 +379,8 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
         lower = _fit_frames(lower_face_from_phonemes(phonemes, seg.duration_s, model_fps).values, n_model)
     timings["generate_s"] = time.perf_counter() - t
 
-    anim = Animation(compose(lower, performance), model_fps, start,
+    values = lower if options.upper == "model" else compose(lower, performance)
+    anim = Animation(values, model_fps, start,
                      {"source": source.meta.get("source"), "lang": options.lang, "model": options.model})
     if abs(fps - model_fps) > 1e-9:
         anim = anim.resampled(fps)
