@@ -58,6 +58,7 @@ class SamplerConfig:
     guidance: float = 1.0  # 1.0 = plain conditional sampling (no extra unconditional pass)
     chunk_frames: int = 160
     overlap_frames: int = 32
+    temperature: float = 1.0  # scale of the starting noise; < 1 samples closer to the mode
 
 
 def style_context(values61: np.ndarray) -> np.ndarray:
@@ -345,7 +346,7 @@ class Generator:
             return x[:, idx].reshape(b * k, chunk, x.shape[-1])
 
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        x0 = torch.randn(b, n, self.dims.n_channels, generator=gen).to(self.device)
+        x0 = sc.temperature * torch.randn(b, n, self.dims.n_channels, generator=gen).to(self.device)
         with torch.inference_mode():
             cf, cg = self.net.encode(chunks(mel), chunks(kp), st.repeat_interleave(k, dim=0))
             if guidance != 1.0:
