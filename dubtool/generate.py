@@ -29,6 +29,7 @@ FORMAT = "dubtool-flow"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v1.pt"
 STYLE_DIM = 2 * NUM_CHANNELS
+MAX_CHUNK_BATCH = 256  # chunks per network call (memory bound for very long takes)
 
 
 @dataclass(frozen=True)
@@ -357,15 +358,19 @@ class Generator:
                 cf, cg = torch.cat([cf, uf]), torch.cat([cg, ug])
             mask = self.net.band_mask(chunk, self.device)
 
+            def net_velocity(xc, tc):  # in slices of MAX_CHUNK_BATCH chunks: hours of audio stay in memory
+                return torch.cat([self.net.velocity(xc[i:i + MAX_CHUNK_BATCH], tc[i:i + MAX_CHUNK_BATCH],
+                                                    cf[i:i + MAX_CHUNK_BATCH], cg[i:i + MAX_CHUNK_BATCH], mask)
+                                  for i in range(0, xc.shape[0], MAX_CHUNK_BATCH)])
+
             def velocity(x, t):
                 xc = chunks(x)
                 tc = t[:1].expand(xc.shape[0])
                 if guidance != 1.0:
-                    v = self.net.velocity(torch.cat([xc, xc]), torch.cat([tc, tc]), cf, cg, mask)
-                    vc, vu = v.chunk(2)
+                    vc, vu = net_velocity(torch.cat([xc, xc]), torch.cat([tc, tc])).chunk(2)
                     v = vu + guidance * (vc - vu)
                 else:
-                    v = self.net.velocity(xc, tc, cf, cg, mask)
+                    v = net_velocity(xc, tc)
                 v = v.view(b, k, chunk, -1) * weights[None, :, :, None]
                 out = torch.zeros_like(x)
                 out.index_add_(1, idx.reshape(-1), v.reshape(b, k * chunk, -1))

@@ -170,3 +170,30 @@ def test_bad_training_config_is_a_clear_error(tmp_path):
     p.write_text('{"train": ')
     with pytest.raises(InputError, match="line 1"):
         load_config(p)
+
+
+def test_chunk_crossfade_weights_sum_to_one():
+    from dubtool.generate import _chunk_starts, _chunk_weights
+
+    for n in (50, 160, 161, 700, 1800):
+        starts = _chunk_starts(n, 160, 32)
+        w = _chunk_weights(n, 160, starts, 32)
+        total = np.zeros(n)
+        for j, s in enumerate(starts):
+            total[s:s + w.shape[1]] += w[j]
+        assert starts[0] == 0 and starts[-1] + w.shape[1] == n
+        assert np.allclose(total, 1.0, atol=1e-6)
+
+
+def test_long_take_has_no_seams_at_chunk_boundaries(gen, speech):
+    """A 20 s take runs as overlapping chunks: motion across chunk seams is as smooth as elsewhere."""
+    a = speech[0].audio
+    reps = int(np.ceil(20.0 / a.duration_s))
+    audio = Audio(np.tile(a.samples, reps)[: 20 * 16000], 16000)
+    up = _upper(20.0, 3, None)
+    out = gen.generate(audio, keypoints_from_curves(up), style_context(up)).values
+    acc = np.abs(np.diff(out[:, :52], n=2, axis=0)).mean(axis=1)  # per-frame acceleration
+    hop = gen.sampler.chunk_frames - gen.sampler.overlap_frames
+    seams = [s + gen.sampler.chunk_frames - gen.sampler.overlap_frames // 2 for s in range(0, len(out) - 200, hop)]
+    at_seams = np.mean([acc[max(0, s - 3): s + 3].mean() for s in seams if s + 3 < len(acc)])
+    assert at_seams < 2.0 * acc.mean()
