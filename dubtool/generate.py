@@ -47,6 +47,8 @@ class ModelDimensions:
     conv_kernel: int = 5
     attn_window: int = 24  # each frame attends to +-attn_window frames (0.8 s at 30 fps)
     dropout: float = 0.1  # training only
+    audio_blocks: int = 0  # residual dilated conv blocks in the audio front end (0: 3 plain convs)
+    audio_width: int = 0  # channels of the audio front end (0: d_model)
     fps: float = 30.0
 
 
@@ -126,6 +128,17 @@ def _build_net_classes():
             x = self.norm_ff(h) * (1 + s2) + b2
             return h + (1 + g2) * self.drop(self.ff(x))
 
+    class ResConv(nn.Module):
+        """Residual pair of (dilated) 1-D convolutions for the audio front end."""
+
+        def __init__(self, w: int, kernel: int, dilation: int):
+            super().__init__()
+            self.a = nn.Conv1d(w, w, kernel, padding=dilation * (kernel // 2), dilation=dilation)
+            self.b = nn.Conv1d(w, w, kernel, padding=kernel // 2)
+
+        def forward(self, x):
+            return x + self.b(F.gelu(self.a(F.gelu(x))))
+
     class FlowNet(nn.Module):
         """Velocity network v(x_t, t | audio, keypoints, style). Conditions are encoded once per
         sample (`encode`) and reused at every ODE step (`velocity`)."""
@@ -134,10 +147,17 @@ def _build_net_classes():
             super().__init__()
             self.dims = dims
             d, k = dims.d_model, dims.conv_kernel
-            self.audio = nn.Sequential(
-                nn.Conv1d(dims.n_mels, d, k, padding=k // 2), nn.GELU(),
-                nn.Conv1d(d, d, k, padding=k // 2), nn.GELU(),
-                nn.Conv1d(d, d, k, padding=k // 2))
+            w = dims.audio_width or d
+            if dims.audio_blocks == 0:
+                self.audio = nn.Sequential(
+                    nn.Conv1d(dims.n_mels, w, k, padding=k // 2), nn.GELU(),
+                    nn.Conv1d(w, w, k, padding=k // 2), nn.GELU(),
+                    nn.Conv1d(w, d, k, padding=k // 2))
+            else:  # runs once per take (not per ODE step), so it can afford depth
+                self.audio = nn.Sequential(
+                    nn.Conv1d(dims.n_mels, w, k, padding=k // 2), nn.GELU(),
+                    *[ResConv(w, k, 1 + (i % 2)) for i in range(dims.audio_blocks)],
+                    nn.GELU(), nn.Conv1d(w, d, 1))
             self.keypoints = nn.Sequential(nn.Linear(dims.n_keypoints, d), nn.GELU(), nn.Linear(d, d))
             self.style = nn.Sequential(nn.Linear(dims.style_dim, d), nn.GELU(), nn.Linear(d, d))
             self.null_audio = nn.Parameter(torch.zeros(d))
