@@ -27,7 +27,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, Audio
 from .errors import DependencyError, InputError
-from .phonemes import Phoneme
+from .phonemes import Phoneme, Word
 
 # speak_lib.h constants
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -76,15 +76,6 @@ class _Voice(ctypes.Structure):
 
 
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
-
-
-@dataclass(frozen=True)
-class Word:
-    """A word of the input text and the time span espeak spoke it in."""
-
-    text: str
-    start_s: float
-    end_s: float
 
 
 @dataclass(frozen=True)

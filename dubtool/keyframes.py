@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from . import arkit
+from .phonemes import Word
 from .arkit import Animation
 from .errors import InputError
 from .expressions import (DEFAULT_EASE_S, DEFAULT_PULSE_EASE_S, DRIVEN_CHANNELS, Prototype, PrototypeMatcher,
@@ -39,15 +40,6 @@ PULSE_RELEASE = 1.8  # a pulse returns this many times slower than it rises (bli
 
 _DRIVEN_LOWER = {c.lower(): c for c in DRIVEN_CHANNELS}
 _ALL_LOWER = {c.lower(): c for c in arkit.CHANNEL_NAMES}
-
-
-@dataclass(frozen=True)
-class Word:
-    """One spoken word of the line and when it is said."""
-
-    text: str
-    start_s: float
-    end_s: float
 
 
 @dataclass(frozen=True)

@@ -20,17 +20,10 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, Audio
 from .errors import DependencyError, InputError, SilenceError
-from .phonemes import Phoneme, is_silence
+from .phonemes import Phoneme, Word, is_silence
 
 FRAME_RATE = 100  # MFCC frames per second for DTW
 MAX_DTW_CELLS = 6e7  # frames(synth) x frames(real) above this: coarser frames keep memory bounded
-
-
-@dataclass(frozen=True)
-class AlignedWord:
-    text: str
-    start_s: float
-    end_s: float
 
 
 @dataclass(frozen=True)
@@ -38,7 +31,7 @@ class Alignment:
     """Phones (IPA, with pauses as '_') and words of the transcript, in the recording's time."""
 
     phonemes: list[Phoneme]
-    words: list[AlignedWord]
+    words: list[Word]
     method: str
 
 
@@ -47,7 +40,7 @@ def align_phonemes(audio: Audio, text: str, lang: str, method: str = "auto") -> 
     return align(audio, text, lang, method).phonemes
 
 
-def align_words(audio: Audio, text: str, lang: str, method: str = "auto") -> list[AlignedWord]:
+def align_words(audio: Audio, text: str, lang: str, method: str = "auto") -> list[Word]:
     """Words of `text` (`.text`, `.start_s`, `.end_s`) timed against `audio` (see `align`)."""
     return align(audio, text, lang, method).words
 
@@ -173,7 +166,7 @@ def align_dtw(audio: Audio, text: str, lang: str = "en") -> Alignment:
         first = syn_phones[k] if k is not None else None
         a = float(warp([first.start_s if first else w.start_s])[0])
         b = float(warp([w.end_s])[0])
-        words.append(AlignedWord(w.text, a, max(a, b)))
+        words.append(Word(w.text, a, max(a, b)))
     return Alignment(phones, words, "dtw")
 
 
@@ -306,7 +299,7 @@ def align_pocketsphinx(audio: Audio, text: str) -> Alignment:
         if name not in ("<s>", "</s>", "<sil>") and not name.startswith("[") and not name.startswith("+"):
             sub = [p for p in w if p.name != "SIL"]
             start = (sub[0].start if sub else w.start) * frame
-            out_words.append(AlignedWord(name, offset + start, offset + (w.start + w.duration) * frame))
+            out_words.append(Word(name, offset + start, offset + (w.start + w.duration) * frame))
     if not phones:
         raise InputError("pocketsphinx could not align the transcript to the recording")
     if offset > 0:

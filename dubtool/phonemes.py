@@ -12,6 +12,15 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class Word:
+    """A word of a line and the time span it is spoken in, in seconds."""
+
+    text: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
 class Phoneme:
     """One phone: IPA `symbol`, start and end time in seconds."""
 
