@@ -375,15 +375,17 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
     import torch
 
     device = _device(device)
+    tc = cfg.train
+    total = int(steps if steps is not None else tc.steps)
+    if total < 1:
+        raise InputError(f"training steps must be >= 1, got {total}")
+    if time_limit_s is not None and not (math.isfinite(time_limit_s) and time_limit_s > 0):
+        raise InputError(f"--time-limit must be a positive number of seconds, got {time_limit_s}")
     corpus_dir = Path(corpus_dir)
     if not (corpus_dir / "corpus.npz").is_file():
         log(f"corpus not found in {corpus_dir}: building it (CPU, espeak-ng)")
         build_corpus(cfg.corpus, corpus_dir, progress=progress, log=log)
     corpus = load_corpus(corpus_dir)
-    tc = cfg.train
-    total = int(steps if steps is not None else tc.steps)
-    if total < 1:
-        raise InputError(f"training steps must be >= 1, got {total}")
     torch.manual_seed(tc.seed)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
