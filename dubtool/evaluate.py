@@ -181,10 +181,38 @@ def verdict(systems: dict[str, dict], margin: float = EvalConfig.teacher_margin)
         out["beats_naive_on_closure"] = bool(gc > naive["bilabial_closure_rate"])
     if naive is not None and ok(g.get("disentanglement_leak")) and ok(naive.get("disentanglement_leak")):
         out["less_source_leak_than_naive"] = bool(g["disentanglement_leak"] < naive["disentanglement_leak"])
+    if naive is not None and ok(g.get("jaw_contrast")) and ok(naive.get("jaw_contrast")):
+        out["beats_naive_on_jaw_contrast"] = bool(g["jaw_contrast"] > naive["jaw_contrast"])
     if teach is not None and ok(gc) and ok(teach.get("bilabial_closure_rate")):
         out["closure_gap_to_teacher"] = round(float(teach["bilabial_closure_rate"] - gc), 4)
         out["matches_teacher_within_margin"] = bool(gc >= teach["bilabial_closure_rate"] - margin)
         out["teacher_margin"] = margin
+    return out
+
+
+def paired_gain_ci(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0) -> dict | None:
+    """Mean of a - b over the pairs where both are finite, with a 95 % bootstrap interval (lines resampled,
+    fixed seed). None for fewer than 3 pairs. `significant` = the interval excludes 0 on the positive side."""
+    d = np.array([x - y for x, y in zip(a, b) if x is not None and y is not None
+                  and math.isfinite(x) and math.isfinite(y)], dtype=np.float64)
+    if len(d) < 3:
+        return None
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": round(float(d.mean()), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)],
+            "lines": int(len(d)), "significant": bool(lo > 0)}
+
+
+def set_gains_over_naive(items: Sequence[dict], lang: str) -> dict:
+    """Per-line paired gains of `generated` over `naive_copy` (closure, jaw contrast) for one language or "all"."""
+    rows = [it["systems"] for it in items if (lang == "all" or it.get("lang") == lang)
+            and "generated" in it.get("systems", {}) and "naive_copy" in it["systems"]]
+    out = {}
+    for key, name in (("bilabial_closure_rate", "closure_gain_over_naive"), ("jaw_contrast", "jaw_gain_over_naive")):
+        ci = paired_gain_ci([r["generated"].get(key) for r in rows], [r["naive_copy"].get(key) for r in rows])
+        if ci is not None:
+            out[name] = ci
     return out
 
 
@@ -275,7 +303,8 @@ class SetReport:
 
         summary = {lang: {s: clean(m) for s, m in systems.items()} for lang, systems in self.summary.items()}
         return {"model": self.model, "summary": summary,
-                "verdict": {lang: verdict(systems) for lang, systems in self.summary.items()},
+                "verdict": {lang: {**verdict(systems), **set_gains_over_naive(self.items, lang)}
+                            for lang, systems in self.summary.items()},
                 "items": self.items, "notes": self.notes}
 
 

@@ -245,3 +245,30 @@ def test_model_output_keeps_the_warped_source_upper_face(line, tiny_checkpoint):
     assert set(rep.systems) == {"generated", "flow_raw", "teacher", "naive_copy"}
     assert rep.systems["generated"].fdd == pytest.approx(0.0, abs=1e-4)
     assert rep.systems["flow_raw"].fdd > 0  # an untrained net does not reproduce the brow motion
+
+
+def test_paired_gain_interval_separates_a_real_gain_from_noise():
+    """The set verdict's 'significant' must not fire on noise, and must fire on a consistent gain."""
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 1, 40)
+    real = evaluate.paired_gain_ci(list(base + 0.2 + rng.normal(0, 0.1, 40)), list(base))
+    noise = evaluate.paired_gain_ci(list(base + rng.normal(0, 0.3, 40)), list(base))
+    assert real["significant"] and real["ci95"][0] > 0.1 and real["mean"] == pytest.approx(0.2, abs=0.05)
+    assert not noise["significant"] and noise["ci95"][0] < 0 < noise["ci95"][1]
+    assert evaluate.paired_gain_ci([1.0, float("nan")], [0.0, 0.0]) is None  # too few finite pairs
+
+
+def test_set_verdict_reports_closure_and_jaw_gains_per_language():
+    def item(lang, g, n):
+        return {"lang": lang, "systems": {"generated": {"bilabial_closure_rate": g, "jaw_contrast": g / 10},
+                                          "naive_copy": {"bilabial_closure_rate": n, "jaw_contrast": n / 10}}}
+    items = [item("fr", 0.9, 0.1 + 0.01 * i) for i in range(10)] + [item("es", 0.3 + 0.05 * (i % 3 - 1), 0.3) for i in range(9)]
+    fr, es = evaluate.set_gains_over_naive(items, "fr"), evaluate.set_gains_over_naive(items, "es")
+    assert fr["closure_gain_over_naive"]["significant"] and fr["jaw_gain_over_naive"]["lines"] == 10
+    assert not es["closure_gain_over_naive"]["significant"]
+    assert evaluate.set_gains_over_naive(items, "all")["closure_gain_over_naive"]["lines"] == 19
+    v = evaluate.verdict({"generated": {"bilabial_closure_rate": 0.4, "jaw_contrast": 0.02},
+                          "naive_copy": {"bilabial_closure_rate": 0.3, "jaw_contrast": 0.05},
+                          "teacher": {"bilabial_closure_rate": 1.0}})
+    assert v["beats_naive_on_closure"] and not v["beats_naive_on_jaw_contrast"]
+    assert not v["matches_teacher_within_margin"] and v["closure_gap_to_teacher"] == pytest.approx(0.6)

@@ -41,6 +41,13 @@ def _verdict_line(v: dict) -> str | None:
     parts = []
     if "beats_naive_on_closure" in v:
         parts.append(("beats" if v["beats_naive_on_closure"] else "does NOT beat") + " the naive copy on /p b m/ closure")
+    for key, what in (("closure_gain_over_naive", "closure"), ("jaw_gain_over_naive", "jaw contrast")):
+        if key in v:
+            g = v[key]
+            parts.append(f"{what} gain over the copy {g['mean']:+.2f} (95% CI {g['ci95'][0]:+.2f}..{g['ci95'][1]:+.2f}, "
+                         + ("significant" if g["significant"] else "NOT significant") + f", {g['lines']} lines)")
+    if "beats_naive_on_jaw_contrast" in v:
+        parts.append(("beats" if v["beats_naive_on_jaw_contrast"] else "does NOT beat") + " the copy on jaw contrast")
     if "less_source_leak_than_naive" in v:
         parts.append(("less" if v["less_source_leak_than_naive"] else "NOT less") + " source-mouth leak than the copy")
     if "matches_teacher_within_margin" in v:
