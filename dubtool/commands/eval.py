@@ -38,16 +38,16 @@ def _table(title: str, systems: dict[str, dict]):
 
 
 def _verdict_line(v: dict) -> str | None:
+    """One line: beats the naive copy (with the paired 95 % interval over a set)? within the teacher margin?"""
     parts = []
-    if "beats_naive_on_closure" in v:
-        parts.append(("beats" if v["beats_naive_on_closure"] else "does NOT beat") + " the naive copy on /p b m/ closure")
-    for key, what in (("closure_gain_over_naive", "closure"), ("jaw_gain_over_naive", "jaw contrast")):
-        if key in v:
-            g = v[key]
-            parts.append(f"{what} gain over the copy {g['mean']:+.2f} (95% CI {g['ci95'][0]:+.2f}..{g['ci95'][1]:+.2f}, "
-                         + ("significant" if g["significant"] else "NOT significant") + f", {g['lines']} lines)")
-    if "beats_naive_on_jaw_contrast" in v:
-        parts.append(("beats" if v["beats_naive_on_jaw_contrast"] else "does NOT beat") + " the copy on jaw contrast")
+    for key, gain, what in (("beats_naive_on_closure", "closure_gain_over_naive", "/p b m/ closure"),
+                            ("beats_naive_on_jaw_contrast", "jaw_gain_over_naive", "jaw contrast")):
+        if gain in v:
+            g = v[gain]
+            parts.append(("beats" if g["significant"] else "does NOT significantly beat") + f" the naive copy on {what}"
+                         f" ({g['mean']:+.2f}, 95% CI {g['ci95'][0]:+.2f}..{g['ci95'][1]:+.2f}, {g['lines']} lines)")
+        elif key in v:
+            parts.append(("beats" if v[key] else "does NOT beat") + f" the naive copy on {what}")
     if "less_source_leak_than_naive" in v:
         parts.append(("less" if v["less_source_leak_than_naive"] else "NOT less") + " source-mouth leak than the copy")
     if "matches_teacher_within_margin" in v:
