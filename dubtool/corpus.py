@@ -2,10 +2,12 @@
 
 Each clip is speech with exact phoneme timings plus the animation that should go with it:
   * speech: espeak-ng in many languages (voices, variants, rate, pitch varied; text from
-    dubtool/data/sentences/<lang>.txt, mixed into pseudo-sentences), and real English recordings
-    (Debian's asterisk-core-sounds-en prompts, phonemes aligned with `phonealign`);
+    dubtool/data/sentences/<lang>.txt, mixed into pseudo-sentences), and real English, French and
+    Spanish recordings (Debian's asterisk-core-sounds-{en,fr,es} prompts, phonemes aligned with
+    `phonealign`);
   * augmentation of the waveform before the mel front end: speed +-10% (phoneme times scaled the
-    same), synthetic-room reverb, EQ / band-limit, noise at a random SNR, gain — so the model learns
+    same), synthetic-room reverb, EQ / band-limit or a telephone band (300-3400 Hz
+    through an 8 kHz round trip, like the real recordings), noise at a random SNR, gain — so the model learns
     speech, not espeak's sound;
   * target: teacher lower face from the phonemes (+ the emotion's lower-face offset) + procedural
     upper face, head and eye motion;
@@ -14,8 +16,8 @@ Each clip is speech with exact phoneme timings plus the animation that should go
   * style: `style_context` of the whole clip's target.
 
 Splits: 'train'; 'val_voice' (training languages spoken with held-out espeak variants);
-'val_lang' (held-out languages, it and pt). Asterisk prompts whose sorted index % 5 == 0, all
-non-English asterisk prompts and pocketsphinx-testdata are never used here: the eval set owns them.
+'val_lang' (held-out languages, it and pt). Asterisk prompts whose sorted index (per language) % 5 == 0
+and pocketsphinx-testdata are never used here: the eval set owns them.
 
 Cached as compressed float16 arrays in <dir>/corpus.npz plus <dir>/clips.json.
 """
@@ -36,8 +38,18 @@ from .errors import InputError
 CORPUS_VERSION = 1
 SPLITS = ("train", "val_voice", "val_lang")
 SENTENCE_DIR = Path(__file__).resolve().parent / "data" / "sentences"
-ASTERISK_EN = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
+ASTERISK_DIRS = {"en": "en_US_f_Allison", "fr": "fr_CA_f_June", "es": "es_MX_f_Allison"}
+ASTERISK_EN = ASTERISK_SOUNDS / ASTERISK_DIRS["en"]
 ASTERISK_EN_TEXT = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+
+
+def asterisk_dir(lang: str) -> Path:
+    return ASTERISK_SOUNDS / ASTERISK_DIRS[lang]
+
+
+def asterisk_text_file(lang: str) -> Path:
+    return Path(f"/usr/share/doc/asterisk-core-sounds-{lang}/core-sounds-{lang}.txt.gz")
 
 # espeak voice per sentence file.
 VOICES = {"en": "en-us", "en-gb": "en-gb", "fr": "fr-fr", "es": "es", "de": "de", "nl": "nl", "pl": "pl",
@@ -51,7 +63,9 @@ class CorpusConfig:
     espeak_clips: int = 270  # training clips synthesised
     val_voice_clips: int = 24
     val_lang_clips: int = 24
-    asterisk_prompts: int = 240  # at most; training prompts only (sorted index % 5 != 0)
+    asterisk_prompts: int = 240  # at most, English; training prompts only (sorted index % 5 != 0)
+    asterisk_languages: tuple = ("en", "fr", "es")
+    asterisk_prompts_other: int = 150  # at most, per non-English language (the cache must stay < 64 MiB)
     asterisk_per_clip: int = 3  # prompts are 1-4 s: joined into clips longer than a training window
     train_languages: tuple = ("en", "en-gb", "fr", "es", "de", "nl", "pl", "ru")
     val_languages: tuple = ("it", "pt")
@@ -62,6 +76,7 @@ class CorpusConfig:
     max_clip_s: float = 9.0  # espeak text is added until min..max seconds
     max_frames: int = 300  # clips are cut to 10 s: keeps the cache inside the GPU tool's 64 MiB
     p_augment: float = 0.8
+    p_telephone: float = 0.35  # share of espeak clips sent through a telephone band (real prompts are 8 kHz)
 
 
 @dataclass
@@ -199,7 +214,18 @@ def add_noise(samples: np.ndarray, rng: np.random.Generator, snr_db: float) -> n
     return (samples + n).astype(np.float32)
 
 
-def augment(samples: np.ndarray, rng: np.random.Generator, p: float) -> tuple[np.ndarray, float, list[str]]:
+def telephone_band(samples: np.ndarray, sample_rate: int = 16000) -> np.ndarray:
+    """300-3400 Hz band-pass and an 8 kHz resampling round trip: nothing is left above 4 kHz."""
+    from scipy.signal import butter, resample_poly, sosfilt
+
+    sos = butter(6, [300, 3400], btype="band", fs=sample_rate, output="sos")
+    y = resample_poly(sosfilt(sos, samples), 1, 2)
+    y = resample_poly(y, 2, 1)[: len(samples)]
+    return np.pad(y, (0, len(samples) - len(y))).astype(np.float32)
+
+
+def augment(samples: np.ndarray, rng: np.random.Generator, p: float,
+            p_telephone: float = 0.0) -> tuple[np.ndarray, float, list[str]]:
     """Random chain of augmentations. Returns (samples, speed_factor, names applied)."""
     applied = []
     speed = 1.0
@@ -210,7 +236,10 @@ def augment(samples: np.ndarray, rng: np.random.Generator, p: float) -> tuple[np
     if rng.random() < p * 0.5:
         samples = synthetic_reverb(samples, rng)
         applied.append("reverb")
-    if rng.random() < p * 0.6:
+    if p_telephone > 0 and rng.random() < p_telephone:
+        samples = telephone_band(samples)
+        applied.append("telephone")
+    elif rng.random() < p * 0.6:
         samples = random_eq(samples, rng)
         applied.append("eq")
     if rng.random() < p * 0.6:
@@ -270,7 +299,7 @@ def _emotions() -> tuple:
 
 
 def make_clip(samples: np.ndarray, phonemes: list, rng: np.random.Generator, cfg: CorpusConfig, rig,
-              augment_p: float) -> dict:
+              augment_p: float, telephone_p: float = 0.0) -> dict:
     """One corpus clip from clean speech and its phonemes: augment, then mel, target, keypoints, style."""
     from .audio import mel_features
     from .generate import normalize_mel, style_context
@@ -284,7 +313,7 @@ def make_clip(samples: np.ndarray, phonemes: list, rng: np.random.Generator, cfg
     shift = len(pre) / 16000
     samples = np.concatenate([pre, samples.astype(np.float32), post])
     phonemes = [Phoneme(p.symbol, p.start_s + shift, p.end_s + shift) for p in phonemes]
-    aug, speed, applied = augment(samples, rng, augment_p)
+    aug, speed, applied = augment(samples, rng, augment_p, telephone_p)
     phonemes = [Phoneme(p.symbol, p.start_s / speed, p.end_s / speed) for p in phonemes]
     fps = cfg.fps
     mel = normalize_mel(mel_features(aug, 16000, fps).numpy())
@@ -330,21 +359,22 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)], axis=0)
 
 
-def asterisk_training_prompts() -> list[tuple[str, Path]]:
-    """(transcript, wav) for the English asterisk prompts the corpus may use: sorted index % 5 != 0
-    (index % 5 == 0 is the eval set's), with a spoken transcript."""
-    if not ASTERISK_EN_TEXT.is_file() or not ASTERISK_EN.is_dir():
+def asterisk_training_prompts(lang: str = "en") -> list[tuple[str, Path]]:
+    """(transcript, wav) for the asterisk prompts of `lang` (en, fr, es) the corpus may use: sorted
+    index % 5 != 0 (index % 5 == 0 is the eval set's), with a spoken transcript."""
+    root, text_file = asterisk_dir(lang), asterisk_text_file(lang)
+    if not text_file.is_file() or not root.is_dir():
         return []
     texts = {}
-    with gzip.open(ASTERISK_EN_TEXT, "rt", encoding="utf-8", errors="replace") as f:
+    with gzip.open(text_file, "rt", encoding="utf-8", errors="replace") as f:
         for line in f:
             if ":" in line and not line.startswith(";"):
                 name, text = line.split(":", 1)
                 texts[name.strip()] = text.strip()
-    wavs = sorted(ASTERISK_EN.rglob("*.wav"), key=lambda p: str(p.relative_to(ASTERISK_EN)))
+    wavs = sorted(root.rglob("*.wav"), key=lambda p: str(p.relative_to(root)))
     out = []
     for i, w in enumerate(wavs):
-        key = str(w.relative_to(ASTERISK_EN).with_suffix(""))
+        key = str(w.relative_to(root).with_suffix(""))
         text = texts.get(key)
         if i % 5 == 0 or not text or text.startswith("[") or len(re.findall(r"\w+", text)) < 2:
             continue
@@ -392,15 +422,17 @@ def _run_job(job: dict, cfg: CorpusConfig) -> dict | None:
         parts, phonemes, t = [], [], 0.0
         for text_i, wav in zip(job["texts"], job["wavs"]):
             audio = load_audio(wav)
-            for p in align_phonemes(audio, text_i, "en"):
+            for p in align_phonemes(audio, text_i, job["lang"]):
                 phonemes.append(Phoneme(p.symbol, p.start_s + t, p.end_s + t))
             gap = np.zeros(int(rng.uniform(0.15, 0.6) * 16000), np.float32)
             parts += [audio.samples, gap]
             t += audio.duration_s + len(gap) / 16000
         samples, text = np.concatenate(parts), " ".join(job["texts"])
-    clip = trim_clip(make_clip(samples, phonemes, rng, cfg, load_rig(), cfg.p_augment), cfg.max_frames, cfg.fps)
+    tel = cfg.p_telephone if job["source"] == "espeak" else 0.0
+    clip = trim_clip(make_clip(samples, phonemes, rng, cfg, load_rig(), cfg.p_augment, tel), cfg.max_frames, cfg.fps)
     clip.update({k: job[k] for k in ("id", "source", "split", "lang") if k in job})
-    clip["voice"] = f"{job.get('voice', 'asterisk-allison')}+{job['variant']}" if "variant" in job else "asterisk-allison"
+    clip["voice"] = (f"{job['voice']}+{job['variant']}" if "variant" in job
+                     else f"asterisk-{ASTERISK_DIRS[job['lang']]}")
     clip["text"] = text
     return clip
 
@@ -419,19 +451,26 @@ def _job_worker(args):
         return None, f"{job['id']}: {type(e).__name__}: {e}"
 
 
+ASTERISK_LANG_SEED = {"en": 0, "fr": 101, "es": 202}
+
+
 def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True, log=print, workers: int = 2) -> Corpus:
     """Synthesise, align, augment and cache the corpus in `out_dir`; deterministic for a config."""
     import multiprocessing as mp
 
     jobs = _espeak_jobs(cfg)
-    prng = np.random.default_rng(cfg.seed + 1)
-    prompts = asterisk_training_prompts()
-    order = prng.permutation(len(prompts))[: cfg.asterisk_prompts]
-    for k in range(0, len(order), cfg.asterisk_per_clip):
-        group = [prompts[i] for i in order[k:k + cfg.asterisk_per_clip]]
-        jobs.append({"id": f"asterisk-{k // cfg.asterisk_per_clip:04d}", "source": "asterisk", "split": "train",
-                     "lang": "en", "texts": [g[0] for g in group], "wavs": [str(g[1]) for g in group],
-                     "seed": int(prng.integers(2 ** 31))})
+    for lang in cfg.asterisk_languages:
+        # English keeps its original seed and ids, so its clips are those of the v1 corpus.
+        prng = np.random.default_rng(cfg.seed + 1 + ASTERISK_LANG_SEED.get(lang, 0))
+        prompts = asterisk_training_prompts(lang)
+        limit = cfg.asterisk_prompts if lang == "en" else cfg.asterisk_prompts_other
+        order = prng.permutation(len(prompts))[:limit]
+        prefix = "asterisk" if lang == "en" else f"asterisk-{lang}"
+        for k in range(0, len(order), cfg.asterisk_per_clip):
+            group = [prompts[i] for i in order[k:k + cfg.asterisk_per_clip]]
+            jobs.append({"id": f"{prefix}-{k // cfg.asterisk_per_clip:04d}", "source": "asterisk", "split": "train",
+                         "lang": lang, "texts": [g[0] for g in group], "wavs": [str(g[1]) for g in group],
+                         "seed": int(prng.integers(2 ** 31))})
     results: list = [None] * len(jobs)
     errors = []
     from rich.progress import Progress

@@ -6,9 +6,9 @@ with a source line in another language and a source performance synthesized for 
 
 Dub lines (what is evaluated) come only from real recordings:
   * Debian asterisk-core-sounds prompts (/usr/share/asterisk/sounds/<lang>_*/, transcripts in
-    /usr/share/doc/asterisk-core-sounds-<lang>/core-sounds-<lang>.txt.gz): English prompts whose index in
-    the sorted list of all English wavs is a multiple of 5 (the training corpus uses the others, see
-    dubtool/corpus.py), and French and Spanish prompts (never used in training);
+    /usr/share/doc/asterisk-core-sounds-<lang>/core-sounds-<lang>.txt.gz): English, French and Spanish
+    prompts whose index in the sorted list of that language's wavs is a multiple of 5 (the training corpus
+    uses the others, see dubtool/corpus.py: same speakers, other prompts);
   * pocketsphinx-testdata recordings with transcripts (librivox and cards, English).
 Source lines: the same prompt id in another language (the en prompt for an fr/es item, the fr prompt for
 an en item; for pocketsphinx items the fr prompt of closest duration). The source audio is real speech, but
@@ -76,9 +76,13 @@ def prompt_wavs(lang: str) -> list[tuple[str, Path]]:
     return [(str(w.relative_to(d).with_suffix("")), w) for w in wavs]
 
 
+def held_out(lang: str) -> list[tuple[str, Path]]:
+    """Prompts of `lang` the training corpus never uses: sorted index % 5 == 0."""
+    return [(k, w) for i, (k, w) in enumerate(prompt_wavs(lang)) if i % 5 == 0]
+
+
 def held_out_english() -> list[tuple[str, Path]]:
-    """English prompts the training corpus never uses: sorted index % 5 == 0."""
-    return [(k, w) for i, (k, w) in enumerate(prompt_wavs("en")) if i % 5 == 0]
+    return held_out("en")
 
 
 def pocketsphinx_lines() -> list[tuple[str, Path, str]]:
@@ -134,7 +138,7 @@ def plan_items(per_lang: int | None) -> list[dict]:
     for lang in ("fr", "es"):
         rows = [dict(corpus="asterisk", key=key, lang=lang, dub=w, text=texts[lang][key], source_lang="en",
                      source=wavs["en"][key], source_text=texts["en"][key])
-                for key, w in sorted(wavs[lang].items()) if ok(lang, key) and ok("en", key)]
+                for key, w in held_out(lang) if ok(lang, key) and ok("en", key)]
         plan += _evenly(rows, per_lang)
     fr_pool = [(key, wav_duration(w)) for key, w in sorted(wavs["fr"].items()) if ok("fr", key)]
     for ident, w, text in pocketsphinx_lines():
@@ -275,8 +279,9 @@ def main(argv=None) -> int:
         counts[it["lang"]] = counts.get(it["lang"], 0) + 1
     manifest = {
         "version": MANIFEST_VERSION, "built_by": "scripts/build_evalset.py", "fps": FPS, "counts": counts,
-        "split_rule": "asterisk en prompts with sorted index % 5 == 0 (training uses the rest); all fr/es "
-                      "asterisk prompts; pocketsphinx-testdata librivox + cards",
+        "split_rule": "asterisk en/fr/es prompts with sorted index % 5 == 0 per language (training uses the "
+                      "rest: same speakers, other prompts); pocketsphinx-testdata librivox + cards (unseen "
+                      "speakers)",
         "synthetic_source": "source performances are synthesized (teacher lower face on the source's phonemes + "
                             "procedural upper face); source and dub audio are real recordings",
         "items": items, "skipped": skipped,

@@ -2,6 +2,7 @@
 lip motion, the held-out splits stay held out, and a build is reproducible."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from dubtool import arkit, corpus
 from dubtool.corpus import CorpusConfig
 from dubtool.keypoints import KEYPOINT_DIM, keypoints_from_curves
 from dubtool.lang import voice_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _tone(seconds=2.0, sr=16000):
@@ -84,13 +87,30 @@ def test_held_out_splits_are_disjoint():
     for lang in cfg.train_languages + cfg.val_languages:
         assert len(corpus.load_sentences(lang)) >= 10
         voice_for(lang)  # every corpus language is one dubtool speaks
-    prompts = corpus.asterisk_training_prompts()
-    if not prompts:
-        pytest.skip("asterisk-core-sounds-en-wav not installed")
-    wavs = sorted(corpus.ASTERISK_EN.rglob("*.wav"), key=lambda p: str(p.relative_to(corpus.ASTERISK_EN)))
-    eval_set = {w for i, w in enumerate(wavs) if i % 5 == 0}
-    assert not eval_set & {w for _, w in prompts}
-    assert len(prompts) > 100
+    assert set(cfg.asterisk_languages) == {"en", "fr", "es"}  # real speech in the languages dubbed into
+    for lang in cfg.asterisk_languages:
+        prompts = corpus.asterisk_training_prompts(lang)
+        if not prompts:
+            pytest.skip(f"asterisk-core-sounds-{lang}-wav not installed")
+        root = corpus.asterisk_dir(lang)
+        wavs = sorted(root.rglob("*.wav"), key=lambda p: str(p.relative_to(root)))
+        eval_set = {w for i, w in enumerate(wavs) if i % 5 == 0}
+        assert not eval_set & {w for _, w in prompts}, lang
+        assert len(prompts) > 100
+
+
+def test_evalset_dub_lines_are_never_training_prompts():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_evalset", ROOT / "scripts" / "build_evalset.py")
+    be = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(be)
+    train = {w for lang in CorpusConfig().asterisk_languages for _, w in corpus.asterisk_training_prompts(lang)}
+    if not train:
+        pytest.skip("asterisk-core-sounds-*-wav not installed")
+    for lang in ("en", "fr", "es"):
+        held = {w for _, w in be.held_out(lang)}
+        assert held and not held & train, lang
 
 
 def test_pseudo_sentences_use_the_language_words():
@@ -105,6 +125,7 @@ def test_pseudo_sentences_use_the_language_words():
 @pytest.fixture(scope="module")
 def tiny_cfg():
     return replace(CorpusConfig(), espeak_clips=2, val_voice_clips=1, val_lang_clips=1, asterisk_prompts=0,
+                   asterisk_prompts_other=0,
                    min_clip_s=1.5, max_clip_s=2.5)
 
 
@@ -152,3 +173,14 @@ def test_missing_or_corrupt_corpus_is_a_clear_error(tmp_path):
     (tmp_path / "clips.json").write_text("{}")
     with pytest.raises(InputError, match="corrupt"):
         corpus.load_corpus(tmp_path)
+
+
+def test_telephone_band_removes_everything_above_4khz():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(16000).astype(np.float32) * 0.1
+    y = corpus.telephone_band(x)
+    assert y.shape == x.shape and y.dtype == np.float32
+    spec = np.abs(np.fft.rfft(y)) ** 2
+    f = np.fft.rfftfreq(len(y), 1 / 16000)
+    assert spec[f > 4200].sum() < 1e-3 * spec.sum()
+    assert spec[(f > 500) & (f < 3000)].sum() > 0.8 * spec.sum()
