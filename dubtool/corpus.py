@@ -359,27 +359,46 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)], axis=0)
 
 
-def asterisk_training_prompts(lang: str = "en") -> list[tuple[str, Path]]:
-    """(transcript, wav) for the asterisk prompts of `lang` (en, fr, es) the corpus may use: sorted
-    index % 5 != 0 (index % 5 == 0 is the eval set's), with a spoken transcript."""
-    root, text_file = asterisk_dir(lang), asterisk_text_file(lang)
-    if not text_file.is_file() or not root.is_dir():
-        return []
+def asterisk_transcripts(lang: str) -> dict[str, str]:
+    """Prompt id (relative path without .wav, e.g. 'digits/5') -> transcript, from the
+    asterisk-core-sounds-<lang> package's core-sounds-<lang>.txt.gz ({} when not installed)."""
+    text_file = asterisk_text_file(lang)
+    if not text_file.is_file():
+        return {}
     texts = {}
     with gzip.open(text_file, "rt", encoding="utf-8", errors="replace") as f:
         for line in f:
             if ":" in line and not line.startswith(";"):
                 name, text = line.split(":", 1)
                 texts[name.strip()] = text.strip()
+    return texts
+
+
+def asterisk_prompt_wavs(lang: str) -> list[tuple[str, Path]]:
+    """(prompt id, wav) sorted by relative path: the order the train/eval split indexes ([] when not installed)."""
+    root = asterisk_dir(lang)
+    if not root.is_dir():
+        return []
     wavs = sorted(root.rglob("*.wav"), key=lambda p: str(p.relative_to(root)))
-    out = []
-    for i, w in enumerate(wavs):
-        key = str(w.relative_to(root).with_suffix(""))
-        text = texts.get(key)
-        if i % 5 == 0 or not text or text.startswith("[") or len(re.findall(r"\w+", text)) < 2:
-            continue
-        out.append((text, w))
-    return out
+    return [(str(w.relative_to(root).with_suffix("")), w) for w in wavs]
+
+
+def is_eval_prompt(index: int) -> bool:
+    """The train/eval split of asterisk prompts: sorted index % 5 == 0 belongs to the eval set."""
+    return index % 5 == 0
+
+
+def is_spoken(text: str | None) -> bool:
+    """A transcript of real words (not '[beep tone]'), at least two of them."""
+    return bool(text) and not text.startswith("[") and len(re.findall(r"\w+", text)) >= 2
+
+
+def asterisk_training_prompts(lang: str = "en") -> list[tuple[str, Path]]:
+    """(transcript, wav) for the asterisk prompts of `lang` (en, fr, es) the corpus may use: not the
+    eval set's (`is_eval_prompt`), with a spoken transcript."""
+    texts = asterisk_transcripts(lang)
+    return [(texts[key], w) for i, (key, w) in enumerate(asterisk_prompt_wavs(lang))
+            if not is_eval_prompt(i) and is_spoken(texts.get(key))]
 
 
 def _espeak_jobs(cfg: CorpusConfig) -> list[dict]:

@@ -24,7 +24,6 @@ manifest.json (atomically, so a half-built set has no manifest).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import re
@@ -38,10 +37,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SOUNDS = Path("/usr/share/asterisk/sounds")
-DOCS = Path("/usr/share/doc")
+from dubtool.corpus import (ASTERISK_DIRS as LANG_DIRS, asterisk_dir, asterisk_prompt_wavs, asterisk_text_file,
+                            asterisk_transcripts, is_eval_prompt, is_spoken as spoken)
+
 POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")
-LANG_DIRS = {"en": "en_US_f_Allison", "fr": "fr_CA_f_June", "es": "es_MX_f_Allison"}
 MANIFEST_VERSION = 1
 FPS = 30.0
 MIN_S, MAX_S = 1.0, 12.0
@@ -49,36 +48,24 @@ MIN_S, MAX_S = 1.0, 12.0
 
 def transcripts(lang: str) -> dict[str, str]:
     """Prompt id (relative path without .wav, e.g. 'digits/5') -> transcript."""
-    path = DOCS / f"asterisk-core-sounds-{lang}" / f"core-sounds-{lang}.txt.gz"
+    path = asterisk_text_file(lang)
     if not path.is_file():
         sys.exit(f"error: {path} not found; install the asterisk-core-sounds-{lang} package "
                  f"(apt-get install asterisk-core-sounds-{lang})")
-    texts = {}
-    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if ":" in line and not line.startswith(";"):
-                name, text = line.split(":", 1)
-                texts[name.strip()] = text.strip()
-    return texts
-
-
-def spoken(text: str | None) -> bool:
-    """A transcript of real words (not '[beep tone]'), at least two of them."""
-    return bool(text) and not text.startswith("[") and len(re.findall(r"\w+", text)) >= 2
+    return asterisk_transcripts(lang)
 
 
 def prompt_wavs(lang: str) -> list[tuple[str, Path]]:
-    """(prompt id, wav) sorted by relative path: the order dubtool/corpus.py indexes English prompts in."""
-    d = SOUNDS / LANG_DIRS[lang]
+    """(prompt id, wav) sorted by relative path: the order the train/eval split indexes prompts in."""
+    d = asterisk_dir(lang)
     if not d.is_dir():
         sys.exit(f"error: {d} not found; install asterisk-core-sounds-{lang}-wav")
-    wavs = sorted(d.rglob("*.wav"), key=lambda p: str(p.relative_to(d)))
-    return [(str(w.relative_to(d).with_suffix("")), w) for w in wavs]
+    return asterisk_prompt_wavs(lang)
 
 
 def held_out(lang: str) -> list[tuple[str, Path]]:
-    """Prompts of `lang` the training corpus never uses: sorted index % 5 == 0."""
-    return [(k, w) for i, (k, w) in enumerate(prompt_wavs(lang)) if i % 5 == 0]
+    """Prompts of `lang` the training corpus never uses (dubtool.corpus.is_eval_prompt)."""
+    return [(k, w) for i, (k, w) in enumerate(prompt_wavs(lang)) if is_eval_prompt(i)]
 
 
 def held_out_english() -> list[tuple[str, Path]]:

@@ -168,7 +168,7 @@ def test_eval_set_never_overlaps_the_training_prompts():
     spec = importlib.util.spec_from_file_location("build_evalset", script)
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
-    if not build.SOUNDS.joinpath(build.LANG_DIRS["en"]).is_dir():
+    if not build.asterisk_dir("en").is_dir():
         pytest.skip("asterisk-core-sounds-en-wav not installed")
     held_out = {str(w) for _, w in build.held_out_english()}
     training = {str(w) for _, w in corpus.asterisk_training_prompts()}

@@ -1,7 +1,6 @@
 """Phone alignment of real recordings: espeak+DTW (any language) against pocketsphinx (English)."""
 
 import difflib
-import gzip
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +12,16 @@ from dubtool.errors import InputError, SilenceError
 from dubtool.phonemes import is_silence
 
 SOUNDS = Path("/usr/share/asterisk/sounds")
-DOCS = Path("/usr/share/doc")
 EN_PROMPTS = ["agent-pass", "auth-incorrect", "conf-onlyperson", "vm-nobodyavail", "conf-getpin"]
 FR_PROMPTS = ["agent-pass", "conf-onlyperson", "queue-thankyou", "vm-nobodyavail"]
 
 
 def _transcripts(lang):
-    f = DOCS / f"asterisk-core-sounds-{lang}" / f"core-sounds-{lang}.txt.gz"
-    if not f.exists():
+    from dubtool.corpus import asterisk_transcripts
+
+    out = asterisk_transcripts(lang)
+    if not out:
         pytest.skip(f"asterisk-core-sounds-{lang} not installed (scripts/setup.sh --dev)")
-    out = {}
-    for line in gzip.open(f, "rt", encoding="utf-8", errors="replace"):
-        if ":" in line and not line.startswith(";"):
-            k, v = line.split(":", 1)
-            out[k.strip()] = v.strip()
     return out
 
 
