@@ -3,8 +3,8 @@ teacher path, `align` alone, and batch throughput (lines/minute) with 1 and 2 wo
 
 Material: Debian's asterisk prompts (en source, fr dub: same prompts, different speakers) chained
 into lines with pauses; the source upper face is procedural (upperface.py). The flow model is
-models/dubtool_flow_v1.pt when present, else an untrained checkpoint of the same configuration
-(configs/flow_v1.json: identical compute, meaningless output) -- the first line printed says which.
+models/dubtool_flow_v2.pt when present, else an untrained checkpoint of the same configuration
+(configs/flow_v2.json: identical compute, meaningless output) -- the first line printed says which.
 Prints one line per figure (median of several runs)."""
 
 from __future__ import annotations
@@ -59,20 +59,20 @@ def performance_for(src: Audio, fps: float = 30.0) -> Performance:
 
 
 def model_path(tmp: Path) -> tuple[str, str]:
-    ckpt = ROOT / "models" / "dubtool_flow_v1.pt"
+    ckpt = ROOT / "models" / "dubtool_flow_v2.pt"
     if ckpt.is_file():
-        return str(ckpt), "trained models/dubtool_flow_v1.pt"
+        return str(ckpt), "trained models/dubtool_flow_v2.pt"
     from dubtool.generate import STYLE_DIM, ModelDimensions, SamplerConfig, build_net, save_checkpoint
     from dubtool.keypoints import KEYPOINT_DIM
 
-    cfg = json.loads((ROOT / "configs" / "flow_v1.json").read_text())
+    cfg = json.loads((ROOT / "configs" / "flow_v2.json").read_text())
     dims, sampler = ModelDimensions(**cfg["model"]), SamplerConfig(**cfg["sampler"])
     stats = {}
     for name, n in (("mel", dims.n_mels), ("kp", KEYPOINT_DIM), ("style", STYLE_DIM), ("target", NUM_CHANNELS)):
         stats[f"{name}_mean"], stats[f"{name}_std"] = np.zeros(n, np.float32), np.ones(n, np.float32)
     p = tmp / "flow_v1_untrained.pt"
     save_checkpoint(p, build_net(dims), dims, sampler, stats, {"name": "untrained-flow_v1-config"})
-    return str(p), "UNTRAINED checkpoint with configs/flow_v1.json dims (same compute as the trained model)"
+    return str(p), "UNTRAINED checkpoint with configs/flow_v2.json dims (same compute as the trained model)"
 
 
 def timed(fn, runs=3, spread=False):

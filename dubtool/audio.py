@@ -98,13 +98,20 @@ N_FFT = 512
 WIN = 400  # 25 ms at 16 kHz
 
 
-def mel_features(samples: np.ndarray, sample_rate: int, fps: float, n_mels: int = N_MELS):
-    """Log-mel spectrogram resampled to the animation frame rate: returns a (frames, n_mels) float32
-    torch tensor, frames = round(duration * fps). STFT hop is 10 ms; frames are averaged into
-    animation frames so each output row covers exactly its frame's time span."""
+def mel_features(samples: np.ndarray, sample_rate: int, fps: float, n_mels: int = N_MELS, subframes: int = 1):
+    """Log-mel spectrogram at the animation frame rate: a (frames, subframes * n_mels) float32 torch
+    tensor, frames = round(duration * fps). The STFT hop is 10 ms.
+
+    subframes = 1: the 10 ms frames are averaged into animation frames, so each row covers exactly
+    its frame's time span (a 33 ms frame then blurs a 20-30 ms plosive closure into its neighbours).
+    subframes = K > 1: each row stacks K log-mel vectors sampled (linear interpolation of the 10 ms
+    frames) at the centres of K equal parts of its frame, earliest first, so the network sees the
+    timing of closures and bursts inside a frame."""
     import librosa
     import torch
 
+    if subframes < 1:
+        raise InputError(f"mel subframes must be >= 1, got {subframes}")
     if sample_rate != SAMPLE_RATE:
         samples = librosa.resample(np.asarray(samples, np.float32), orig_sr=sample_rate, target_sr=SAMPLE_RATE)
         sample_rate = SAMPLE_RATE
@@ -114,8 +121,16 @@ def mel_features(samples: np.ndarray, sample_rate: int, fps: float, n_mels: int 
                       center=True, return_complex=True).abs() ** 2
     fb = torch.as_tensor(librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=n_mels, fmin=20, fmax=7600),
                          dtype=torch.float32)
-    mel = torch.log(torch.clamp(fb @ spec, min=1e-6)).T  # (stft_frames, n_mels)
+    mel = torch.log(torch.clamp(fb @ spec, min=1e-6)).T  # (stft_frames, n_mels); frame j centred at j*hop
     n_out = max(1, int(round(len(samples) / sample_rate * fps)))
+    if subframes > 1:
+        t = (torch.arange(n_out * subframes, dtype=torch.float64) + 0.5) / (subframes * fps)  # seconds
+        pos = torch.clamp(t * sample_rate / hop, 0, mel.shape[0] - 1)
+        lo = pos.floor().long()
+        hi = torch.clamp(lo + 1, max=mel.shape[0] - 1)
+        w = (pos - lo).float()[:, None]
+        out = mel[lo] * (1 - w) + mel[hi] * w
+        return out.reshape(n_out, subframes * n_mels)
     # Map each 10 ms STFT frame to the animation frame it falls in, then average.
     idx = torch.clamp((torch.arange(mel.shape[0]) * (hop / sample_rate) * fps).long(), max=n_out - 1)
     out = torch.zeros(n_out, n_mels).index_add_(0, idx, mel)

@@ -35,11 +35,11 @@ import numpy as np
 from .arkit import LOWER_IDX, NUM_CHANNELS
 from .errors import InputError
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # 2: mel and keypoints stored as per-column 8-bit codes; mel may stack subframes
 SPLITS = ("train", "val_voice", "val_lang")
 SENTENCE_DIR = Path(__file__).resolve().parent / "data" / "sentences"
 ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
-ASTERISK_DIRS = {"en": "en_US_f_Allison", "fr": "fr_CA_f_June", "es": "es_MX_f_Allison"}
+ASTERISK_DIRS = {"en": "en_US_f_Allison", "fr": "fr_CA_f_June", "es": "es_MX_f_Allison", "ru": "ru_RU_f_IvrvoiceRU"}
 ASTERISK_EN = ASTERISK_SOUNDS / ASTERISK_DIRS["en"]
 ASTERISK_EN_TEXT = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 
@@ -77,13 +77,14 @@ class CorpusConfig:
     max_frames: int = 300  # clips are cut to 10 s: keeps the cache inside the GPU tool's 64 MiB
     p_augment: float = 0.8
     p_telephone: float = 0.35  # share of espeak clips sent through a telephone band (real prompts are 8 kHz)
+    audio_subframes: int = 1  # log-mel vectors per frame (must match the model's audio_subframes)
 
 
 @dataclass
 class Corpus:
     """Clips concatenated along frames. Row ranges: starts[i] : starts[i] + lengths[i]."""
 
-    mel: np.ndarray        # (N, 80) float16, gain-normalised log-mel (generate.normalize_mel)
+    mel: np.ndarray        # (N, 80 * audio_subframes) float16, gain-normalised log-mel (generate.normalize_mel)
     target: np.ndarray     # (N, 61) float16
     offset: np.ndarray     # (N, len(LOWER_IDX)) float16, the emotion's lower-face offset inside target
     keypoints: np.ndarray  # (N, 174) float16
@@ -105,15 +106,35 @@ class Corpus:
         return float(self.lengths.sum()) / float(self.meta.get("fps", 30.0))
 
 
+QUANTIZED = ("mel", "keypoints")  # the bulk of the cache; 8 bits per value is far below their noise
+
+
+def quantize_columns(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column 8-bit codes: x ~ lo + codes * step (error at most step / 2 = range / 510)."""
+    x = np.asarray(x, np.float32)
+    lo = x.min(axis=0) if len(x) else np.zeros(x.shape[1], np.float32)
+    step = np.maximum((x.max(axis=0) - lo) / 255.0, 1e-8) if len(x) else np.ones(x.shape[1], np.float32)
+    codes = np.clip(np.rint((x - lo) / step), 0, 255).astype(np.uint8)
+    return codes, lo.astype(np.float32), step.astype(np.float32)
+
+
+def dequantize_columns(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
+    return (codes.astype(np.float32) * step + lo).astype(np.float16)
+
+
 def save_corpus(corpus: Corpus, out_dir) -> Path:
+    """Write the cache: corpus.npz (arrays; mel and keypoints as per-column 8-bit codes, which
+    halves the file so a corpus of an hour of speech travels to a GPU machine) and clips.json."""
     from .fileio import atomic_path, write_text_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    arrays = {"target": corpus.target, "offset": corpus.offset, "style": corpus.style, "starts": corpus.starts,
+              "lengths": corpus.lengths, "split": corpus.split}
+    for name in QUANTIZED:
+        arrays[f"{name}_codes"], arrays[f"{name}_lo"], arrays[f"{name}_step"] = quantize_columns(getattr(corpus, name))
     with atomic_path(out / "corpus.npz", suffix=".npz") as tmp:
-        np.savez_compressed(tmp, mel=corpus.mel, target=corpus.target, offset=corpus.offset,
-                            keypoints=corpus.keypoints, style=corpus.style, starts=corpus.starts,
-                            lengths=corpus.lengths, split=corpus.split)
+        np.savez_compressed(tmp, **arrays)
     write_text_atomic(out / "clips.json", json.dumps({"meta": corpus.meta, "clips": corpus.clips}))
     return out
 
@@ -123,14 +144,19 @@ def load_corpus(path) -> Corpus:
     if not (p / "corpus.npz").is_file() or not (p / "clips.json").is_file():
         raise InputError(f"no corpus in {p} (expected corpus.npz and clips.json); build it with `dubtool train`")
     try:
-        z = np.load(p / "corpus.npz")
         info = json.loads((p / "clips.json").read_text(encoding="utf-8"))
-        c = Corpus(z["mel"], z["target"], z["offset"], z["keypoints"], z["style"], z["starts"], z["lengths"],
+        version = info["meta"].get("version")
+    except Exception as e:
+        raise InputError(f"{p}: corpus is corrupt ({type(e).__name__}); delete it and rebuild") from None
+    if version != CORPUS_VERSION:
+        raise InputError(f"{p}: corpus version {version} != {CORPUS_VERSION}; delete it and rebuild")
+    try:
+        z = np.load(p / "corpus.npz")
+        mel, kp = (dequantize_columns(z[f"{n}_codes"], z[f"{n}_lo"], z[f"{n}_step"]) for n in QUANTIZED)
+        c = Corpus(mel, z["target"], z["offset"], kp, z["style"], z["starts"], z["lengths"],
                    z["split"], info["clips"], info["meta"])
     except Exception as e:
         raise InputError(f"{p}: corpus is corrupt ({type(e).__name__}); delete it and rebuild") from None
-    if c.meta.get("version") != CORPUS_VERSION:
-        raise InputError(f"{p}: corpus version {c.meta.get('version')} != {CORPUS_VERSION}; delete it and rebuild")
     return c
 
 
@@ -316,7 +342,7 @@ def make_clip(samples: np.ndarray, phonemes: list, rng: np.random.Generator, cfg
     aug, speed, applied = augment(samples, rng, augment_p, telephone_p)
     phonemes = [Phoneme(p.symbol, p.start_s / speed, p.end_s / speed) for p in phonemes]
     fps = cfg.fps
-    mel = normalize_mel(mel_features(aug, 16000, fps).numpy())
+    mel = normalize_mel(mel_features(aug, 16000, fps, subframes=cfg.audio_subframes).numpy())
     n = mel.shape[0]
     duration_s = n / fps
     lower = lower_face_from_phonemes(phonemes, duration_s, fps, intensity=float(rng.uniform(0.7, 1.2)), rng=rng)
@@ -470,7 +496,7 @@ def _job_worker(args):
         return None, f"{job['id']}: {type(e).__name__}: {e}"
 
 
-ASTERISK_LANG_SEED = {"en": 0, "fr": 101, "es": 202}
+ASTERISK_LANG_SEED = {"en": 0, "fr": 101, "es": 202, "ru": 303}
 
 
 def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True, log=print, workers: int = 2) -> Corpus:

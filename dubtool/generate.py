@@ -27,7 +27,7 @@ from .errors import InputError, ModelError
 
 FORMAT = "dubtool-flow"
 FORMAT_VERSION = 1
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v1.pt"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v2.pt"
 STYLE_DIM = 2 * NUM_CHANNELS
 MAX_CHUNK_BATCH = 256  # chunks per network call (memory bound for very long takes)
 
@@ -49,6 +49,7 @@ class ModelDimensions:
     dropout: float = 0.1  # training only
     audio_blocks: int = 0  # residual dilated conv blocks in the audio front end (0: 3 plain convs)
     audio_width: int = 0  # channels of the audio front end (0: d_model)
+    audio_subframes: int = 1  # log-mel vectors stacked per animation frame (audio.mel_features)
     fps: float = 30.0
 
 
@@ -148,14 +149,15 @@ def _build_net_classes():
             self.dims = dims
             d, k = dims.d_model, dims.conv_kernel
             w = dims.audio_width or d
+            n_in = dims.n_mels * dims.audio_subframes
             if dims.audio_blocks == 0:
                 self.audio = nn.Sequential(
-                    nn.Conv1d(dims.n_mels, w, k, padding=k // 2), nn.GELU(),
+                    nn.Conv1d(n_in, w, k, padding=k // 2), nn.GELU(),
                     nn.Conv1d(w, w, k, padding=k // 2), nn.GELU(),
                     nn.Conv1d(w, d, k, padding=k // 2))
             else:  # runs once per take (not per ODE step), so it can afford depth
                 self.audio = nn.Sequential(
-                    nn.Conv1d(dims.n_mels, w, k, padding=k // 2), nn.GELU(),
+                    nn.Conv1d(n_in, w, k, padding=k // 2), nn.GELU(),
                     *[ResConv(w, k, 1 + (i % 2)) for i in range(dims.audio_blocks)],
                     nn.GELU(), nn.Conv1d(w, d, 1))
             self.keypoints = nn.Sequential(nn.Linear(dims.n_keypoints, d), nn.GELU(), nn.Linear(d, d))
@@ -175,7 +177,7 @@ def _build_net_classes():
                 nn.init.zeros_(m.bias)
 
         def encode(self, mel, keypoints, style, drop_audio=None, drop_keypoints=None, drop_style=None):
-            """mel (B,T,n_mels), keypoints (B,T,n_kp), style (B,style_dim); drop_* (B,) bool replace
+            """mel (B,T,n_mels*audio_subframes), keypoints (B,T,n_kp), style (B,style_dim); drop_* (B,) bool replace
             that condition by its learned null embedding (classifier-free guidance)."""
             a = self.audio(mel.transpose(1, 2)).transpose(1, 2)
             kp = self.keypoints(keypoints)
@@ -324,7 +326,8 @@ class Generator:
         n = int(round(audio.duration_s * self.fps))
         if n < 1:
             raise InputError("audio is too short to animate (under one frame)")
-        mel = mel_features(audio.samples, audio.sample_rate, self.fps).numpy()
+        mel = mel_features(audio.samples, audio.sample_rate, self.fps, self.dims.n_mels,
+                           self.dims.audio_subframes).numpy()
         mel = _fit_length(mel, n, "mel features", tolerance=n)
         kp = np.asarray(keypoints, np.float32)
         if kp.ndim != 2 or kp.shape[1] != self.dims.n_keypoints:
@@ -351,7 +354,7 @@ class Generator:
     # -- sampling
 
     def sample(self, mel, kp, st, *, steps: int, guidance: float, seed: int, method: str | None = None):
-        """Batched sampling on normalised tensors: mel (B,T,80), kp (B,T,174), st (B,S) -> (B,T,61)
+        """Batched sampling on normalised tensors: mel (B,T,n_mels*audio_subframes), kp (B,T,174), st (B,S) -> (B,T,61)
         normalised. Long sequences are cut into overlapping chunks, batched, and their velocities
         crossfaded into one global field at every ODE step, so chunk seams stay consistent."""
         torch = _torch()
@@ -457,7 +460,7 @@ STAT_KEYS = ("mel_mean", "mel_std", "kp_mean", "kp_std", "style_mean", "style_st
 
 
 def load_model(path: str | None = None, device: str = "cpu") -> Generator:
-    """Load a generator checkpoint (default models/dubtool_flow_v1.pt). Raises ModelError when the
+    """Load a generator checkpoint (default models/dubtool_flow_v2.pt). Raises ModelError when the
     file is missing, corrupt, of another format version or of mismatched shapes."""
     torch = _torch()
     p = Path(path) if path is not None else DEFAULT_MODEL
@@ -482,7 +485,7 @@ def load_model(path: str | None = None, device: str = "cpu") -> Generator:
     if dims.n_channels != NUM_CHANNELS or dims.style_dim != STYLE_DIM:
         raise ModelError(f"{p}: checkpoint is for {dims.n_channels} channels / style {dims.style_dim}, "
                          f"expected {NUM_CHANNELS} / {STYLE_DIM}")
-    expect = {"mel_mean": dims.n_mels, "kp_mean": dims.n_keypoints, "style_mean": dims.style_dim,
+    expect = {"mel_mean": dims.n_mels * dims.audio_subframes, "kp_mean": dims.n_keypoints, "style_mean": dims.style_dim,
               "target_mean": dims.n_channels}
     for k, size in expect.items():
         for key in (k, k.replace("mean", "std")):

@@ -184,3 +184,23 @@ def test_telephone_band_removes_everything_above_4khz():
     f = np.fft.rfftfreq(len(y), 1 / 16000)
     assert spec[f > 4200].sum() < 1e-3 * spec.sum()
     assert spec[(f > 500) & (f < 3000)].sum() > 0.8 * spec.sum()
+
+
+def test_stored_corpus_keeps_mel_and_keypoints_within_8_bit_steps(tmp_path, tiny_cfg):
+    """mel and keypoints travel as per-column 8-bit codes: every value comes back within half a step
+    (range / 510) of what was built, the other arrays exactly."""
+    built = corpus.build_corpus(tiny_cfg, tmp_path / "c", progress=False, workers=1)
+    back = corpus.load_corpus(tmp_path / "c")
+    for name in ("mel", "keypoints"):
+        a, b = getattr(built, name).astype(np.float32), getattr(back, name).astype(np.float32)
+        half_step = (a.max(axis=0) - a.min(axis=0)) / 510 + 2e-3 * np.abs(a).max(axis=0)  # + float16 rounding
+        assert a.shape == b.shape and np.all(np.abs(a - b) <= half_step[None] + 1e-6), name
+    assert np.array_equal(built.target, back.target) and np.array_equal(built.starts, back.starts)
+
+
+def test_corpus_stacks_mel_subframes_when_configured(tmp_path, tiny_cfg):
+    from dataclasses import replace
+
+    cfg = replace(tiny_cfg, audio_subframes=3, espeak_clips=1, val_voice_clips=0, val_lang_clips=0)
+    c = corpus.build_corpus(cfg, tmp_path / "s", progress=False, workers=1)
+    assert c.mel.shape == (c.lengths.sum(), 3 * 80)

@@ -158,6 +158,31 @@ def test_train_command_smoke(tmp_path):
     anim = g.generate(Audio(np.zeros(16000, np.float32), 16000), np.zeros((30, 174), np.float32),
                       np.zeros(122, np.float32))
     assert anim.values.shape == (30, 61)
+    # A model that stacks mel subframes cannot train on this corpus (one mel vector per frame).
+    wide = config_dict(replace(cfg, model=replace(cfg.model, audio_subframes=2)))
+    conf.write_text(json.dumps(wide))
+    res = CliRunner().invoke(app, ["train", "--config", str(conf), "--corpus", str(tmp_path / "corpus"),
+                                   "--out", str(tmp_path / "wide.pt"), "--steps", "1"])
+    assert isinstance(res.exception, InputError) and "subframes" in str(res.exception)
+    assert not (tmp_path / "wide.pt").exists()
+
+
+def test_mel_subframes_resolve_timing_inside_a_frame():
+    """With 3 subframes a burst in the last third of a frame shows in that frame's last subframe,
+    while the averaged (1-subframe) features only say "somewhere in this frame"; the subframes'
+    mean tracks the averaged features."""
+    from dubtool.audio import mel_features
+
+    sr, fps = 16000, 30.0
+    x = np.zeros(sr, np.float32)
+    f = 10  # frame 10 spans 333.3-366.7 ms; a 6 ms burst at 355-361 ms (its last third)
+    x[int(0.355 * sr):int(0.361 * sr)] = np.random.default_rng(0).standard_normal(int(0.006 * sr)) * 0.5
+    avg = mel_features(x, sr, fps).numpy()
+    sub = mel_features(x, sr, fps, subframes=3).numpy().reshape(-1, 3, 80)
+    assert sub.shape[0] == avg.shape[0] == 30
+    energy = sub.mean(axis=2)  # (frames, 3)
+    assert energy[f].argmax() == 2 and energy[f, 2] > energy[f, 0] + 2
+    assert np.corrcoef(sub.mean(axis=1).ravel(), avg.ravel())[0, 1] > 0.95
 
 
 def test_bad_training_config_is_a_clear_error(tmp_path):

@@ -1,0 +1,74 @@
+"""Training-time audio augmentation (dubtool.train._Batcher.augment_mel): off means plain
+normalisation; each augmentation does what it says to the spectrum."""
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from dubtool.train import TrainConfig, _Batcher
+
+M = 80
+
+
+def _batcher(sub: int = 1, **aug) -> _Batcher:
+    n = 400
+    rng = np.random.default_rng(0)
+    corpus = SimpleNamespace(
+        mel=rng.standard_normal((n, sub * M)).astype(np.float16), target=np.zeros((n, 61), np.float16),
+        offset=np.zeros((n, 29), np.float16), keypoints=np.zeros((n, 174), np.float16),
+        style=np.zeros((2, 122), np.float32), split=np.zeros(2, np.int8), starts=np.array([0, 200]),
+        lengths=np.array([200, 200]))
+    stats = {"mel_mean": np.full(sub * M, 1.0, np.float32), "mel_std": np.full(sub * M, 2.0, np.float32),
+             "kp_mean": np.zeros(174, np.float32), "kp_std": np.ones(174, np.float32)}
+    return _Batcher(corpus, stats, replace(TrainConfig(window_frames=64), **aug), "cpu", 0, M)
+
+
+def _peaked(b: int, t: int, sub: int, at: int) -> torch.Tensor:
+    x = torch.ones(b, t, sub, M)
+    x[..., at] = 9.0
+    return x.reshape(b, t, sub * M)
+
+
+def test_no_augmentation_is_plain_normalisation():
+    bt = _batcher(sub=3)
+    x = torch.randn(4, 10, 3 * M)
+    assert torch.allclose(bt.augment_mel(x), (x - 1.0) / 2.0)
+
+
+@pytest.mark.parametrize("sub", [1, 3])
+def test_warp_moves_a_spectral_peak_by_at_most_the_warp(sub):
+    bt = _batcher(sub=sub, mel_warp_bins=4.0)
+    out = bt.augment_mel(_peaked(64, 5, sub, 40)).reshape(64, 5, sub, M)
+    peak = out.argmax(dim=-1)  # (B, T, sub)
+    moved = (peak - 40).abs()
+    assert moved.max() <= 4 and moved.float().mean() > 0.5  # shifted, within the bound
+    assert (peak == peak[:, :1, :1]).all()  # one shift per window: every frame and subframe alike
+
+
+def test_frequency_masks_zero_bands_no_wider_than_asked():
+    bt = _batcher(mel_freq_masks=1, mel_freq_mask_bins=6)
+    out = bt.augment_mel(torch.full((256, 3, M), 5.0))  # normalised value 2 everywhere
+    zero = out[:, 0] == 0
+    assert zero.sum(dim=1).max() <= 6 and zero.any()
+    assert torch.equal(out[:, 0] == 0, out[:, 2] == 0)  # the band covers the whole window
+
+
+def test_noise_and_tilt_have_the_asked_size():
+    x = torch.full((128, 50, M), 1.0)  # normalises to 0
+    noisy = _batcher(mel_noise=0.3).augment_mel(x)
+    assert abs(float(noisy.std()) - 0.3) < 0.02
+    tilted = _batcher(mel_tilt=0.5).augment_mel(x)
+    assert float(tilted.abs().max()) <= 0.5 + 1e-6
+    edge = tilted[:, 0, -1] - tilted[:, 0, 0]  # per window: 2 * tilt
+    assert float(edge.abs().max()) > 0.5
+
+
+def test_augment_p_leaves_the_other_windows_plain():
+    bt = _batcher(mel_noise=0.5, mel_augment_p=0.5)
+    x = torch.full((400, 20, M), 1.0)
+    out = bt.augment_mel(x)
+    plain = (out == 0).all(dim=2).all(dim=1)
+    assert 0.35 < float(plain.float().mean()) < 0.65
