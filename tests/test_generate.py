@@ -222,3 +222,23 @@ def test_long_take_has_no_seams_at_chunk_boundaries(gen, speech):
     seams = [s + gen.sampler.chunk_frames - gen.sampler.overlap_frames // 2 for s in range(0, len(out) - 200, hop)]
     at_seams = np.mean([acc[max(0, s - 3): s + 3].mean() for s in seams if s + 3 < len(acc)])
     assert at_seams < 2.0 * acc.mean()
+
+
+def test_checkpoints_without_subframes_still_load_and_average_the_mel(tmp_path):
+    """A v1-era checkpoint (its dims carry no audio_subframes) loads as one averaged mel vector per
+    frame and generates; the shipped checkpoint stacks 3."""
+    from dubtool.generate import ModelDimensions, SamplerConfig, build_net, save_checkpoint
+
+    dims = ModelDimensions(d_model=32, n_layers=1, n_heads=2)
+    stats = {f"{k}_{m}": np.full(n, 0.0 if m == "mean" else 1.0, np.float32)
+             for k, n in (("mel", 80), ("kp", 174), ("style", 122), ("target", 61)) for m in ("mean", "std")}
+    p = save_checkpoint(tmp_path / "old.pt", build_net(dims), dims, SamplerConfig(), stats, {"name": "old"})
+    ck = torch.load(p, weights_only=False)
+    del ck["dims"]["audio_subframes"]
+    torch.save(ck, p)
+    old = load_model(str(p))
+    assert old.dims.audio_subframes == 1
+    anim = old.generate(Audio(np.zeros(16000, np.float32), 16000), np.zeros((30, 174), np.float32),
+                        np.zeros(122, np.float32))
+    assert anim.values.shape == (30, 61)
+    assert load_model().dims.audio_subframes == 3
