@@ -3,9 +3,7 @@ rig-posed metrics alone. Prints one line per figure (median of 5 runs)."""
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from dubtool import evaluate, metrics  # noqa: E402
 from dubtool.arkit import NUM_CHANNELS, Animation, index  # noqa: E402
 from dubtool.audio import Audio  # noqa: E402
 from dubtool.phonemes import Phoneme  # noqa: E402
+from timing import timed  # noqa: E402  (benchmarks/timing.py)
 
 FPS, SECONDS, RUNS = 30.0, 60.0, 5
 
@@ -36,28 +35,19 @@ def line():
     return Animation(v, FPS), Animation(np.roll(v, 7, axis=0), FPS), audio, phon
 
 
-def median_s(fn) -> float:
-    times = []
-    for _ in range(RUNS):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main() -> None:
     gen, src, audio, phon = line()
     metrics.default_rig()  # load once, outside the timing
-    t = median_s(lambda: evaluate.evaluate_line(gen, audio, phon, src))
+    t = timed(lambda: evaluate.evaluate_line(gen, audio, phon, src), RUNS).median
     print(f"eval 60 s line, generated only: {t * 1000:.0f} ms")
     try:
-        t = median_s(lambda: evaluate.evaluate_line(gen, audio, phon, src, with_baselines=True))
+        t = timed(lambda: evaluate.evaluate_line(gen, audio, phon, src, with_baselines=True), RUNS).median
         print(f"eval 60 s line + teacher and naive-copy baselines: {t * 1000:.0f} ms")
     except Exception as e:  # the teacher module may be missing
         print(f"eval 60 s line + baselines: not measured ({type(e).__name__})")
-    t = median_s(lambda: metrics.lip_vertex_error(gen, src))
+    t = timed(lambda: metrics.lip_vertex_error(gen, src), RUNS).median
     print(f"LVE 1800 frames (rig posed): {t * 1000:.1f} ms")
-    t = median_s(lambda: metrics.fdd(gen, src, FPS))
+    t = timed(lambda: metrics.fdd(gen, src, FPS), RUNS).median
     print(f"FDD 1800 frames (rig posed): {t * 1000:.1f} ms")
 
 

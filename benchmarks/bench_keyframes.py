@@ -6,7 +6,8 @@
 import statistics
 import subprocess
 import sys
-import time
+
+from timing import timed  # benchmarks/timing.py
 
 SCRIPT = "\n".join([
     "Context: she has just found out her brother lied to her.",
@@ -17,23 +18,14 @@ SCRIPT = "\n".join([
 ] * 2)
 
 
-def median_s(fn, runs=5):
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
-
-
 def main():
     from dubtool.keyframes import KeyframeTrack, PlanOptions, keyframe_curves, plan_offline
 
     opts = PlanOptions(use_embedding=False)
     track = plan_offline(SCRIPT, options=opts)
-    print(f"offline plan (lexicon), {len(track.words)}-word script: {median_s(lambda: plan_offline(SCRIPT, options=opts)) * 1e3:.1f} ms")
+    print(f"offline plan (lexicon), {len(track.words)}-word script: {timed(lambda: plan_offline(SCRIPT, options=opts)).median * 1e3:.1f} ms")
     long = KeyframeTrack(60.0, 30.0, tuple(k for k in track.keyframes), blinks_per_min=17.0)
-    print(f"keyframe_curves, 60 s at 30 fps, {len(track.keyframes)} keys: {median_s(lambda: keyframe_curves(long, 30.0, 60.0)) * 1e3:.1f} ms")
+    print(f"keyframe_curves, 60 s at 30 fps, {len(track.keyframes)} keys: {timed(lambda: keyframe_curves(long, 30.0, 60.0)).median * 1e3:.1f} ms")
     code = ("import time;t=time.perf_counter();from dubtool.expressions import load_embedder;"
             "load_embedder().encode(['x']);print(time.perf_counter()-t)")
     loads = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout) for _ in range(3)]
@@ -42,7 +34,7 @@ def main():
 
     m = PrototypeMatcher()
     m.nearest("warm up")
-    print(f"embedding match per cue (warm): {median_s(lambda: m.nearest('seething with quiet fury'), 9) * 1e3:.1f} ms")
+    print(f"embedding match per cue (warm): {timed(lambda: m.nearest('seething with quiet fury'), 9).median * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ Prints one line per figure (median of several runs)."""
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -21,9 +20,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dubtool.arkit import NUM_CHANNELS, Animation  # noqa: E402
+from dubtool.arkit import Animation  # noqa: E402
 from dubtool.audio import Audio, load_audio, write_wav  # noqa: E402
 from dubtool.performance import Performance, save_performance  # noqa: E402
+from timing import timed  # noqa: E402  (benchmarks/timing.py)
 
 SR = 16000
 SOUNDS = Path("/usr/share/asterisk/sounds")
@@ -62,28 +62,13 @@ def model_path(tmp: Path) -> tuple[str, str]:
     ckpt = ROOT / "models" / "dubtool_flow_v2.pt"
     if ckpt.is_file():
         return str(ckpt), "trained models/dubtool_flow_v2.pt"
-    from dubtool.generate import STYLE_DIM, ModelDimensions, SamplerConfig, build_net, save_checkpoint
-    from dubtool.keypoints import KEYPOINT_DIM
+    from dubtool.generate import ModelDimensions, SamplerConfig, build_net, identity_stats, save_checkpoint
 
     cfg = json.loads((ROOT / "configs" / "flow_v2.json").read_text())
     dims, sampler = ModelDimensions(**cfg["model"]), SamplerConfig(**cfg["sampler"])
-    stats = {}
-    for name, n in (("mel", dims.n_mels), ("kp", KEYPOINT_DIM), ("style", STYLE_DIM), ("target", NUM_CHANNELS)):
-        stats[f"{name}_mean"], stats[f"{name}_std"] = np.zeros(n, np.float32), np.ones(n, np.float32)
-    p = tmp / "flow_v1_untrained.pt"
-    save_checkpoint(p, build_net(dims), dims, sampler, stats, {"name": "untrained-flow_v1-config"})
+    p = tmp / "flow_v2_untrained.pt"
+    save_checkpoint(p, build_net(dims), dims, sampler, identity_stats(dims), {"name": "untrained-flow_v2-config"})
     return str(p), "UNTRAINED checkpoint with configs/flow_v2.json dims (same compute as the trained model)"
-
-
-def timed(fn, runs=3, spread=False):
-    out, r = [], None
-    for _ in range(runs):
-        t = time.perf_counter()
-        r = fn()
-        out.append(time.perf_counter() - t)
-    if spread:
-        return statistics.median(out), min(out), max(out), r
-    return statistics.median(out), r
 
 
 def main() -> None:
@@ -104,13 +89,15 @@ def main() -> None:
     perf = performance_for(src)
     gen = get_generator(path, "cpu")
 
-    dt, tm = timed(lambda: align(src, dub), runs=5)
+    t = timed(lambda: align(src, dub), runs=5)
+    dt, tm = t.median, t.result
     print(f"align 60 s line (phrase DP, no transcripts): {dt * 1000:.0f} ms ({len(tm.phrases)} phrase groups)")
 
     opts = LocalizeOptions(lang="fr", model_path=path)
     localize(perf, dub, opts, gen)  # warm-up
     c0 = time.process_time()
-    dt, lo, hi, res = timed(lambda: localize(perf, dub, opts, gen), runs=7, spread=True)
+    t = timed(lambda: localize(perf, dub, opts, gen), runs=7)
+    dt, lo, hi, res = t.median, t.low, t.high, t.result
     cpu = (time.process_time() - c0) / 7
     t = res.report["timings_s"]
     print(f"localize 60 s line, flow model loaded ({res.report['settings'].get('steps')} steps): "
@@ -120,7 +107,8 @@ def main() -> None:
     text = " ".join(["Composez votre mot de passe suivi du dièse. Merci."] * 6)
     topts = LocalizeOptions(lang="fr", model="teacher", dub_text=text)
     localize(perf, dub, topts)
-    dt, lo, hi, res = timed(lambda: localize(perf, dub, topts), runs=5, spread=True)
+    t = timed(lambda: localize(perf, dub, topts), runs=5)
+    dt, lo, hi, res = t.median, t.low, t.high, t.result
     print(f"localize 60 s line, teacher with transcript: {dub.duration_s / dt:.0f}x real time "
           f"(median {dt:.2f} s, range {lo:.2f}-{hi:.2f} s)")
 

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -15,15 +14,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dubtool.rig import head_rotation_matrix, load_rig, vertex_normals  # noqa: E402
-
-
-def median_time(fn, runs=5):
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from timing import timed  # noqa: E402  (benchmarks/timing.py)
 
 
 def main() -> None:
@@ -36,14 +27,14 @@ def main() -> None:
     for t in range(1800):
         k = rng.choice(52, rng.integers(3, 7), replace=False)
         w[t, k] = rng.uniform(0.2, 1.0, len(k))
-    print(f"pose 1800 frames: {1000 * median_time(lambda: rig.pose(w)):.1f} ms")
+    print(f"pose 1800 frames: {1000 * timed(lambda: rig.pose(w)).median:.1f} ms")
     verts = rig.pose(w[:1000])
     rot = head_rotation_matrix(rng.normal(0, .3, 1000), rng.normal(0, .2, 1000), rng.normal(0, .1, 1000))
     tracked = (np.einsum("tdc,tvc->tvd", rot, verts) * 1.1 + 2.0).astype(np.float32)
-    print(f"solve 1000 frames (align + bounded LS): {median_time(lambda: rig.solve(tracked), 3):.2f} s")
+    print(f"solve 1000 frames (align + bounded LS): {timed(lambda: rig.solve(tracked), 3).median:.2f} s")
     err = np.abs(rig.solve(tracked) - w[:1000, :52]).mean()
     print(f"solve round-trip mean |weight error| (1000 random sparse frames, similarity-transformed): {err:.4f}")
-    print(f"vertex_normals 1800 frames: {1000 * median_time(lambda: vertex_normals(rig.pose(w), rig.triangles), 3):.0f} ms")
+    print(f"vertex_normals 1800 frames: {1000 * timed(lambda: vertex_normals(rig.pose(w), rig.triangles), 3).median:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@ plus the word-start agreement of the two alignment methods on Debian's asterisk 
 Prints one line per figure (median of several runs)."""
 
 import gzip
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,29 +10,23 @@ import numpy as np
 from dubtool import espeak, phonealign, teacher
 from dubtool.audio import load_audio
 from dubtool.upperface import procedural_upper_face
+from timing import timed  # benchmarks/timing.py
 
 TEXT = ("Thank you for calling. If you know your party's extension, you may dial it at any time. "
         "To speak with a customer advocate, press two. For a company directory, press four.")
 
 
-def timed(fn, runs=5):
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        r = fn()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out), r
-
-
 def main():
     espeak.synthesize("warm up")
     for voice in ("en-us", "fr-fr"):
-        dt, s = timed(lambda: espeak.synthesize(TEXT, voice=voice))
+        t = timed(lambda: espeak.synthesize(TEXT, voice=voice))
+        dt, s = t.median, t.result
         print(f"espeak synthesize {voice}: {s.audio.duration_s / dt:.0f}x real time ({s.audio.duration_s:.1f} s audio)")
     s = espeak.synthesize(TEXT)
-    dt, a = timed(lambda: teacher.lower_face_from_phonemes(s.phonemes, s.audio.duration_s, 30.0))
+    t = timed(lambda: teacher.lower_face_from_phonemes(s.phonemes, s.audio.duration_s, 30.0))
+    dt, a = t.median, t.result
     print(f"teacher lower face: {a.num_frames / dt:.0f} frames/s ({s.audio.duration_s / dt:.0f}x real time at 30 fps)")
-    dt, u = timed(lambda: procedural_upper_face(60.0, 30.0, np.random.default_rng(0)))
+    dt = timed(lambda: procedural_upper_face(60.0, 30.0, np.random.default_rng(0))).median
     print(f"procedural upper face: {60.0 / dt:.0f}x real time at 30 fps")
 
     tr = {}
@@ -49,7 +41,7 @@ def main():
     phonealign.align(audios[names[0]], tr[names[0]], "en", "dtw")  # JIT warm-up
     total = sum(a.duration_s for a in audios.values())
     for method in ("dtw", "pocketsphinx"):
-        dt, _ = timed(lambda: [phonealign.align(audios[n], tr[n], "en", method) for n in names], runs=3)
+        dt = timed(lambda: [phonealign.align(audios[n], tr[n], "en", method) for n in names], runs=3).median
         print(f"phonealign {method}: {total / dt:.0f}x real time ({len(names)} prompts, {total:.0f} s)")
     diffs = []
     import difflib

@@ -52,6 +52,11 @@ class ModelDimensions:
     audio_subframes: int = 1  # log-mel vectors stacked per animation frame (audio.mel_features)
     fps: float = 30.0
 
+    @property
+    def mel_width(self) -> int:
+        """Audio features per frame the network reads: n_mels x audio_subframes."""
+        return self.n_mels * self.audio_subframes
+
 
 @dataclass(frozen=True)
 class SamplerConfig:
@@ -149,7 +154,7 @@ def _build_net_classes():
             self.dims = dims
             d, k = dims.d_model, dims.conv_kernel
             w = dims.audio_width or d
-            n_in = dims.n_mels * dims.audio_subframes
+            n_in = dims.mel_width
             if dims.audio_blocks == 0:
                 self.audio = nn.Sequential(
                     nn.Conv1d(n_in, w, k, padding=k // 2), nn.GELU(),
@@ -459,6 +464,14 @@ def save_checkpoint(path, net, dims: ModelDimensions, sampler: SamplerConfig, st
 STAT_KEYS = ("mel_mean", "mel_std", "kp_mean", "kp_std", "style_mean", "style_std", "target_mean", "target_std")
 
 
+def identity_stats(dims: ModelDimensions) -> dict:
+    """Normalisation statistics that change nothing (mean 0, std 1) in the shapes `dims` needs: for
+    untrained checkpoints in tests and benchmarks."""
+    sizes = {"mel": dims.mel_width, "kp": dims.n_keypoints, "style": dims.style_dim, "target": dims.n_channels}
+    return {f"{name}_{stat}": np.full(n, 0.0 if stat == "mean" else 1.0, np.float32)
+            for name, n in sizes.items() for stat in ("mean", "std")}
+
+
 def load_model(path: str | None = None, device: str = "cpu") -> Generator:
     """Load a generator checkpoint (default models/dubtool_flow_v2.pt). Raises ModelError when the
     file is missing, corrupt, of another format version or of mismatched shapes."""
@@ -485,7 +498,7 @@ def load_model(path: str | None = None, device: str = "cpu") -> Generator:
     if dims.n_channels != NUM_CHANNELS or dims.style_dim != STYLE_DIM:
         raise ModelError(f"{p}: checkpoint is for {dims.n_channels} channels / style {dims.style_dim}, "
                          f"expected {NUM_CHANNELS} / {STYLE_DIM}")
-    expect = {"mel_mean": dims.n_mels * dims.audio_subframes, "kp_mean": dims.n_keypoints, "style_mean": dims.style_dim,
+    expect = {"mel_mean": dims.mel_width, "kp_mean": dims.n_keypoints, "style_mean": dims.style_dim,
               "target_mean": dims.n_channels}
     for k, size in expect.items():
         for key in (k, k.replace("mean", "std")):

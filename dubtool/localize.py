@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .align import AlignConfig, align
-from .arkit import EYE_ROT_IDX, HEAD_IDX, LOWER_IDX, NUM_CHANNELS, UPPER_IDX, Animation
+from .arkit import EYE_ROT_IDX, HEAD_IDX, UPPER_IDX, Animation
 from .audio import Audio, load_audio, require_speech
 from .errors import DubtoolError, InputError, ModelError
 from .export import check_export_paths

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arkit import NUM_CHANNELS, Animation
+from .arkit import Animation
 from .audio import Audio
 from .errors import InputError
 from .fileio import atomic_path, require_file

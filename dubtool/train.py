@@ -425,11 +425,10 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
         log(f"corpus not found in {corpus_dir}: building it (CPU, espeak-ng)")
         build_corpus(cfg.corpus, corpus_dir, progress=progress, log=log)
     corpus = load_corpus(corpus_dir)
-    width = cfg.model.n_mels * cfg.model.audio_subframes
-    if corpus.mel.shape[1] != width:
+    if corpus.mel.shape[1] != cfg.model.mel_width:
         raise InputError(f"{corpus_dir}: corpus mel features are {corpus.mel.shape[1]} wide but the model reads "
-                         f"{cfg.model.n_mels} x {cfg.model.audio_subframes} subframes = {width}; set corpus "
-                         f"audio_subframes to the model's and rebuild the corpus")
+                         f"{cfg.model.n_mels} x {cfg.model.audio_subframes} subframes = {cfg.model.mel_width}; set "
+                         f"corpus audio_subframes to the model's and rebuild the corpus")
     torch.manual_seed(tc.seed)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True

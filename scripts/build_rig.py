@@ -199,7 +199,6 @@ def author(mesh: Mesh) -> dict[str, np.ndarray]:
                                          vec(y=0.08, z=-0.25) if i in LIP_INNER_LOWER[1:-1] else vec(), radius=1.5)
     shapes["mouthRollUpper"] = lip_field(lambda i: vec(y=-0.25, z=-0.4) if i in LIP_OUTER_UPPER[1:-1] else
                                          vec(y=-0.08, z=-0.25) if i in LIP_INNER_UPPER[1:-1] else vec(), radius=1.5)
-    chin = (152, 199, 175, 200, 18, 17, 84, 314)
     # The lower lip pushes up and out against the closed upper lip, which rides up a little with it.
     shrug_lower = lip_field(lambda i: vec() if i in (61, 291, 78, 308) else vec(y=0.3, z=0.2) if not upper(i)
                             else vec(y=0.22, z=0.08) if i in LIP_INNER_UPPER else vec(y=0.1, z=0.04), radius=2.0)

@@ -209,14 +209,12 @@ def test_eval_set_summarises_per_language(line):
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
     """An untrained, small flow checkpoint: the code path of `eval --set` with a model, not its quality."""
-    from dubtool.generate import STYLE_DIM, ModelDimensions, SamplerConfig, build_net, save_checkpoint
+    from dubtool.generate import ModelDimensions, SamplerConfig, build_net, identity_stats, save_checkpoint
     from dubtool.keypoints import KEYPOINT_DIM
 
     dims = ModelDimensions(n_keypoints=KEYPOINT_DIM, d_model=32, n_layers=1, n_heads=2)
-    stats = {}
-    for name, n in (("mel", dims.n_mels), ("kp", KEYPOINT_DIM), ("style", STYLE_DIM), ("target", NUM_CHANNELS)):
-        stats[f"{name}_mean"], stats[f"{name}_std"] = np.zeros(n, np.float32), np.ones(n, np.float32)
-    return save_checkpoint(tmp_path / "tiny.pt", build_net(dims), dims, SamplerConfig(steps=2), stats, {"name": "tiny"})
+    return save_checkpoint(tmp_path / "tiny.pt", build_net(dims), dims, SamplerConfig(steps=2), identity_stats(dims),
+                           {"name": "tiny"})
 
 
 def test_model_output_keeps_the_warped_source_upper_face(line, tiny_checkpoint):

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from dubtool import testmedia as tm
-from dubtool.arkit import index
 from dubtool.errors import InputError, NoFaceError
 from dubtool.extract import (ExtractOptions, eye_rotations, extract, fill_gaps, head_rotations, similarity_fit)
 from dubtool.performance import load_performance, save_performance

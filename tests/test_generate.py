@@ -3,7 +3,7 @@ keypoints (disentanglement), lips close on bilabials of held-out speech, clear e
 checkpoints, and `dubtool train` runs end to end on a tiny corpus."""
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -227,12 +227,10 @@ def test_long_take_has_no_seams_at_chunk_boundaries(gen, speech):
 def test_checkpoints_without_subframes_still_load_and_average_the_mel(tmp_path):
     """A v1-era checkpoint (its dims carry no audio_subframes) loads as one averaged mel vector per
     frame and generates; the shipped checkpoint stacks 3."""
-    from dubtool.generate import ModelDimensions, SamplerConfig, build_net, save_checkpoint
+    from dubtool.generate import ModelDimensions, SamplerConfig, build_net, identity_stats, save_checkpoint
 
     dims = ModelDimensions(d_model=32, n_layers=1, n_heads=2)
-    stats = {f"{k}_{m}": np.full(n, 0.0 if m == "mean" else 1.0, np.float32)
-             for k, n in (("mel", 80), ("kp", 174), ("style", 122), ("target", 61)) for m in ("mean", "std")}
-    p = save_checkpoint(tmp_path / "old.pt", build_net(dims), dims, SamplerConfig(), stats, {"name": "old"})
+    p = save_checkpoint(tmp_path / "old.pt", build_net(dims), dims, SamplerConfig(), identity_stats(dims), {"name": "old"})
     ck = torch.load(p, weights_only=False)
     del ck["dims"]["audio_subframes"]
     torch.save(ck, p)

@@ -6,7 +6,7 @@ import pytest
 from dubtool import espeak, metrics, teacher
 from dubtool.arkit import EYE_ROT_IDX, HEAD_IDX, LOWER_IDX, UPPER_IDX
 from dubtool.errors import InputError
-from dubtool.phonemes import Phoneme, is_bilabial, is_open_vowel, is_rounded_vowel, normalize
+from dubtool.phonemes import Phoneme, is_bilabial, is_open_vowel, normalize
 
 FPS = 30.0
 
