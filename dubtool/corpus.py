@@ -35,7 +35,8 @@ import numpy as np
 from .arkit import LOWER_IDX, NUM_CHANNELS
 from .errors import InputError
 
-CORPUS_VERSION = 2  # 2: mel and keypoints stored as per-column 8-bit codes; mel may stack subframes
+CORPUS_VERSION = 3  # 2: mel and keypoints stored as per-column 8-bit codes; mel may stack subframes;
+# 3: per-frame viseme labels (the auxiliary target of the audio encoder)
 SPLITS = ("train", "val_voice", "val_lang")
 SENTENCE_DIR = Path(__file__).resolve().parent / "data" / "sentences"
 ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
@@ -88,6 +89,7 @@ class Corpus:
     target: np.ndarray     # (N, 61) float16
     offset: np.ndarray     # (N, len(LOWER_IDX)) float16, the emotion's lower-face offset inside target
     keypoints: np.ndarray  # (N, 174) float16
+    viseme: np.ndarray     # (N,) uint8 index into phonemes.VISEME_CLASSES of the phoneme under each frame
     style: np.ndarray      # (C, 122) float32
     starts: np.ndarray     # (C,) int64
     lengths: np.ndarray    # (C,) int64
@@ -129,7 +131,8 @@ def save_corpus(corpus: Corpus, out_dir) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    arrays = {"target": corpus.target, "offset": corpus.offset, "style": corpus.style, "starts": corpus.starts,
+    arrays = {"target": corpus.target, "offset": corpus.offset, "viseme": corpus.viseme, "style": corpus.style,
+              "starts": corpus.starts,
               "lengths": corpus.lengths, "split": corpus.split}
     for name in QUANTIZED:
         arrays[f"{name}_codes"], arrays[f"{name}_lo"], arrays[f"{name}_step"] = quantize_columns(getattr(corpus, name))
@@ -153,7 +156,7 @@ def load_corpus(path) -> Corpus:
     try:
         z = np.load(p / "corpus.npz")
         mel, kp = (dequantize_columns(z[f"{n}_codes"], z[f"{n}_lo"], z[f"{n}_step"]) for n in QUANTIZED)
-        c = Corpus(mel, z["target"], z["offset"], kp, z["style"], z["starts"], z["lengths"],
+        c = Corpus(mel, z["target"], z["offset"], kp, z["viseme"], z["style"], z["starts"], z["lengths"],
                    z["split"], info["clips"], info["meta"])
     except Exception as e:
         raise InputError(f"{p}: corpus is corrupt ({type(e).__name__}); delete it and rebuild") from None
@@ -358,9 +361,22 @@ def make_clip(samples: np.ndarray, phonemes: list, rng: np.random.Generator, cfg
     target[:, :52] = np.clip(target[:, :52], 0, 1)
     kp = keypoints_from_curves(target, ActorFace(rig, rng))
     return {"mel": mel.astype(np.float16), "target": target.astype(np.float16), "offset": offset.astype(np.float16),
-            "keypoints": kp.astype(np.float16), "style": style_context(target),
+            "keypoints": kp.astype(np.float16), "viseme": viseme_labels(phonemes, n, fps), "style": style_context(target),
             "phonemes": [[p.symbol, round(p.start_s, 4), round(p.end_s, 4)] for p in phonemes],
             "augment": applied, "emotion": emotion or "mixed"}
+
+
+def viseme_labels(phonemes, num_frames: int, fps: float) -> np.ndarray:
+    """(num_frames,) uint8: the VISEME_CLASSES index of the phoneme under each frame's centre
+    (silence where none is)."""
+    from .phonemes import VISEME_CLASSES, viseme_class
+
+    out = np.zeros(num_frames, np.uint8)  # VISEME_CLASSES[0] is silence
+    centres = (np.arange(num_frames) + 0.5) / fps
+    for p in phonemes:
+        sym, a, b = (p.symbol, p.start_s, p.end_s) if hasattr(p, "symbol") else p
+        out[(centres >= a) & (centres < b)] = VISEME_CLASSES.index(viseme_class(sym))
+    return out
 
 
 def trim_clip(clip: dict, max_frames: int, fps: float) -> dict:
@@ -368,7 +384,7 @@ def trim_clip(clip: dict, max_frames: int, fps: float) -> dict:
     if len(clip["mel"]) <= max_frames:
         return clip
     out = dict(clip)
-    for k in ("mel", "target", "offset", "keypoints"):
+    for k in ("mel", "target", "offset", "keypoints", "viseme"):
         out[k] = clip[k][:max_frames]
     from .generate import style_context
 
@@ -548,6 +564,7 @@ def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True, log=print, w
         if c["split"] != "train":
             d["phonemes"] = c["phonemes"]
     corpus = Corpus(cat("mel"), cat("target"), cat("offset"), cat("keypoints"),
+                    np.concatenate([c["viseme"] for c in clips]).astype(np.uint8),
                     np.stack([c["style"] for c in clips]).astype(np.float32), starts, lengths,
                     np.array([SPLITS.index(c["split"]) for c in clips], np.int8), info, meta)
     meta.update(summary(corpus))

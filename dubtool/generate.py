@@ -27,7 +27,7 @@ from .errors import InputError, ModelError
 
 FORMAT = "dubtool-flow"
 FORMAT_VERSION = 1
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v2.pt"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v3.pt"
 STYLE_DIM = 2 * NUM_CHANNELS
 MAX_CHUNK_BATCH = 256  # chunks per network call (memory bound for very long takes)
 
@@ -50,6 +50,7 @@ class ModelDimensions:
     audio_blocks: int = 0  # residual dilated conv blocks in the audio front end (0: 3 plain convs)
     audio_width: int = 0  # channels of the audio front end (0: d_model)
     audio_subframes: int = 1  # log-mel vectors stacked per animation frame (audio.mel_features)
+    viseme_classes: int = 0  # >0: a linear viseme classifier on the audio features (training-only auxiliary loss)
     fps: float = 30.0
 
     @property
@@ -165,6 +166,7 @@ def _build_net_classes():
                     nn.Conv1d(n_in, w, k, padding=k // 2), nn.GELU(),
                     *[ResConv(w, k, 1 + (i % 2)) for i in range(dims.audio_blocks)],
                     nn.GELU(), nn.Conv1d(w, d, 1))
+            self.viseme = nn.Linear(d, dims.viseme_classes) if dims.viseme_classes > 0 else None
             self.keypoints = nn.Sequential(nn.Linear(dims.n_keypoints, d), nn.GELU(), nn.Linear(d, d))
             self.style = nn.Sequential(nn.Linear(dims.style_dim, d), nn.GELU(), nn.Linear(d, d))
             self.null_audio = nn.Parameter(torch.zeros(d))
@@ -181,10 +183,13 @@ def _build_net_classes():
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
 
-        def encode(self, mel, keypoints, style, drop_audio=None, drop_keypoints=None, drop_style=None):
+        def encode(self, mel, keypoints, style, drop_audio=None, drop_keypoints=None, drop_style=None,
+                   viseme: bool = False):
             """mel (B,T,n_mels*audio_subframes), keypoints (B,T,n_kp), style (B,style_dim); drop_* (B,) bool replace
-            that condition by its learned null embedding (classifier-free guidance)."""
+            that condition by its learned null embedding (classifier-free guidance). With `viseme`, also
+            the viseme logits (B,T,viseme_classes) read from the audio features alone."""
             a = self.audio(mel.transpose(1, 2)).transpose(1, 2)
+            logits = self.viseme(a) if viseme else None
             kp = self.keypoints(keypoints)
             st = self.style(style)
             if drop_audio is not None:
@@ -193,7 +198,7 @@ def _build_net_classes():
                 kp = torch.where(drop_keypoints[:, None, None], self.null_keypoints.to(kp.dtype), kp)
             if drop_style is not None:
                 st = torch.where(drop_style[:, None], self.null_style.to(st.dtype), st)
-            return a + kp, st
+            return (a + kp, st, logits) if viseme else (a + kp, st)
 
         def time_embedding(self, t):
             half = self.dims.d_model // 2
@@ -216,7 +221,12 @@ def _build_net_classes():
             s, b = self.mod_out(g)[:, None, :].chunk(2, dim=-1)
             return self.out(self.norm_out(h) * (1 + s) + b)
 
-        def forward(self, x, t, mel, keypoints, style, drop_audio=None, drop_keypoints=None, drop_style=None):
+        def forward(self, x, t, mel, keypoints, style, drop_audio=None, drop_keypoints=None, drop_style=None,
+                    viseme: bool = False):
+            """Velocity (B,T,C); with `viseme`, (velocity, viseme logits) for the auxiliary loss."""
+            if viseme:
+                cf, cg, logits = self.encode(mel, keypoints, style, drop_audio, drop_keypoints, drop_style, True)
+                return self.velocity(x, t, cf, cg), logits
             cf, cg = self.encode(mel, keypoints, style, drop_audio, drop_keypoints, drop_style)
             return self.velocity(x, t, cf, cg)
 
@@ -473,7 +483,7 @@ def identity_stats(dims: ModelDimensions) -> dict:
 
 
 def load_model(path: str | None = None, device: str = "cpu") -> Generator:
-    """Load a generator checkpoint (default models/dubtool_flow_v2.pt). Raises ModelError when the
+    """Load a generator checkpoint (default models/dubtool_flow_v3.pt). Raises ModelError when the
     file is missing, corrupt, of another format version or of mismatched shapes."""
     torch = _torch()
     p = Path(path) if path is not None else DEFAULT_MODEL

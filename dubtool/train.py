@@ -7,7 +7,7 @@ with another sample's, and the target is rebuilt from the lower-face channels of
 head and eye channels of the keypoints' sample. A model that read lips off the keypoints would be
 wrong on every swapped sample. Conditions are dropped independently for classifier-free guidance.
 
-`train(config, corpus_dir, out, device)` reproduces the shipped checkpoint from configs/flow_v2.json.
+`train(config, corpus_dir, out, device)` reproduces the shipped checkpoint from configs/flow_v3.json.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 from .arkit import BILABIAL_CLOSURE, LOWER_IDX, UPPER_IDX, indices
 from .corpus import CorpusConfig, SPLITS, build_corpus, load_corpus
 from .errors import DubtoolError, InputError
+from .phonemes import VISEME_CLASSES
 from .generate import Generator, ModelDimensions, RectifiedFlow, SamplerConfig, build_net, save_checkpoint
 
 FLOW_CONFIG_VERSION = 1
@@ -61,6 +62,10 @@ class TrainConfig:
     mel_freq_masks: int = 0  # SpecAugment frequency masks per window
     mel_freq_mask_bins: int = 8  # widest mask, in mel bins
     mel_augment_p: float = 1.0  # share of windows that get the augmentations above
+    # Auxiliary per-frame viseme classification from the audio features alone (needs model
+    # viseme_classes = len(phonemes.VISEME_CLASSES)): the audio encoder must tell /p b m/ from its
+    # neighbours on every frame, not only where the flow loss happens to weigh it.
+    viseme_weight: float = 0.0
     val_every: int = 2000
     val_clips: int = 24
 
@@ -69,7 +74,7 @@ class TrainConfig:
 class FlowConfig:
     """Everything `dubtool train` needs: model shape, sampler defaults, training and corpus recipe."""
 
-    name: str = "dubtool_flow_v2"
+    name: str = "dubtool_flow_v3"
     model: ModelDimensions = field(default_factory=ModelDimensions)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -85,7 +90,7 @@ def _sub(cls, data: dict, where: str):
 
 
 def load_config(path) -> FlowConfig:
-    """Read a FlowConfig JSON (see configs/flow_v2.json); InputError names the file and key."""
+    """Read a FlowConfig JSON (see configs/flow_v3.json); InputError names the file and key."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"training config not found: {p}")
@@ -99,7 +104,7 @@ def load_config(path) -> FlowConfig:
         raise InputError(f"{p}: config version is not {FLOW_CONFIG_VERSION}")
     try:
         cfg = FlowConfig(
-            name=str(raw.pop("name", "dubtool_flow_v2")),
+            name=str(raw.pop("name", "dubtool_flow_v3")),
             model=_sub(ModelDimensions, raw.pop("model", {}), f"{p} [model]"),
             sampler=_sub(SamplerConfig, raw.pop("sampler", {}), f"{p} [sampler]"),
             train=_sub(TrainConfig, raw.pop("train", {}), f"{p} [train]"),
@@ -155,6 +160,7 @@ class _Batcher:
         self.target = t(corpus.target)
         self.offset = t(corpus.offset)
         self.kp = t(corpus.keypoints)
+        self.viseme = torch.as_tensor(np.asarray(corpus.viseme, np.int64), device=device)
         self.style = t(corpus.style)
         self.stats = {k: t(v) for k, v in stats.items()}
         ok = (corpus.split == SPLITS.index("train")) & (corpus.lengths >= cfg.window_frames)
@@ -179,7 +185,7 @@ class _Batcher:
         pick = self.clips[torch.multinomial(self.clip_p, b, replacement=True, generator=self.gen)]
         off = (self.rand(b) * (self.lengths[pick] - w + 1).float()).long()
         rows = (self.starts[pick] + off)[:, None] + torch.arange(w, device=self.device)[None]
-        mel, target, offset, kp = self.mel[rows], self.target[rows], self.offset[rows], self.kp[rows]
+        mel, target, offset, kp, vis = self.mel[rows], self.target[rows], self.offset[rows], self.kp[rows], self.viseme[rows]
         style = self.style[pick]
         # Disentanglement (KM-Speaker): exchange audio or keypoints with the next sample in the batch.
         nxt = torch.roll(torch.arange(b, device=self.device), 1)
@@ -189,7 +195,7 @@ class _Batcher:
         s_src = torch.where(self.rand(b) < cfg.p_swap_style, torch.roll(ar, 2), k_src)
         y = target[k_src].clone()
         y[:, :, self.lower] = target[a_src][:, :, self.lower] - offset[a_src] + offset[s_src]
-        mel, kp, style = mel[a_src], kp[k_src].clone(), style[s_src]
+        mel, kp, style, vis = mel[a_src], kp[k_src].clone(), style[s_src], vis[a_src]
         press = target[a_src][:, :, self.press].mean(dim=-1) - offset[a_src][:, :, self.press_lower].mean(dim=-1)
         frame_w = 1 + cfg.closure_frame_weight * (press / 0.3).clamp(0, 1)
         # Keypoint robustness: actor scale jitter and tracker-like noise.
@@ -203,7 +209,7 @@ class _Batcher:
             style.shape, generator=self.gen, device=self.device)
         y = (y - s["target_mean"]) / s["target_std"]
         drops = [self.rand(b) < p for p in (cfg.p_drop_audio, cfg.p_drop_keypoints, cfg.p_drop_style)]
-        return mel, kp, style, y, drops, frame_w
+        return mel, kp, style, y, drops, frame_w, vis
 
     def augment_mel(self, mel):
         """Raw log-mel windows (B, T, subframes * n_mels) -> normalised and augmented."""
@@ -425,6 +431,9 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
         log(f"corpus not found in {corpus_dir}: building it (CPU, espeak-ng)")
         build_corpus(cfg.corpus, corpus_dir, progress=progress, log=log)
     corpus = load_corpus(corpus_dir)
+    if tc.viseme_weight > 0 and cfg.model.viseme_classes != len(VISEME_CLASSES):
+        raise InputError(f"train viseme_weight > 0 needs model viseme_classes = {len(VISEME_CLASSES)} "
+                         f"(got {cfg.model.viseme_classes})")
     if corpus.mel.shape[1] != cfg.model.mel_width:
         raise InputError(f"{corpus_dir}: corpus mel features are {corpus.mel.shape[1]} wide but the model reads "
                          f"{cfg.model.n_mels} x {cfg.model.audio_subframes} subframes = {cfg.model.mel_width}; set "
@@ -458,13 +467,19 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
         task = bar.add_task("train", total=total, loss=float("nan"))
         for step in range(1, total + 1):
             net.train()
-            mel, kp, style, y, (da, dk, ds), frame_w = batch(tc.batch_size)
+            mel, kp, style, y, (da, dk, ds), frame_w, vis = batch(tc.batch_size)
             x0 = torch.randn(y.shape, generator=batch.gen, device=device)
             t = RectifiedFlow.sample_time(y.shape[0], batch.gen, device)
             xt = RectifiedFlow.interpolate(x0, y, t)
-            v = net(xt, t, mel, kp, style, da, dk, ds)
+            if tc.viseme_weight > 0:
+                v, logits = net(xt, t, mel, kp, style, da, dk, ds, viseme=True)
+            else:
+                v = net(xt, t, mel, kp, style, da, dk, ds)
             err = ((v - RectifiedFlow.target_velocity(x0, y)) ** 2) * weights
             loss = (err * frame_w[:, :, None]).sum() / (frame_w.sum() * err.shape[-1])
+            if tc.viseme_weight > 0:
+                loss = loss + tc.viseme_weight * torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), vis.reshape(-1))
             if tc.lip_gap_weight > 0:
                 # x1 predicted from this velocity (straight path): x1 = x_t + (1 - t) v; compare the
                 # rig's inner-lip gaps with the target's, where lip closures are decided.

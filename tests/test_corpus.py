@@ -139,6 +139,17 @@ def test_make_clip_is_deterministic_for_a_seed():
     b = corpus.make_clip(syn.audio.samples, syn.phonemes, np.random.default_rng(5), cfg, load_rig(), 1.0)
     for k in ("mel", "target", "offset", "keypoints", "style"):
         assert np.array_equal(a[k], b[k]), k
+    # Per-frame viseme labels: /b m p/ of "Bob made a map" are labelled bilabial, on the frames where
+    # the target (the teacher) seals the lips.
+    from dubtool.phonemes import VISEME_CLASSES
+
+    vis = a["viseme"]
+    assert vis.shape == (len(a["mel"]),) and np.array_equal(vis, b["viseme"])
+    bil = vis == VISEME_CLASSES.index("bilabial")
+    n_bilabials = sum(1 for p in a["phonemes"] if p[0].strip("ˈˌː") in ("b", "m", "p"))
+    assert n_bilabials >= 4 and bil.sum() >= n_bilabials
+    press = a["target"][:, arkit.index("mouthPressLeft")].astype(float)
+    assert press[bil].mean() > 1.5 * press[~bil].mean()
     # Speed augmentation moved the phoneme times with the audio: the last phone ends inside the clip.
     assert a["phonemes"][-1][2] <= len(a["mel"]) / cfg.fps + 1e-3
 
@@ -153,7 +164,7 @@ def test_tiny_build_is_aligned_and_reproducible(tmp_path, tiny_cfg):
     assert np.abs(c1.lengths - c2.lengths).max() <= 1
     assert [c["split"] for c in c1.clips] == ["train", "train", "val_voice", "val_lang"]
     assert c1.clips[-1]["lang"] in tiny_cfg.val_languages
-    assert c1.mel.shape[0] == c1.target.shape[0] == c1.keypoints.shape[0] == c1.lengths.sum()
+    assert c1.mel.shape[0] == c1.target.shape[0] == c1.keypoints.shape[0] == c1.viseme.shape[0] == c1.lengths.sum()
     assert c1.style.shape == (4, 122)
     # The stored emotion offset is exactly what the target's lower face carries beyond the teacher.
     assert c1.offset.shape == (len(c1.mel), len(arkit.LOWER_IDX))
@@ -196,6 +207,7 @@ def test_stored_corpus_keeps_mel_and_keypoints_within_8_bit_steps(tmp_path, tiny
         half_step = (a.max(axis=0) - a.min(axis=0)) / 510 + 2e-3 * np.abs(a).max(axis=0)  # + float16 rounding
         assert a.shape == b.shape and np.all(np.abs(a - b) <= half_step[None] + 1e-6), name
     assert np.array_equal(built.target, back.target) and np.array_equal(built.starts, back.starts)
+    assert np.array_equal(built.viseme, back.viseme) and built.viseme.max() > 0
 
 
 def test_corpus_stacks_mel_subframes_when_configured(tmp_path, tiny_cfg):
@@ -204,3 +216,14 @@ def test_corpus_stacks_mel_subframes_when_configured(tmp_path, tiny_cfg):
     cfg = replace(tiny_cfg, audio_subframes=3, espeak_clips=1, val_voice_clips=0, val_lang_clips=0)
     c = corpus.build_corpus(cfg, tmp_path / "s", progress=False, workers=1)
     assert c.mel.shape == (c.lengths.sum(), 3 * 80)
+
+
+def test_viseme_labels_mark_each_frame_by_the_phoneme_under_its_centre():
+    from dubtool.phonemes import VISEME_CLASSES, Phoneme
+
+    ph = [Phoneme("b", 0.10, 0.20), Phoneme("a", 0.20, 0.40)]
+    v = corpus.viseme_labels(ph, 15, 30.0)  # frame k's centre: (k + 0.5) / 30 s
+    names = [VISEME_CLASSES[i] for i in v]
+    assert names[:3] == ["silence"] * 3  # centres 17, 50, 83 ms
+    assert names[3:6] == ["bilabial"] * 3  # 117, 150, 183 ms
+    assert names[6:12] == ["open_vowel"] * 6 and names[12:] == ["silence"] * 3

@@ -142,8 +142,9 @@ def test_train_command_smoke(tmp_path):
     from dubtool.train import FlowConfig, config_dict
 
     cfg = FlowConfig()
-    cfg = replace(cfg, model=replace(cfg.model, d_model=32, n_layers=1, n_heads=2),
-                  train=replace(cfg.train, batch_size=4, window_frames=48, val_clips=1, warmup_steps=1),
+    cfg = replace(cfg, model=replace(cfg.model, d_model=32, n_layers=1, n_heads=2, viseme_classes=15),
+                  train=replace(cfg.train, batch_size=4, window_frames=48, val_clips=1, warmup_steps=1,
+                                viseme_weight=0.5),
                   corpus=replace(cfg.corpus, espeak_clips=2, val_voice_clips=1, val_lang_clips=1,
                                  asterisk_prompts=0, min_clip_s=1.8, max_clip_s=2.5))
     conf = tmp_path / "tiny.json"
@@ -154,6 +155,7 @@ def test_train_command_smoke(tmp_path):
     assert res.exit_code == 0, res.output
     g = load_model(str(out))
     assert g.dims.d_model == 32 and g.meta["train_steps"] == 3
+    assert g.dims.viseme_classes == 15 and g.net.viseme.out_features == 15  # the auxiliary head was trained
     assert any("val_lang/lower_mae" in h for h in g.meta["history"])
     anim = g.generate(Audio(np.zeros(16000, np.float32), 16000), np.zeros((30, 174), np.float32),
                       np.zeros(122, np.float32))

@@ -19,10 +19,13 @@ def _batcher(sub: int = 1, **aug) -> _Batcher:
     corpus = SimpleNamespace(
         mel=rng.standard_normal((n, sub * M)).astype(np.float16), target=np.zeros((n, 61), np.float16),
         offset=np.zeros((n, 29), np.float16), keypoints=np.zeros((n, 174), np.float16),
+        viseme=np.repeat(np.arange(n // 20), 20).astype(np.uint8) % 15,
         style=np.zeros((2, 122), np.float32), split=np.zeros(2, np.int8), starts=np.array([0, 200]),
         lengths=np.array([200, 200]))
     stats = {"mel_mean": np.full(sub * M, 1.0, np.float32), "mel_std": np.full(sub * M, 2.0, np.float32),
-             "kp_mean": np.zeros(174, np.float32), "kp_std": np.ones(174, np.float32)}
+             "kp_mean": np.zeros(174, np.float32), "kp_std": np.ones(174, np.float32),
+             "style_mean": np.zeros(122, np.float32), "style_std": np.ones(122, np.float32),
+             "target_mean": np.zeros(61, np.float32), "target_std": np.ones(61, np.float32)}
     return _Batcher(corpus, stats, replace(TrainConfig(window_frames=64), **aug), "cpu", 0, M)
 
 
@@ -72,3 +75,16 @@ def test_augment_p_leaves_the_other_windows_plain():
     out = bt.augment_mel(x)
     plain = (out == 0).all(dim=2).all(dim=1)
     assert 0.35 < float(plain.float().mean()) < 0.65
+
+
+def test_viseme_labels_follow_the_audio_through_swaps():
+    """The auxiliary viseme target belongs to the audio: when a window's audio comes from another
+    sample, so do its viseme labels (the mel rows and labels are picked with the same index)."""
+    bt = _batcher(p_swap_audio=0.5)
+    mel, kp, style, y, drops, frame_w, vis = bt(64)
+    assert vis.shape == mel.shape[:2] and vis.dtype == torch.int64
+    # Undo the normalisation: the corpus row of each frame is recoverable from its mel vector.
+    raw = bt.mel.float()
+    for b in range(0, 64, 8):
+        row = int(((raw[None] - (mel[b, :1] * 2.0 + 1.0)) ** 2).sum(-1).argmin())
+        assert torch.equal(vis[b], bt.viseme[row:row + vis.shape[1]])
