@@ -56,6 +56,24 @@ def main():
     print(f"word-start disagreement dtw vs pocketsphinx: median {np.median(d):.0f} ms, "
           f"p90 {np.percentile(d, 90):.0f} ms ({len(d)} words, {len(names)} prompts)")
 
+    # Other languages: pocketsphinx with espeak's IPA mapped to the en-us phones, against DTW.
+    from dubtool.corpus import asterisk_training_prompts
+
+    fr = [(t, load_audio(w)) for t, w in asterisk_training_prompts("fr")[:11]]
+    total = sum(a.duration_s for _, a in fr)
+    for method in ("dtw", "pocketsphinx"):
+        def run():
+            out = []
+            for t, a in fr:
+                try:
+                    out.append(phonealign.align(a, t, "fr", method).method)
+                except Exception:
+                    out.append("failed")
+            return out
+        r = timed(run, runs=3)
+        print(f"phonealign fr {method}: {total / r.median:.0f}x real time ({len(fr)} prompts, {total:.0f} s; "
+              f"{sum(m == 'pocketsphinx-ipa' for m in r.result)} by pocketsphinx-ipa)")
+
 
 if __name__ == "__main__":
     main()

@@ -146,7 +146,7 @@ def test_train_command_smoke(tmp_path):
                   train=replace(cfg.train, batch_size=4, window_frames=48, val_clips=1, warmup_steps=1,
                                 viseme_weight=0.5),
                   corpus=replace(cfg.corpus, espeak_clips=2, val_voice_clips=1, val_lang_clips=1,
-                                 asterisk_prompts=0, min_clip_s=1.8, max_clip_s=2.5))
+                                 asterisk_prompts=0, asterisk_languages=(), min_clip_s=1.8, max_clip_s=2.5))
     conf = tmp_path / "tiny.json"
     conf.write_text(json.dumps(config_dict(cfg)))
     out = tmp_path / "tiny.pt"

@@ -123,14 +123,14 @@ def test_cross_language_pocketsphinx_finds_french_stop_closures():
     from dubtool.corpus import asterisk_training_prompts
 
     held = {"dtw": [], "pocketsphinx": []}
-    for text, wav in asterisk_training_prompts("fr")[:25]:
+    for text, wav in asterisk_training_prompts("fr")[:14]:
         audio = load_audio(wav)
         for m in held:
             try:
                 held[m] += _closure_held(phonealign.align(audio, text, "fr", m).phonemes, audio)
             except InputError:
                 pass
-    assert len(held["pocketsphinx"]) >= 20
+    assert len(held["pocketsphinx"]) >= 12
     ps, dtw = np.mean(held["pocketsphinx"]), np.mean(held["dtw"])
     assert ps > 0.85 and ps > dtw + 0.2, (ps, dtw)
 
