@@ -259,6 +259,33 @@ def _decoder():
     return Decoder(samprate=SAMPLE_RATE, bestpath=False, loglevel="FATAL")
 
 
+def _decode_alignment(d, align_text: str, x: np.ndarray, whole: bool = False):
+    """Two-pass forced alignment (words, then phones) of `align_text` to the 16 kHz samples `x` with
+    decoder `d`: (alignment, offset_s of the decoded part). pocketsphinx's alignment grammar puts no
+    silence before the first word, so unless `whole` the recording is trimmed to its speech region
+    (plus a margin) and `offset_s` shifts the times back."""
+    a0, a1 = 0, len(x)
+    if not whole:
+        hop = SAMPLE_RATE // FRAME_RATE
+        r0, r1 = _speech_region(x, hop)
+        a0, a1 = max(r0 * hop - SAMPLE_RATE // 50, 0), min(r1 * hop + SAMPLE_RATE // 20, len(x))
+    pcm = (np.clip(x[a0:a1], -1, 1) * 32767).astype(np.int16).tobytes()
+    try:
+        d.set_align_text(align_text)
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        if d.hyp() is None:
+            raise InputError("pocketsphinx could not align the transcript to the recording (does it match?)")
+        d.set_alignment()
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        return d.get_alignment(), a0 / SAMPLE_RATE
+    except RuntimeError as e:
+        raise InputError(f"pocketsphinx alignment failed ({e})") from None
+
+
 _DECODER = None
 
 
@@ -273,29 +300,7 @@ def align_pocketsphinx(audio: Audio, text: str) -> Alignment:
     oov = [w for w in words if d.lookup_word(w) is None]
     if oov:
         raise _OutOfVocabulary(f"pocketsphinx does not know the word(s) {', '.join(sorted(set(oov)))}")
-    # pocketsphinx's alignment grammar puts no silence before the first word: trim the recording to
-    # its speech region (plus a margin) and shift the times back.
-    x = _to_16k(audio).samples
-    hop = SAMPLE_RATE // FRAME_RATE
-    r0, r1 = _speech_region(x, hop)
-    a0 = max(r0 * hop - SAMPLE_RATE // 50, 0)
-    a1 = min(r1 * hop + SAMPLE_RATE // 20, len(x))
-    offset = a0 / SAMPLE_RATE
-    pcm = (np.clip(x[a0:a1], -1, 1) * 32767).astype(np.int16).tobytes()
-    try:
-        d.set_align_text(" ".join(words))
-        d.start_utt()
-        d.process_raw(pcm, full_utt=True)
-        d.end_utt()
-        if d.hyp() is None:
-            raise InputError("pocketsphinx could not align the transcript to the recording (does it match?)")
-        d.set_alignment()
-        d.start_utt()
-        d.process_raw(pcm, full_utt=True)
-        d.end_utt()
-        al = d.get_alignment()
-    except RuntimeError as e:
-        raise InputError(f"pocketsphinx alignment failed ({e})") from None
+    al, offset = _decode_alignment(d, " ".join(words), _to_16k(audio).samples)
     frame = 0.01
     phones, out_words = [], []
     for w in al:
@@ -363,7 +368,6 @@ def align_pocketsphinx_ipa(audio: Audio, text: str, lang: str) -> Alignment:
     syn = synthesize(text, voice=voice_for(lang))
     groups: list[list[str]] = []
     starts = [w.start_s for w in syn.words]
-    names: list[str] = []
     for p in syn.phonemes:
         if ipa_to_arpabet(p.symbol) is None:
             continue
@@ -377,37 +381,21 @@ def align_pocketsphinx_ipa(audio: Audio, text: str, lang: str) -> Alignment:
     if not pron:
         raise InputError("the transcript has no sounds to align")
     x = _to_16k(audio).samples
-    hop = SAMPLE_RATE // FRAME_RATE
-    r0, r1 = _speech_region(x, hop)
     al, err = None, None
     # A failed search can leave the decoder unable to align the next line: retry once with a fresh
     # decoder and the whole recording.
-    for fresh, (a0, a1) in ((False, (max(r0 * hop - SAMPLE_RATE // 50, 0), min(r1 * hop + SAMPLE_RATE // 20, len(x)))),
-                            (True, (0, len(x)))):
+    for fresh in (False, True):
         if _XDECODER is None or fresh:
             _XDECODER = _decoder()
         d = _XDECODER
         for _, name, g in pron:
             if d.lookup_word(name) is None:
                 d.add_word(name, " ".join(ipa_to_arpabet(s) for s in g), True)
-        offset = a0 / SAMPLE_RATE
-        pcm = (np.clip(x[a0:a1], -1, 1) * 32767).astype(np.int16).tobytes()
         try:
-            d.set_align_text(" ".join(name for _, name, _ in pron))
-            d.start_utt()
-            d.process_raw(pcm, full_utt=True)
-            d.end_utt()
-            if d.hyp() is None:
-                err = InputError("pocketsphinx could not align the transcript to the recording (does it match?)")
-                continue
-            d.set_alignment()
-            d.start_utt()
-            d.process_raw(pcm, full_utt=True)
-            d.end_utt()
-            al = d.get_alignment()
+            al, offset = _decode_alignment(d, " ".join(name for _, name, _ in pron), x, whole=fresh)
             break
-        except RuntimeError as e:
-            err = InputError(f"pocketsphinx alignment failed ({e})")
+        except InputError as e:
+            err = e
     if al is None:
         raise err
     frame = 0.01
