@@ -5,6 +5,7 @@ with one line and no partial JSON."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +271,29 @@ def test_set_verdict_reports_closure_and_jaw_gains_per_language():
                           "teacher": {"bilabial_closure_rate": 1.0}})
     assert v["beats_naive_on_closure"] and not v["beats_naive_on_jaw_contrast"]
     assert not v["matches_teacher_within_margin"] and v["closure_gap_to_teacher"] == pytest.approx(0.6)
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v3.pt").is_file(),
+                    reason="shipped checkpoint not present")
+def test_shipped_model_seals_most_bilabials_of_real_held_out_lines(tmp_path):
+    """What issue 8 promises, on a slice of the real held-out set (8 prompts per language + the 10
+    unseen-speaker lines, rebuilt from the installed recordings): no transcript, yet the lips close on
+    most /p b m/, far more than the naive copy, near the transcript-driven teacher. The full set's
+    figures are in docs/eval.md; this slice is small and a third of it is the unseen speakers (the
+    shipped v3 seals 0.74 of it, the teacher 1.00, the copy ~0.3), so the bounds are loose."""
+    from dubtool.corpus import asterisk_transcripts
+
+    root = Path(__file__).resolve().parent.parent
+    if not all(asterisk_transcripts(lang) for lang in ("en", "fr", "es")):
+        pytest.skip("asterisk-core-sounds-{en,fr,es} not installed (scripts/setup.sh --dev)")
+    r = subprocess.run([sys.executable, str(root / "scripts" / "build_evalset.py"), "--out", str(tmp_path / "set"),
+                        "--per-lang", "8", "--jobs", "2"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "eval.json"
+    r = _run("--set", tmp_path / "set" / "manifest.json", "--json", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads(out.read_text())["summary"]["all"]
+    gen, teacher, naive = (s[k]["bilabial_closure_rate"] for k in ("generated", "teacher", "naive_copy"))
+    assert teacher >= 0.95 and naive <= 0.5
+    assert gen >= 0.65 and teacher - gen <= 0.3 and gen - naive >= 0.3, (gen, teacher, naive)
+    assert s["generated"]["jaw_contrast"] > s["naive_copy"]["jaw_contrast"] + 0.05
