@@ -23,8 +23,8 @@ import numpy as np
 from .arkit import BILABIAL_CLOSURE, LOWER_IDX, UPPER_IDX, indices
 from .corpus import CorpusConfig, SPLITS, build_corpus, load_corpus
 from .errors import DubtoolError, InputError
-from .phonemes import VISEME_CLASSES
 from .generate import Generator, ModelDimensions, RectifiedFlow, SamplerConfig, build_net, save_checkpoint
+from .phonemes import VISEME_CLASSES
 
 FLOW_CONFIG_VERSION = 1
 
