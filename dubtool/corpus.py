@@ -132,8 +132,7 @@ def save_corpus(corpus: Corpus, out_dir) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     arrays = {"target": corpus.target, "offset": corpus.offset, "viseme": corpus.viseme, "style": corpus.style,
-              "starts": corpus.starts,
-              "lengths": corpus.lengths, "split": corpus.split}
+              "starts": corpus.starts, "lengths": corpus.lengths, "split": corpus.split}
     for name in QUANTIZED:
         arrays[f"{name}_codes"], arrays[f"{name}_lo"], arrays[f"{name}_step"] = quantize_columns(getattr(corpus, name))
     with atomic_path(out / "corpus.npz", suffix=".npz") as tmp:
@@ -367,15 +366,14 @@ def make_clip(samples: np.ndarray, phonemes: list, rng: np.random.Generator, cfg
 
 
 def viseme_labels(phonemes, num_frames: int, fps: float) -> np.ndarray:
-    """(num_frames,) uint8: the VISEME_CLASSES index of the phoneme under each frame's centre
+    """(num_frames,) uint8: the VISEME_CLASSES index of the Phoneme under each frame's centre
     (silence where none is)."""
     from .phonemes import VISEME_CLASSES, viseme_class
 
     out = np.zeros(num_frames, np.uint8)  # VISEME_CLASSES[0] is silence
     centres = (np.arange(num_frames) + 0.5) / fps
     for p in phonemes:
-        sym, a, b = (p.symbol, p.start_s, p.end_s) if hasattr(p, "symbol") else p
-        out[(centres >= a) & (centres < b)] = VISEME_CLASSES.index(viseme_class(sym))
+        out[(centres >= p.start_s) & (centres < p.end_s)] = VISEME_CLASSES.index(viseme_class(p.symbol))
     return out
 
 

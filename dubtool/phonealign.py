@@ -286,6 +286,15 @@ def _decode_alignment(d, align_text: str, x: np.ndarray, whole: bool = False):
         raise InputError(f"pocketsphinx alignment failed ({e})") from None
 
 
+def _pocketsphinx_result(phones: list, words: list[Word], offset: float, duration_s: float, method: str) -> Alignment:
+    """The Alignment of decoded (symbol, start_s, end_s) phones; the trimmed lead-in is a pause."""
+    if not phones:
+        raise InputError("pocketsphinx could not align the transcript to the recording")
+    if offset > 0:
+        phones.insert(0, ("_", 0.0, offset))
+    return Alignment(_tidy(phones, duration_s), words, method)
+
+
 _DECODER = None
 
 
@@ -312,11 +321,7 @@ def align_pocketsphinx(audio: Audio, text: str) -> Alignment:
             sub = [p for p in w if p.name != "SIL"]
             start = (sub[0].start if sub else w.start) * frame
             out_words.append(Word(name, offset + start, offset + (w.start + w.duration) * frame))
-    if not phones:
-        raise InputError("pocketsphinx could not align the transcript to the recording")
-    if offset > 0:
-        phones.insert(0, ("_", 0.0, offset))
-    return Alignment(_tidy(phones, audio.duration_s), out_words, "pocketsphinx")
+    return _pocketsphinx_result(phones, out_words, offset, audio.duration_s, "pocketsphinx")
 
 
 # ------------------------------------------------------------- pocketsphinx for other languages
@@ -375,9 +380,13 @@ def align_pocketsphinx_ipa(audio: Audio, text: str, lang: str) -> Alignment:
         while len(groups) <= k:
             groups.append([])
         groups[k].append(p.symbol)
-    # Dictionary entries are named after their pronunciation, so repeated words (and later lines)
-    # reuse them.
-    pron = [(k, "x_" + "_".join(ipa_to_arpabet(s) for s in g).lower(), g) for k, g in enumerate(groups) if g]
+    # (espeak word index, dictionary name, ARPAbet pronunciation, IPA phones). Entries are named after
+    # their pronunciation, so repeated words (and later lines) reuse them.
+    pron = []
+    for k, g in enumerate(groups):
+        if g:
+            arpa = " ".join(ipa_to_arpabet(s) for s in g)
+            pron.append((k, "x_" + arpa.replace(" ", "_").lower(), arpa, g))
     if not pron:
         raise InputError("the transcript has no sounds to align")
     x = _to_16k(audio).samples
@@ -388,11 +397,11 @@ def align_pocketsphinx_ipa(audio: Audio, text: str, lang: str) -> Alignment:
         if _XDECODER is None or fresh:
             _XDECODER = _decoder()
         d = _XDECODER
-        for _, name, g in pron:
+        for _, name, arpa, _ in pron:
             if d.lookup_word(name) is None:
-                d.add_word(name, " ".join(ipa_to_arpabet(s) for s in g), True)
+                d.add_word(name, arpa, True)
         try:
-            al, offset = _decode_alignment(d, " ".join(name for _, name, _ in pron), x, whole=fresh)
+            al, offset = _decode_alignment(d, " ".join(name for _, name, _, _ in pron), x, whole=fresh)
             break
         except InputError as e:
             err = e
@@ -405,7 +414,7 @@ def align_pocketsphinx_ipa(audio: Audio, text: str, lang: str) -> Alignment:
         name = re.sub(r"\(\d+\)$", "", w.name)
         sub = [p for p in w if p.name != "SIL"]
         mine = queue and queue[0][1] == name
-        k, _, g = queue.pop(0) if mine else (None, None, [])
+        k, _, _, g = queue.pop(0) if mine else (None, None, None, [])
         symbols = iter(g)
         for p in w:
             sym = "_" if p.name == "SIL" else next(symbols, ARPABET_IPA.get(p.name, p.name.lower()))
@@ -414,8 +423,4 @@ def align_pocketsphinx_ipa(audio: Audio, text: str, lang: str) -> Alignment:
             start = (sub[0].start if sub else w.start) * frame
             out_words.append(Word(syn.words[k].text if k < len(syn.words) else name, offset + start,
                                   offset + (w.start + w.duration) * frame))
-    if not phones:
-        raise InputError("pocketsphinx could not align the transcript to the recording")
-    if offset > 0:
-        phones.insert(0, ("_", 0.0, offset))
-    return Alignment(_tidy(phones, audio.duration_s), out_words, "pocketsphinx-ipa")
+    return _pocketsphinx_result(phones, out_words, offset, audio.duration_s, "pocketsphinx-ipa")
