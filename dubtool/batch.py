@@ -2,6 +2,8 @@
 
 Manifest columns (header row required, order free): source, dub, lang, output, and optionally
 dub_text, source_text, keyframes. Relative paths are relative to the manifest's folder.
+The marks CSV that a review page (`dubtool review`) exports is a manifest too, with two more columns:
+review (approve | flag | empty) and comment; its flagged rows are redone, approved ones skipped.
 
 * Workers are spawned processes; each loads the flow model once (`localize.get_generator` caches it).
 * Resumable: a row whose output CSV exists is skipped (outputs are written atomically and the CSV
@@ -27,6 +29,8 @@ from .localize import LocalizeOptions, localize_files
 
 REQUIRED_COLUMNS = ("source", "dub", "lang", "output")
 OPTIONAL_COLUMNS = ("dub_text", "source_text", "keyframes")
+REVIEW_COLUMNS = ("review", "comment")  # written by the review page's marks export
+REVIEW_MARKS = ("approve", "flag")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class ManifestRow:
     dub_text: str | None = None
     source_text: str | None = None
     keyframes: str | None = None
+    review: str | None = None    # "approve" | "flag" from a review page's marks export
+    comment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     if missing:
         raise InputError(f"{p}: line {rows[0][0]}: missing column(s) {', '.join(missing)} "
                          f"(need {', '.join(REQUIRED_COLUMNS)}; optional {', '.join(OPTIONAL_COLUMNS)})")
-    unknown = [h for h in header if h and h not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    unknown = [h for h in header if h and h not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS + REVIEW_COLUMNS]
     if unknown:
         raise InputError(f"{p}: line {rows[0][0]}: unknown column(s) {', '.join(unknown)}")
     base = p.parent
@@ -87,13 +93,16 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
             q = Path(v).expanduser()
             return str(q if q.is_absolute() else base / q)
 
+        review = cells.get("review", "").lower() or None
+        if review is not None and review not in REVIEW_MARKS:
+            raise InputError(f"{p}: line {line}: review must be {' or '.join(REVIEW_MARKS)} (or empty), got '{review}'")
         output = path_of(cells["output"])
         if output in seen:
             raise InputError(f"{p}: line {line}: output {cells['output']} is also the output of line {seen[output]}")
         seen[output] = line
         out.append(ManifestRow(line, path_of(cells["source"]), path_of(cells["dub"]), cells["lang"], output,
                                cells.get("dub_text") or None, cells.get("source_text") or None,
-                               path_of(cells.get("keyframes"))))
+                               path_of(cells.get("keyframes")), review, cells.get("comment") or None))
     if not out:
         raise InputError(f"{p}: manifest has a header but no rows")
     return out
@@ -132,14 +141,19 @@ def _worker_init(base: LocalizeOptions) -> None:
 
 def run_manifest(manifest: str | os.PathLike, base: LocalizeOptions = LocalizeOptions(), workers: int = 1,
                  force: bool = False, on_result: Callable[[RowResult], None] | None = None) -> list[RowResult]:
-    """Process every row; returns one result per row in manifest order."""
+    """Process every row; returns one result per row in manifest order. Rows a reviewer flagged are
+    redone even though their output exists (that is what the flag asks for); approved ones are skipped."""
     rows = read_manifest(manifest)
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     results: dict[int, RowResult] = {}
     todo = []
     for row in rows:
-        if not force and Path(row.output).is_file():
+        if row.review == "approve":
+            results[row.line] = RowResult(row.line, row.output, "skipped", 0.0, "approved in review")
+            if on_result:
+                on_result(results[row.line])
+        elif not force and row.review != "flag" and Path(row.output).is_file():
             results[row.line] = RowResult(row.line, row.output, "skipped", 0.0, "output exists (use --force to redo)")
             if on_result:
                 on_result(results[row.line])
@@ -184,7 +198,7 @@ def write_results(results: list[RowResult], manifest: str | os.PathLike) -> tupl
     for r in results:
         w.writerow([r.line, r.output, r.status, f"{r.seconds:.3f}", "" if r.frames is None else r.frames, r.message])
     write_text_atomic(csv_path, buf.getvalue())
-    summary = {"manifest": str(manifest), "done": sum(r.status == "done" for r in results),
+    summary = {"manifest": str(Path(manifest).resolve()), "done": sum(r.status == "done" for r in results),
                "skipped": sum(r.status == "skipped" for r in results),
                "failed": sum(r.status == "failed" for r in results), "rows": [asdict(r) for r in results]}
     write_text_atomic(json_path, json.dumps(summary, indent=1) + "\n")

@@ -405,6 +405,7 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
         "timemap": timemap.to_json(),
         "settings": _settings(options, generator),
         "metrics": metrics,
+        "source_tracking": source_tracking(source),
         "warnings": warnings_,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "realtime_factor": round(seg.duration_s / max(timings["total_s"], 1e-9), 2),
@@ -434,17 +435,32 @@ def _fit_frames(values: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([v, np.repeat(v[-1:], n - len(v), axis=0)], axis=0)
 
 
+def source_tracking(source) -> dict:
+    """How well the face was tracked in the source take (from its extract metadata): the share of
+    frames with a face, the untracked gaps and how many were too long to interpolate (held still),
+    and the video it was tracked from. Unknown figures are null (a .perf made by other tools)."""
+    meta = getattr(source, "meta", {}) or {}
+    gaps = meta.get("gaps")
+    video = meta.get("source")
+    return {"face_found_ratio": meta.get("face_found_ratio"),
+            "gaps": None if gaps is None else len(gaps),
+            "long_gaps": meta.get("long_gaps"),
+            "untracked_s": None if gaps is None else round(sum(float(g.get("duration_s", 0)) for g in gaps), 3),
+            "video": video if isinstance(video, str) and Path(video).suffix.lower() in VIDEO_SUFFIXES else None}
+
+
 def line_metrics(anim: Animation, dub: Audio, phonemes, warped_brow: np.ndarray | None = None) -> dict:
     """Lip-audio lag, bilabial closure on the dub's /p b m/ (with a transcript), brow correlation
-    with the warped source. Metrics that cannot be computed are null."""
+    with the warped source, jitter of the output curves. Metrics that cannot be computed are null."""
     from .errors import DubtoolError
 
     out: dict = {"lip_audio_lag_frames": None, "bilabial_closure_rate": None, "bilabials": None,
-                 "brow_inner_up_corr": None}
+                 "brow_inner_up_corr": None, "jitter": None}
     try:
         from . import metrics as m
     except ImportError:
         return out
+    out["jitter"] = round(m.jitter(anim.values), 6)
     try:
         out["lip_audio_lag_frames"] = int(m.lip_audio_lag(anim.values, dub.samples, dub.sample_rate, anim.fps))
     except DubtoolError:

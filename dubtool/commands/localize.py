@@ -40,6 +40,7 @@ def localize_command(
     manifest: Optional[str] = typer.Option(None, "--manifest", help="Batch: CSV with source,dub,lang,output[,dub_text,keyframes]."),
     workers: int = typer.Option(1, "--workers", help="Batch: parallel worker processes."),
     force: bool = typer.Option(False, "--force", help="Batch: redo rows whose output already exists."),
+    review: Optional[str] = typer.Option(None, "--review", help="Batch: also write the review page (HTML) of the batch."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary JSON on stdout."),
 ) -> None:
     """Lip-sync the dub while keeping the source actor's upper-face performance, head and eyes."""
@@ -57,8 +58,10 @@ def localize_command(
     if manifest:
         if source or dub or output:
             raise InputError("give either SOURCE DUB -o OUT or --manifest, not both")
-        _run_batch(manifest, options, workers, force, as_json, err)
+        _run_batch(manifest, options, workers, force, as_json, err, review)
         return
+    if review:
+        raise InputError("--review is for batches: localize --manifest lines.csv --review review.html")
     if not (source and dub):
         raise InputError("localize needs SOURCE and DUB (or --manifest lines.csv)")
     if not output:
@@ -86,13 +89,17 @@ def localize_command(
             print(f"  {k}: {v}")
 
 
-def _run_batch(manifest: str, options, workers: int, force: bool, as_json: bool, err) -> None:
+def _run_batch(manifest: str, options, workers: int, force: bool, as_json: bool, err, review: str | None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from ..batch import read_manifest, run_manifest, write_results
 
     n = len(read_manifest(manifest))
+    if review:
+        from ..fileio import require_writable
+
+        require_writable(review)
     with Progress(TextColumn("localize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
                   transient=True, disable=as_json) as bar:
         task = bar.add_task("rows", total=n)
@@ -100,10 +107,15 @@ def _run_batch(manifest: str, options, workers: int, force: bool, as_json: bool,
                                on_result=lambda r: bar.advance(task))
     csv_path, json_path = write_results(results, manifest)
     failed = [r for r in results if r.status == "failed"]
+    page = None
+    if review:
+        from ..review import write_review
+
+        page = write_review(manifest, review)["page"]
     if as_json:
         print(json.dumps({"done": sum(r.status == "done" for r in results),
                           "skipped": sum(r.status == "skipped" for r in results), "failed": len(failed),
-                          "results_csv": str(csv_path), "results_json": str(json_path)}, indent=1))
+                          "results_csv": str(csv_path), "results_json": str(json_path), "review": page}, indent=1))
     else:
         table = Table(title=f"{manifest}: {len(results)} line(s)")
         for col in ("line", "output", "status", "seconds", "message"):
@@ -112,6 +124,6 @@ def _run_batch(manifest: str, options, workers: int, force: bool, as_json: bool,
         for r in results:
             table.add_row(str(r.line), r.output, f"[{style[r.status]}]{r.status}[/]", f"{r.seconds:.1f}", r.message)
         err.print(table)
-        err.print(f"results: {csv_path}, {json_path}")
+        err.print(f"results: {csv_path}, {json_path}" + (f"; review page: {page}" if page else ""))
     if failed:
         sys.exit(1)

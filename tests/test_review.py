@@ -1,0 +1,224 @@
+"""review: the static review page of a dubbed batch. A real small batch (espeak dubs on the bundled
+actor's voice, a tiny untrained flow model, one failing line) -> `dubtool review` -> the page in
+headless Chromium from file://: every line listed, sort, filter, a video playing in sync, a mark by
+keyboard kept across a reload, the marks CSV downloaded and re-run through `localize --manifest`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dubtool.arkit import NUM_CHANNELS, Animation, index
+from dubtool.audio import Audio, load_audio, write_wav
+from dubtool.batch import read_manifest, run_manifest
+from dubtool.localize import LocalizeOptions
+from dubtool.performance import Performance, save_performance
+from dubtool.review import Thresholds, build_html, decode_curve, encode_curve, line_flags, load_batch
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTOR = ROOT / "examples" / "actor_en.mp4"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+FR_TEXT = "Bonsoir, mon ami. Merci beaucoup."
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "dubtool", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A real flow checkpoint (untrained, tiny): the batch mechanics, not lip quality."""
+    from dubtool.generate import STYLE_DIM, ModelDimensions, SamplerConfig, build_net, save_checkpoint
+    from dubtool.keypoints import KEYPOINT_DIM
+
+    dims = ModelDimensions(d_model=32, n_layers=1, n_heads=2, ff_mult=2)
+    stats = {}
+    for name, n in (("mel", 80), ("kp", KEYPOINT_DIM), ("style", STYLE_DIM), ("target", NUM_CHANNELS)):
+        stats[f"{name}_mean"], stats[f"{name}_std"] = np.zeros(n, np.float32), np.ones(n, np.float32)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, build_net(dims), dims, SamplerConfig(steps=2), stats, {"name": "tiny-untrained"})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, tiny_model):
+    """A 3-line batch run by `localize --manifest`: fr (with a transcript), a slow es dub (stretched),
+    a missing dub (fails). The source take is the bundled actor's voice (first 2.6 s) with a
+    tracking gap held still, and its .perf points at the actor video (the page plays it)."""
+    from dubtool.espeak import synthesize
+
+    d = tmp_path_factory.mktemp("batch")
+    voice = load_audio(ACTOR)
+    sr = voice.sample_rate
+    src = Audio(voice.samples[: int(2.6 * sr)], sr)
+    fps, n = 25.0, int(2.6 * 25)
+    t = np.arange(n) / fps
+    v = np.zeros((n, NUM_CHANNELS), np.float32)
+    v[:, index("browInnerUp")] = np.clip(1 - np.abs(t - 1.0) / 0.4, 0, 1)
+    found = np.ones(n, bool)
+    found[40:52] = False  # 0.48 s untracked: longer than extract's max gap, so "held"
+    gaps = [{"start_frame": 40, "end_frame": 52, "start_s": 1.6, "end_s": 2.08, "duration_s": 0.48, "filled": "held"}]
+    z = np.zeros((n, 478, 3), np.float32)
+    perf = Performance(z, z.copy(), np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)), Animation(v, fps), found,
+                       found.astype(np.float32), src, {"source": str(ACTOR), "face_found_ratio": float(found.mean()),
+                                                       "gaps": gaps, "long_gaps": 1})
+    (d / "takes").mkdir()
+    save_performance(perf, d / "takes" / "actor.perf")
+    (d / "dubs").mkdir()
+    write_wav(synthesize(FR_TEXT, "fr-fr", rate_wpm=170).audio, d / "dubs" / "a_fr.wav")
+    write_wav(synthesize("Buenas noches, amigo.", "es", rate_wpm=80).audio, d / "dubs" / "b_es.wav")
+    rows = ["source,dub,lang,output,dub_text",
+            f"takes/actor.perf,dubs/a_fr.wav,fr,out/a_fr.csv,\"{FR_TEXT}\"",
+            "takes/actor.perf,dubs/b_es.wav,es,out/b_es.csv,",
+            "takes/actor.perf,dubs/missing.wav,fr,out/c_fr.csv,"]
+    (d / "lines.csv").write_text("\n".join(rows) + "\n")
+    r = _cli("localize", "--manifest", "lines.csv", "--model-path", tiny_model, "--review", "first.html", cwd=d)
+    assert r.returncode == 1, r.stderr  # one row failed; the page is still written
+    assert (d / "first.html").is_file()
+    return d
+
+
+def test_records_carry_each_lines_figures_and_flags(batch):
+    recs = load_batch(batch).records
+    assert [(r.line, Path(r.id).name, r.status) for r in recs] == [
+        (2, "a_fr.csv", "done"), (3, "b_es.csv", "done"), (4, "c_fr.csv", "failed")]
+    fr, es, bad = recs
+    assert "missing.wav" in bad.message and line_flags(bad) == ["failed"]
+    for rec in (fr, es):
+        rep = json.loads((batch / "out" / (Path(rec.id).stem + ".report.json")).read_text())
+        assert rec.lang == rep["lang"] and rec.duration_s == pytest.approx(rep["dub_duration_s"])
+        assert rec.jitter == pytest.approx(rep["metrics"]["jitter"])
+        assert rec.lag_frames == rep["metrics"]["lip_audio_lag_frames"]
+        factors = [(p["dub"][1] - p["dub"][0]) / (p["source"][1] - p["source"][0]) for p in rep["timemap"]["phrases"]]
+        assert rec.phrase_stretch == pytest.approx(max(max(f, 1 / f) for f in factors))
+        assert rec.align_cost == pytest.approx(max(p["cost"] for p in rep["timemap"]["phrases"]))
+        assert rec.gaps == 1 and rec.long_gaps == 1 and "tracking" in line_flags(rec)  # the held gap
+        assert rec.source_video == str(ACTOR)
+        # the embedded curves are the CSV's, to the page's 1/63 resolution
+        from dubtool.livelink import read_csv
+
+        jaw = read_csv(rec.id).values[:, index("jawOpen")]
+        assert np.abs(decode_curve(rec.curves["jawOpen"]) - jaw).max() <= 0.5 / 63 + 1e-6
+    assert fr.closure == json.loads((batch / "out" / "a_fr.report.json").read_text())["metrics"]["bilabial_closure_rate"]
+    assert es.closure is None and "bilabials" not in line_flags(es)  # no transcript: not judged
+    assert "stretch" in line_flags(es, Thresholds(max_stretch=es.phrase_stretch - 0.01))
+    assert "stretch" not in line_flags(es, Thresholds(max_stretch=es.phrase_stretch + 0.01))
+
+
+def test_page_is_self_contained_and_escapes_text(batch, tmp_path):
+    recs = load_batch(batch).records
+    evil = recs[2].__class__(**{**recs[2].__dict__, "message": "</script><script>alert(1)</script>"})
+    html = build_html([recs[0], evil], "lines", "k", batch)
+    assert html.count("<script") == 2 and "alert(1)</script>" not in html
+    for ref in ("http://", "https://", "<link", "src=\"/"):
+        assert ref not in html
+    x = np.linspace(0, 1, 200)
+    assert np.abs(decode_curve(encode_curve(x)) - x).max() <= 0.5 / 63 + 1e-9 and len(encode_curve(x)) == 200
+    assert list(decode_curve(encode_curve(np.array([-1.0, 2.0, np.nan])))) == [0.0, 1.0, 0.0]  # clamped
+
+
+def test_review_cli_bad_input_one_line_no_file(batch, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("x")
+    cases = [(["review", str(tmp_path / "nope"), "-o", "p.html"], "not found"),
+             (["review", str(tmp_path / "empty"), "-o", "p.html"], "not a batch folder"),
+             (["review", str(batch), "-o", str(tmp_path / "afile" / "p.html")], "not a folder"),
+             (["review", str(batch), "-o", "p.txt"], ".html")]
+    for args, words in cases:
+        r = _cli(*args, cwd=tmp_path)
+        assert r.returncode == 2, (args, r.stderr)
+        assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not list(tmp_path.rglob("*.html")) and not list(tmp_path.rglob(".p.html*"))
+
+
+def _browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("chromium not installed (scripts/setup.sh --dev installs it)")
+    from playwright.sync_api import sync_playwright
+
+    return sync_playwright()
+
+
+def test_page_in_headless_chromium_marks_export_and_rerun(batch, tiny_model, tmp_path):
+    r = _cli("review", str(batch), "-o", "review.html", "--previews", "--json", cwd=batch)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["lines"] == 3 and summary["previews"] == 2 and summary["failed"] == 1
+    page_url = (batch / "review.html").resolve().as_uri()
+    with _browser() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        ctx = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 900})
+        page = ctx.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url}"))
+        page.goto(page_url)
+        page.wait_for_selector("html[data-ready='1']")
+        rows = lambda: page.eval_on_selector_all("#list tbody tr td.c-name", "els => els.map(e => e.textContent)")
+        assert rows() == ["a_fr", "b_es", "c_fr"]
+        # sort by the worst phrase stretch, largest first (unknown last), then back by line
+        stretch = {Path(rec.id).stem: rec.phrase_stretch for rec in load_batch(batch).records}
+        page.click("#list th[data-k=pstretch]")
+        assert rows() == sorted(["a_fr", "b_es"], key=lambda k: -stretch[k]) + ["c_fr"]
+        page.click("#list th[data-k=line]")
+        # filter by language, by flag, by figure
+        page.select_option("#flang", "es")
+        assert rows() == ["b_es"]
+        page.select_option("#flang", "")
+        page.select_option("#fflag", "failed")
+        assert rows() == ["c_fr"]
+        page.select_option("#fflag", "")
+        page.select_option("#ffig", "pstretch")
+        page.fill("#fval", f"{stretch['b_es'] - 0.001:.3f}")
+        assert rows() == ["b_es"]
+        page.fill("#fval", "")
+        # keyboard: first line, play: the dub preview and the time-mapped source video both advance
+        page.keyboard.press("j")
+        assert page.text_content("#detail .dhead b") == "#2 a_fr"
+        page.keyboard.press(" ")
+        page.wait_for_function("document.getElementById('dubv').currentTime > 0.5", timeout=15000)
+        times = page.evaluate("[dubv.currentTime, srcv.currentTime, srcv.paused]")
+        assert times[1] > 0.2 and not times[2], times
+        page.keyboard.press(" ")
+        # flag with a comment (f, type, Enter moves on), approve the next (a)
+        page.keyboard.press("f")
+        page.keyboard.type("lips late on merci, try teacher")
+        page.keyboard.press("Enter")
+        assert page.text_content("#detail .dhead b") == "#3 b_es"
+        page.keyboard.press("a")
+        marks = json.loads(page.evaluate("localStorage.getItem('dubtool-review:' + %s)"
+                                         % json.dumps(str((batch / 'lines.csv').resolve()))))
+        assert {Path(k).name: v["mark"] for k, v in marks.items()} == {"a_fr.csv": "flag", "b_es.csv": "approve"}
+        page.reload()
+        page.wait_for_selector("html[data-ready='1']")
+        assert "✓ 1" in page.text_content("#markcount") and "⚑ 1" in page.text_content("#markcount")
+        with page.expect_download() as dl:
+            page.keyboard.press("e")
+        marks_csv = tmp_path / "marks.csv"
+        dl.value.save_as(marks_csv)
+        browser.close()
+    assert not errors, errors
+    rows_ = read_manifest(marks_csv)
+    assert [(Path(r.output).name, r.review) for r in rows_] == [("a_fr.csv", "flag"), ("b_es.csv", "approve")]
+    assert rows_[0].dub_text == FR_TEXT and rows_[0].comment == "lips late on merci, try teacher"
+    with open(marks_csv, newline="") as fh:
+        assert next(csv.reader(fh))[:4] == ["source", "dub", "lang", "output"]
+    # the marks CSV is a manifest: the flagged line is redone, the approved one left alone
+    before = {n: (batch / "out" / n).stat().st_mtime_ns for n in ("a_fr.csv", "b_es.csv")}
+    time.sleep(0.01)
+    again = run_manifest(marks_csv, LocalizeOptions(model_path=tiny_model))
+    assert [x.status for x in again] == ["done", "skipped"] and again[1].message == "approved in review"
+    assert (batch / "out" / "a_fr.csv").stat().st_mtime_ns != before["a_fr.csv"]
+    assert (batch / "out" / "b_es.csv").stat().st_mtime_ns == before["b_es.csv"]
