@@ -97,6 +97,7 @@ class LineRecord:
     curves: dict = field(default_factory=dict)   # channel -> encoded string (CURVE_ALPHABET)
     preview: str | None = None
     source_video: str | None = None
+    dub_audio: str | None = None          # the dub file, where it exists (the page plays it without a preview)
     updated: float | None = None          # mtime of the line's report (a mark older than this is stale)
 
 
@@ -121,7 +122,8 @@ def record_from_report(line: int, output: str, status: str, message: str = "", l
                        dub: str = "", dub_text: str | None = None, source_text: str | None = None,
                        keyframes: str | None = None, report: dict | None = None, curves: dict | None = None,
                        jitter: float | None = None, tracking: dict | None = None, preview: str | None = None,
-                       source_video: str | None = None, updated: float | None = None) -> LineRecord:
+                       source_video: str | None = None, dub_audio: str | None = None,
+                       updated: float | None = None) -> LineRecord:
     """A LineRecord from a manifest row, its status and its report JSON (None for a line without
     one). `jitter`/`tracking` fill in figures older reports lack (from the CSV and the .perf)."""
     rep = report or {}
@@ -152,7 +154,7 @@ def record_from_report(line: int, output: str, status: str, message: str = "", l
         lag_frames=m.get("lip_audio_lag_frames"), jitter=m_jitter if m_jitter is not None else jitter,
         face_found_ratio=_num(trk.get("face_found_ratio")), gaps=trk.get("gaps"), long_gaps=trk.get("long_gaps"),
         warnings=tuple(rep.get("warnings", [])), fps=_num(rep.get("fps")), curves=dict(curves or {}),
-        preview=preview, source_video=source_video or trk.get("video"), updated=updated)
+        preview=preview, source_video=source_video, dub_audio=dub_audio, updated=updated)
 
 
 def line_flags(rec: LineRecord, th: Thresholds = Thresholds()) -> list[str]:
@@ -204,7 +206,7 @@ def _line_json(rec: LineRecord, th: Thresholds, page_dir) -> dict:
         "jitter": _round(rec.jitter, 5), "tracked": _round(rec.face_found_ratio, 4), "gaps": rec.gaps,
         "long_gaps": rec.long_gaps, "warnings": list(rec.warnings), "fps": rec.fps, "curves": rec.curves,
         "flags": line_flags(rec, th), "preview": media_url(rec.preview, page_dir),
-        "video": media_url(rec.source_video, page_dir), "audio": media_url(rec.dub, page_dir) if rec.dub else None,
+        "video": media_url(rec.source_video, page_dir), "audio": media_url(rec.dub_audio, page_dir),
         "updated": _round(rec.updated, 1),
     }
 
@@ -392,16 +394,18 @@ def load_batch(path: str | os.PathLike) -> Batch:
             status, message = "pending", "not run yet (no output)"
         curves, jitter = read_curves(out) if status == "done" else ({}, None)
         source = str(Path(row.source).resolve())
-        video = source if Path(source).suffix.lower() in VIDEO_SUFFIXES else None
+        video = source if Path(source).suffix.lower() in VIDEO_SUFFIXES and Path(source).is_file() else None
         tracking = {} if status != "done" or (report or {}).get("source_tracking") else _tracking_from_perf(source)
         if video is None:
             v = ((report or {}).get("source_tracking") or {}).get("video") or tracking.get("video")
             video = v if v and Path(v).is_file() else None
         preview = _preview_for(out, report) if status == "done" else None
+        dub = Path(row.dub).resolve()
         records.append(record_from_report(
-            row.line, key, status, message, row.lang, source, str(Path(row.dub).resolve()), row.dub_text,
+            row.line, key, status, message, row.lang, source, str(dub), row.dub_text,
             row.source_text, row.keyframes, report, curves, jitter, tracking,
-            str(preview.resolve()) if preview else None, video, rp.stat().st_mtime if report else None))
+            str(preview.resolve()) if preview else None, video, str(dub) if dub.is_file() else None,
+            rp.stat().st_mtime if report else None))
     return Batch(main.stem, str(main), [b[0] for b in batches], records)
 
 
@@ -430,15 +434,21 @@ def render_previews(batch: Batch, size: int = 320, force: bool = False,
     return errors
 
 
+def check_page_path(out_html: str | os.PathLike) -> Path:
+    """Fail before any work when the page cannot be written (not .html, unwritable folder)."""
+    out = Path(out_html)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise InputError(f"the review page must be an .html file, got {out}")
+    require_writable(out)
+    return out
+
+
 def write_review(path: str | os.PathLike, out_html: str | os.PathLike, previews: bool = False,
                  thresholds: Thresholds = Thresholds(),
                  progress: Callable[[int, int], None] | None = None) -> dict:
     """Read the batch at `path`, optionally render missing previews, write the page atomically.
     Returns a summary (counts per status and flag, the page's size)."""
-    out = Path(out_html)
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise InputError(f"the review page must be an .html file, got {out}")
-    require_writable(out)
+    out = check_page_path(out_html)
     t0 = time.perf_counter()
     batch = load_batch(path)
     preview_errors = render_previews(batch, progress=progress) if previews else []

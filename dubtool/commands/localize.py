@@ -97,9 +97,9 @@ def _run_batch(manifest: str, options, workers: int, force: bool, as_json: bool,
 
     n = len(read_manifest(manifest))
     if review:
-        from ..fileio import require_writable
+        from ..review import check_page_path
 
-        require_writable(review)
+        check_page_path(review)
     with Progress(TextColumn("localize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
                   transient=True, disable=as_json) as bar:
         task = bar.add_task("rows", total=n)
