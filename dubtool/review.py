@@ -36,6 +36,7 @@ PAGE_VERSION = 1
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mxf"}
 # Curves are embedded as one character per frame: 64 levels of 0..1 (steps of 0.016), base64url letters.
 CURVE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_ALPHABET_BYTES = np.frombuffer(CURVE_ALPHABET.encode("ascii"), np.uint8)
 PREVIEW_SUFFIX = ".preview.mp4"
 
 
@@ -105,8 +106,9 @@ class LineRecord:
 
 def encode_curve(values: np.ndarray) -> str:
     """0..1 values -> one CURVE_ALPHABET character each (64 levels)."""
-    q = np.clip(np.rint(np.nan_to_num(np.asarray(values, np.float64)) * 63), 0, 63).astype(int)
-    return "".join(CURVE_ALPHABET[i] for i in q)
+    v = np.asarray(values, np.float64)
+    q = np.clip(np.rint(np.where(np.isfinite(v), v, 0.0) * 63), 0, 63).astype(np.intp)
+    return _ALPHABET_BYTES[q].tobytes().decode("ascii")
 
 
 def decode_curve(text: str) -> np.ndarray:
@@ -320,23 +322,29 @@ def _tracking_from_perf(source: str) -> dict:
             and Path(video).is_file() else None}
 
 
-def read_curves(csv_path: str | os.PathLike, channels=DEFAULT_CHANNELS) -> tuple[dict, float | None]:
-    """The page's curves (encoded) and the jitter of a Live Link Face CSV, read fast (one numpy
-    conversion instead of a checked float() per cell: the CSV is dubtool's own). ({}, None) if unreadable."""
+def read_curves(csv_path: str | os.PathLike, channels=DEFAULT_CHANNELS,
+                with_jitter: bool = False) -> tuple[dict, float | None]:
+    """The page's curves (encoded) of a Live Link Face CSV and, with `with_jitter` (reports older
+    than the jitter figure), its jitter. Read with numpy's C parser, only the columns needed (the
+    CSV is dubtool's own; livelink.read_csv checks every cell and is ~10x slower). ({}, None) if unreadable."""
+    import io
+
     from . import metrics
     from .arkit import LIVE_LINK_NAMES, NUM_BLENDSHAPES, NUM_CHANNELS, index
 
     try:
-        lines = Path(csv_path).read_text(encoding="utf-8-sig").split("\n")
-        header = [h.strip().lower() for h in lines[0].split(",")]
-        cols = [header.index(n.lower()) for n in LIVE_LINK_NAMES[:NUM_BLENDSHAPES]]
-        cells = np.array([ln.split(",") for ln in lines[1:] if ln.strip()])
-        values = np.zeros((len(cells), NUM_CHANNELS), np.float32)
-        values[:, :NUM_BLENDSHAPES] = cells[:, cols].astype(np.float32)
+        text = Path(csv_path).read_text(encoding="utf-8-sig")
+        header = [h.strip().lower() for h in text.split("\n", 1)[0].split(",")]
+        names = LIVE_LINK_NAMES[:NUM_BLENDSHAPES] if with_jitter else [LIVE_LINK_NAMES[index(c)] for c in channels]
+        cols = [header.index(n.lower()) for n in names]
+        data = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, usecols=cols, dtype=np.float32, ndmin=2)
     except (OSError, ValueError, IndexError, UnicodeDecodeError):
         return {}, None
-    curves = {ch: encode_curve(values[:, index(ch)]) for ch in channels}
-    return curves, round(metrics.jitter(values), 6)
+    if with_jitter:
+        values = np.zeros((len(data), NUM_CHANNELS), np.float32)
+        values[:, :NUM_BLENDSHAPES] = data
+        return ({ch: encode_curve(values[:, index(ch)]) for ch in channels}, round(metrics.jitter(values), 6))
+    return {ch: encode_curve(data[:, k]) for k, ch in enumerate(channels)}, None
 
 
 def _preview_for(output: Path, report: dict | None) -> Path | None:
@@ -392,7 +400,8 @@ def load_batch(path: str | os.PathLike) -> Batch:
             status, message = "failed", str(res.get("message") or "failed")
         else:
             status, message = "pending", "not run yet (no output)"
-        curves, jitter = read_curves(out) if status == "done" else ({}, None)
+        old_report = (report or {}).get("metrics", {}).get("jitter") is None
+        curves, jitter = read_curves(out, with_jitter=old_report) if status == "done" else ({}, None)
         source = str(Path(row.source).resolve())
         video = source if Path(source).suffix.lower() in VIDEO_SUFFIXES and Path(source).is_file() else None
         tracking = {} if status != "done" or (report or {}).get("source_tracking") else _tracking_from_perf(source)

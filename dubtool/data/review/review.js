@@ -31,12 +31,12 @@
   // Columns: key, header, sort value, cell text, the flag that colours the cell.
   var COLS = [
     ["line", "#", function (r) { return r.line; }, function (r) { return r.line; }],
-    ["name", "line", function (r) { return r.name; }, function (r) { return esc(r.name); }],
+    ["name", "line", function (r) { return r.name; }, function (r) { return "<span title=\"" + esc(r.id) + "\">" + esc(r.name) + "</span>"; }],
     ["status", "status", function (r) { return r.status; }, function (r) {
       return "<span class=\"st " + r.status + "\">" + r.status + "</span>"; }],
     ["lang", "lang", function (r) { return r.lang; }, function (r) { return esc(r.lang); }],
     ["dur", "dur s", function (r) { return r.dur; }, function (r) { return f(r.dur, 1); }],
-    ["stretch", "dub/src", function (r) { return r.stretch; }, function (r) { return f(r.stretch, 2); }],
+    ["stretch", "dub / src", function (r) { return r.stretch; }, function (r) { return f(r.stretch, 2); }],
     ["pstretch", "phrase ×", function (r) { return r.pstretch; }, function (r) { return f(r.pstretch, 2); }, "stretch"],
     ["cost", "align cost", function (r) { return r.cost; }, function (r) { return f(r.cost, 2); }, "alignment"],
     ["closure", "/p b m/", function (r) { return r.closure; }, function (r) {
@@ -60,6 +60,12 @@
   var FIGURES = [["dur", "duration s"], ["stretch", "dub/src"], ["pstretch", "phrase ×"], ["cost", "align cost"],
     ["closure", "/p b m/ closure (0..1)"], ["lag", "|lag| frames"], ["jitter", "jitter"], ["tracked", "tracked (0..1)"],
     ["warnings", "warnings"], ["flags", "flags"]];
+  var HEAD_TITLES = {line: "line number in the manifest", name: "output CSV", dur: "dub duration (s)",
+    stretch: "dub duration / source duration", pstretch: "worst matched phrase: dub span / source span, as a factor >= 1",
+    cost: "cost of the worst matched phrase group", closure: "lips closed on the dub's /p b m/ (with a dub_text)",
+    lag: "lip-audio lag (frames)", jitter: "mean |second difference| of the blendshape curves",
+    tracked: "source frames with a tracked face; gaps (held: too long to interpolate)", warnings: "warnings",
+    flags: "what to check first (thresholds above)", mark: "your mark (✓ approved, ⚑ flagged, ✎ comment)"};
   function colByKey(k) { for (var i = 0; i < COLS.length; i++) if (COLS[i][0] === k) return COLS[i]; }
 
   // ---- page skeleton ------------------------------------------------------------------------------
@@ -87,8 +93,10 @@
     "<input id=\"fval\" type=\"number\" step=\"any\" placeholder=\"value\"><span id=\"shown\"></span></section>" +
     "<section class=\"legend\"><b>Flags</b> " + flagNames.map(function (x) {
       return "<span class=\"flag " + x + "\">" + x + "</span> " + esc(D.thresholds[x]); }).join(" · ") + "</section>" +
-    "<main><div class=\"listpane\"><table id=\"list\"><thead><tr>" + COLS.map(function (c) {
-      return "<th data-k=\"" + c[0] + "\">" + c[1] + "</th>"; }).join("") + "</tr></thead><tbody></tbody></table></div>" +
+    "<main><div class=\"listpane\"><table id=\"list\"><colgroup>" + COLS.map(function (c) {
+      return "<col class=\"w-" + c[0] + "\">"; }).join("") + "</colgroup><thead><tr>" + COLS.map(function (c) {
+      return "<th data-k=\"" + c[0] + "\" title=\"" + (HEAD_TITLES[c[0]] || "") + " (click to sort)\">" + c[1] + "</th>"; })
+      .join("") + "</tr></thead><tbody></tbody></table></div>" +
     "<div id=\"detail\" class=\"detail\"><p class=\"hint\">Select a line (click, or <kbd>j</kbd>/<kbd>k</kbd>).</p></div></main>" +
     "<div id=\"help\" hidden><div><h2>Keys</h2><table>" +
     [["j / ↓", "next line"], ["k / ↑", "previous line"], ["a", "approve, then next line"],
@@ -139,28 +147,41 @@
   }
   function rowHtml(r, i) {
     var cls = "s-" + r.status + (r.flags.length ? " flagged" : "") + (markOf(r) ? " m-" + markOf(r) : "");
-    var h = "<tr data-v=\"" + i + "\" class=\"" + cls + "\">";
+    var h = "<tr data-v=\"" + i + "\" class=\"" + cls + "\" title=\"" + (r.flags.length ? "flags: " + r.flags.join(", ") : "") + "\">";
     for (var c = 0; c < COLS.length; c++) {
       var col = COLS[c];
       h += "<td class=\"c-" + col[0] + (col[4] && has(r, col[4]) ? " bad" : "") + "\">" + col[3](r) + "</td>";
     }
     return h + "</tr>";
   }
+  // Only the rows in sight (plus a margin) are in the DOM: a 1,000-line batch lays out in a few ms.
+  var ROW_H = 22, MARGIN = 30, pane = document.querySelector(".listpane"), drawn = [0, 0], pending = 0;
   function refresh(keepId) {
     var id = keepId !== undefined ? keepId : (view[cur] && view[cur].id);
     view = L.filter(passes).sort(compare);
-    var html = [];
-    for (var i = 0; i < view.length; i++) html.push(rowHtml(view[i], i));
-    tbody.innerHTML = html.join("");
     cur = -1;
-    for (i = 0; i < view.length; i++) if (view[i].id === id) cur = i;
-    highlight();
+    for (var i = 0; i < view.length; i++) if (view[i].id === id) cur = i;
+    draw();
     $("shown").textContent = "showing " + view.length + " of " + L.length;
     document.querySelectorAll("#list th").forEach(function (th) {
       th.className = th.dataset.k === sortKey ? (sortDir > 0 ? "asc" : "desc") : "";
     });
     markCount();
   }
+  function draw() {
+    var first = Math.max(0, Math.floor(pane.scrollTop / ROW_H) - MARGIN);
+    var last = Math.min(view.length, Math.ceil((pane.scrollTop + pane.clientHeight) / ROW_H) + MARGIN);
+    var html = ["<tr class=\"pad\" style=\"height:" + first * ROW_H + "px\"></tr>"];
+    for (var i = first; i < last; i++) html.push(rowHtml(view[i], i));
+    html.push("<tr class=\"pad\" style=\"height:" + (view.length - last) * ROW_H + "px\"></tr>");
+    tbody.innerHTML = html.join("");
+    drawn = [first, last];
+  }
+  pane.addEventListener("scroll", function () {
+    if (pending) return;
+    pending = requestAnimationFrame(function () { pending = 0; draw(); });
+  });
+  function rowEl(i) { return i >= drawn[0] && i < drawn[1] ? tbody.children[i - drawn[0] + 1] : null; }
   function markCount() {
     var a = 0, fl = 0;
     L.forEach(function (r) { var m = markOf(r); if (m === "approve") a++; else if (m === "flag") fl++; });
@@ -168,18 +189,24 @@
       "</span> · " + (L.length - a - fl) + " to review";
   }
   function highlight() {
+    if (cur >= 0) {  // scroll the selected row into sight (below the sticky header)
+      var head = document.querySelector("#list thead").offsetHeight, top = head + cur * ROW_H;
+      if (top - head < pane.scrollTop) pane.scrollTop = top - head;
+      else if (top + ROW_H > pane.scrollTop + pane.clientHeight) pane.scrollTop = top + ROW_H - pane.clientHeight;
+      if (!rowEl(cur)) draw();
+    }
     var old = tbody.querySelector("tr.sel");
     if (old) old.classList.remove("sel");
-    if (cur < 0) return;
-    var tr = tbody.children[cur];
-    if (tr) { tr.classList.add("sel"); tr.scrollIntoView({block: "nearest"}); }
+    var tr = cur >= 0 && rowEl(cur);
+    if (tr) tr.classList.add("sel");
   }
   function updateRow(i) {
-    var tr = tbody.children[i];
-    if (!tr) return;
-    var tmp = document.createElement("tbody");
-    tmp.innerHTML = rowHtml(view[i], i);
-    tbody.replaceChild(tmp.firstChild, tr);
+    var tr = rowEl(i);
+    if (tr) {
+      var tmp = document.createElement("tbody");
+      tmp.innerHTML = rowHtml(view[i], i);
+      tbody.replaceChild(tmp.firstChild, tr);
+    }
     highlight();
     markCount();
   }
@@ -400,7 +427,7 @@
   });
   tbody.addEventListener("click", function (e) {
     var tr = e.target.closest("tr");
-    if (tr) show(+tr.dataset.v);
+    if (tr && tr.dataset.v) show(+tr.dataset.v);
   });
   ["q", "flang", "fflag", "fmark", "ffig", "fop", "fval"].forEach(function (id) {
     $(id).addEventListener("input", function () { refresh(); });
@@ -433,6 +460,12 @@
     if (done) e.preventDefault();
   });
   refresh();
-  document.documentElement.dataset.ready = "1";
-  window.dubtoolReviewReady = performance.now();
+  window.dubtoolReviewScript = performance.now();
+  // Ready once the first frame with the list is laid out and painted (what a user can act on).
+  requestAnimationFrame(function () {
+    setTimeout(function () {
+      document.documentElement.dataset.ready = "1";
+      window.dubtoolReviewReady = performance.now();
+    }, 0);
+  });
 })();
