@@ -115,7 +115,7 @@ def browser_figures(page_path: Path, runs: int = 3) -> dict[str, float]:
                                                "document.getElementById('fflag'); s.value = 'bilabials'; "
                                                "s.dispatchEvent(new Event('input')); return performance.now() - t; })()"))
             out["open"].append(page.evaluate("(() => { const t = performance.now(); "
-                                             "document.querySelector('#list tbody tr').click(); "
+                                             "document.querySelector('#list tbody tr[data-v]').click(); "
                                              "return performance.now() - t; })()"))
             page.close()
         browser.close()

@@ -99,6 +99,7 @@ def test_records_carry_each_lines_figures_and_flags(batch):
     assert "missing.wav" in bad.message and line_flags(bad) == ["failed"]
     for rec in (fr, es):
         rep = json.loads((batch / "out" / (Path(rec.id).stem + ".report.json")).read_text())
+        assert rep["metrics"]["jitter"] > 0 and rep["source_tracking"]["long_gaps"] == 1  # localize reports them
         assert rec.lang == rep["lang"] and rec.duration_s == pytest.approx(rep["dub_duration_s"])
         assert rec.jitter == pytest.approx(rep["metrics"]["jitter"])
         assert rec.lag_frames == rep["metrics"]["lip_audio_lag_frames"]
@@ -133,6 +134,15 @@ def test_page_is_self_contained_and_escapes_text(batch, tmp_path):
     x = np.linspace(0, 1, 200)
     assert np.abs(decode_curve(encode_curve(x)) - x).max() <= 0.5 / 63 + 1e-9 and len(encode_curve(x)) == 200
     assert list(decode_curve(encode_curve(np.array([-1.0, 2.0, np.nan])))) == [0.0, 1.0, 0.0]  # clamped
+
+
+def test_marks_csv_review_column_is_checked(tmp_path):
+    from dubtool.errors import InputError
+
+    (tmp_path / "m.csv").write_text("source,dub,lang,output,review,comment\na.perf,a.wav,fr,a.csv,flag,\n"
+                                    "b.perf,b.wav,fr,b.csv,maybe,hm\n")
+    with pytest.raises(InputError, match="line 3: review must be approve or flag"):
+        read_manifest(tmp_path / "m.csv")
 
 
 def test_review_cli_bad_input_one_line_no_file(batch, tmp_path):
