@@ -30,10 +30,10 @@ import numpy as np
 
 from .errors import DubtoolError, InputError
 from .fileio import require_writable, write_text_atomic
+from .localize import VIDEO_SUFFIXES, default_report_path
 from .plots import DEFAULT_CHANNELS
 
 PAGE_VERSION = 1
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mxf"}
 # Curves are embedded as one character per frame: 64 levels of 0..1 (steps of 0.016), base64url letters.
 CURVE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _ALPHABET_BYTES = np.frombuffer(CURVE_ALPHABET.encode("ascii"), np.uint8)
@@ -364,7 +364,6 @@ def preview_path(output: str | os.PathLike) -> Path:
 def load_batch(path: str | os.PathLike) -> Batch:
     """Every line of the batch(es) at `path` with its status, report figures, curves and media."""
     from .batch import read_manifest
-    from .localize import default_report_path
 
     batches = find_batches(path)
     rows: dict[str, tuple] = {}    # output -> (row, result row, results mtime); newest results win
