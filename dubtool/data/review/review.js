@@ -40,7 +40,8 @@
     ["pstretch", "phrase ×", function (r) { return r.pstretch; }, function (r) { return f(r.pstretch, 2); }, "stretch"],
     ["cost", "align cost", function (r) { return r.cost; }, function (r) { return f(r.cost, 2); }, "alignment"],
     ["closure", "/p b m/", function (r) { return r.closure; }, function (r) {
-      return r.closure == null ? "—" : pct(r.closure) + " <small>of " + r.bilabials + "</small>"; }, "bilabials"],
+      return r.closure == null ? "—" : "<span title=\"lips closed on " + pct(r.closure) + " of " + r.bilabials + " /p b m/\">" +
+        pct(r.closure) + " <small>/" + r.bilabials + "</small></span>"; }, "bilabials"],
     ["lag", "lag fr", function (r) { return r.lag == null ? null : Math.abs(r.lag); }, function (r) {
       return r.lag == null ? "—" : r.lag; }, "lag"],
     ["jitter", "jitter", function (r) { return r.jitter; }, function (r) { return f(r.jitter, 4); }],
@@ -286,7 +287,8 @@
     var r = line = view[i], m = marks[r.id] || {};
     var dubMedia = r.preview
       ? "<video id=\"dubv\" controls preload=\"auto\" playsinline src=\"" + esc(r.preview) + "\"></video>"
-      : (r.audio ? "<div class=\"noprev\">no preview rendered<br><code>dubtool review … --previews</code></div>" : "<div class=\"noprev\">no dub</div>");
+      : (r.audio ? "<div class=\"noprev\">no preview rendered<br><code>dubtool review … --previews</code></div>"
+        : "<div class=\"noprev\">dub file not found</div>");
     var srcMedia = r.video ? "<video id=\"srcv\" muted preload=\"auto\" playsinline src=\"" + esc(r.video) + "\"></video>"
       : "<div class=\"noprev\">no source video</div>";
     $("detail").innerHTML =
@@ -296,7 +298,7 @@
       (r.msg ? "<div class=\"err\">" + esc(r.msg) + "</div>" : "") +
       "<div class=\"media\"><figure><figcaption>Dub preview</figcaption>" + dubMedia + "</figure>" +
       "<figure><figcaption>Source, time-mapped onto the dub</figcaption>" + srcMedia + "</figure></div>" +
-      "<div class=\"transport\"><button id=\"play\">▶ play <kbd>space</kbd></button>" +
+      "<div class=\"transport\"" + (r.preview || r.audio ? "" : " hidden") + "><button id=\"play\">▶ play <kbd>space</kbd></button>" +
       (!r.preview && r.audio ? "<audio id=\"duba\" controls preload=\"auto\" src=\"" + esc(r.audio) + "\"></audio>" : "") +
       "<span id=\"clock\"></span></div>" +
       "<div class=\"markbar\"><button id=\"bappr\" class=\"approve\">✓ approve <kbd>a</kbd></button>" +
