@@ -169,12 +169,13 @@ def _browser():
 
 
 def test_page_in_headless_chromium_marks_export_and_rerun(batch, tiny_model, tmp_path):
+    playwright = _browser()
     r = _cli("review", str(batch), "-o", "review.html", "--previews", "--json", cwd=batch)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["lines"] == 3 and summary["previews"] == 2 and summary["failed"] == 1
     page_url = (batch / "review.html").resolve().as_uri()
-    with _browser() as p:
+    with playwright as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         ctx = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 900})
         page = ctx.new_page()
