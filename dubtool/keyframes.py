@@ -796,6 +796,11 @@ def plan_offline(script_text: str, duration_s: float | None = None, words: tuple
         events.extend(line_events)
         base += n
 
+    if words and any(e.origin == "context" for e in events):
+        # A line that opens on its own emotion overrides the scene's baseline before it shows.
+        first = words[0].start_s
+        if any(e.kind == "mood" and e.origin != "context" and e.time_s <= first + 0.05 for e in events):
+            events = [e for e in events if e.origin != "context"]
     if trace is not None:
         trace.extend(PlannedExpression(e.proto.name, e.proto.kind, round(e.intensity, 3), round(e.time_s, 3), e.origin)
                      for e in sorted(events, key=lambda e: e.time_s))

@@ -41,7 +41,7 @@ _HIGH = re.compile(r"\b(?:very|so|extremely|furiously|wildly|deeply|utterly|tota
                    r"complètement|vraiment|muy|furiosamente|extremadamente|profundamente|totalmente|realmente)\b",
                    re.IGNORECASE)
 _SELF_REPORT = re.compile(r"\b(?:i'm|i am|i feel|i felt|i was|i've been|we're|we are|i get|i got)\b", re.IGNORECASE)
-_NARRATOR = {"she", "he", "they", "elle", "il", "ils", "elles", "ella", "él", "ellos", "ellas"}
+_NARRATOR = {"she", "he", "they", "her", "his", "their", "elle", "il", "ils", "elles", "ella", "él", "ellos", "ellas"}
 _FIRST_SECOND = {"i", "i'm", "me", "my", "you", "your", "we", "our", "us", "je", "tu", "vous", "nous", "yo", "tú",
                  "usted", "nosotros"}
 
