@@ -68,7 +68,7 @@ def main() -> None:
             frames[i] = face_crop(frame, perf.landmarks_image[i])
         if i >= picks[-1]:
             break
-    rigs = [("rig (fitted)", load_rig())]
+    rigs = [("fitted rig", load_rig())]
     if args.old_rig:
         rigs.append(("previous rig", load_rig_file(args.old_rig)))
     rows = 1 + len(rigs)
