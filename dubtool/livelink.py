@@ -215,9 +215,9 @@ def timecode_rate_of(tcs: list[str], source: str = "<csv>") -> float:
         ff = [0.0]
     ff_max = max(ff)
     candidates = [r for r in _TIMECODE_RATES if ff_max < r] or [math.floor(ff_max) + 1.0]
-    if len(tcs) < 2:
-        return candidates[0]
     unreal = 60.0 if ff_max > UNREAL_60FPS_MIN_FRAME else 30.0
+    if len(tcs) < 2:
+        return unreal if unreal in candidates else candidates[0]
 
     def uneven(rate: float) -> int:
         d = _spacing(_timecode_seconds(tcs, rate, source))
