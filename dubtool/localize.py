@@ -66,6 +66,7 @@ class LocalizeOptions:
     end_s: float | None = None
     stretch_blinks: bool = False
     upper: str = "source"
+    timecode: str | None = None  # timecode of the dub's time 0 (HH:MM:SS:FF at the output rate)
     align: AlignConfig = field(default_factory=AlignConfig)
 
     def validate(self) -> None:
@@ -93,6 +94,10 @@ class LocalizeOptions:
             raise InputError(f"--start must be >= 0, got {self.start_s}")
         if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
             raise InputError(f"--end ({self.end_s}) must be after --start ({self.start_s})")
+        if self.timecode is not None:
+            from .livelink import start_timecode_s
+
+            start_timecode_s(self.timecode, self.fps or 60.0)  # the format; FF is checked again at the output rate
         voice_for_lang(self.lang)
         voice_for_lang(self.source_lang)
 
@@ -380,11 +385,20 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
     timings["generate_s"] = time.perf_counter() - t
 
     values = lower if options.upper == "model" else compose(lower, performance)
-    anim = Animation(values, model_fps, start,
+    # Time of day of the output's first frame: the dub's start timecode (--timecode, else the source
+    # take's, since a dub is conformed to the source picture) plus the processed span's offset.
+    if options.timecode is not None:
+        from .livelink import start_timecode_s
+
+        tc_base = start_timecode_s(options.timecode, fps)
+    else:
+        tc_base = source.animation.timecode_start_s or 0.0
+    tc_start = tc_base + start
+    anim = Animation(values, model_fps, tc_start,
                      {"source": source.meta.get("source"), "lang": options.lang, "model": options.model})
     if abs(fps - model_fps) > 1e-9:
         anim = anim.resampled(fps)
-    anim = Animation(_fit_frames(anim.values, n_out), fps, start, anim.meta).clamped()
+    anim = Animation(_fit_frames(anim.values, n_out), fps, tc_start, anim.meta).clamped()
 
     # 5. metrics
     t = time.perf_counter()

@@ -223,11 +223,14 @@ def test_cli_writes_json_csv_and_plot(tmp_path):
     script.write_text("[worried] Did you hear that? (glances left) Something is out there.\n", encoding="utf-8")
     out, csv, png = tmp_path / "l.keyframes.json", tmp_path / "c.csv", tmp_path / "c.png"
     r = subprocess.run([sys.executable, "-m", "dubtool", "keyframes", str(script), "-o", str(out), "--csv", str(csv),
-                        "--plot", str(png), "--duration", "4", "--no-embedding"], capture_output=True, text=True)
+                        "--plot", str(png), "--duration", "4", "--no-embedding", "--timecode", "10:00:00:15"],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert load_keyframes(out).duration_s == 4.0
     anim = livelink.read_csv(csv)
     assert anim.num_frames == 120 and np.all(anim.values[:, LOWER] == 0)
+    assert csv.read_text().splitlines()[1].startswith("10:00:00:30.000,")  # frame 15 of 30 = half a second
+    assert anim.timecode_start_s == 36000.5
     assert anim.channel("browInnerUp").max() > 0.3
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run([sys.executable, "-m", "dubtool", "keyframes", str(tmp_path / "missing.txt"), "-o",

@@ -175,9 +175,12 @@ def test_flow_pipeline_length_brows_and_report(files, tiny_model, dub):
     assert rep["settings"]["steps"] == 2 and rep["metrics"]["brow_inner_up_corr"] > 0.98
     json.dumps(rep)
     # output fps, span and determinism
-    res60 = localize(perf, audio, LocalizeOptions(lang="fr", model_path=tiny_model, fps=60.0, start_s=1.0, end_s=2.5))
+    res60 = localize(perf, audio, LocalizeOptions(lang="fr", model_path=tiny_model, fps=60.0, start_s=1.0, end_s=2.5,
+                                                  timecode="10:00:00:30"))
     assert res60.animation.fps == 60.0 and res60.animation.num_frames == 90
-    assert res60.animation.timecode_start_s == pytest.approx(1.0)
+    assert res60.animation.timecode_start_s == pytest.approx(36000.5 + 1.0)  # --timecode plus --start
+    with pytest.raises(InputError, match="bad timecode"):
+        LocalizeOptions(timecode="10:00").validate()
     again = localize(perf, audio, LocalizeOptions(lang="fr", model_path=tiny_model))
     assert np.array_equal(again.animation.values, anim.values)
 

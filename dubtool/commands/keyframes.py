@@ -20,6 +20,7 @@ def keyframes(
     audio: Optional[str] = typer.Option(None, "--audio", help="Dub recording: gives the duration and word timings."),
     lang: str = typer.Option("en", "--lang", help="Language of the script (word timing through phoneme alignment)."),
     fps: float = typer.Option(30.0, "--fps", help="Frame rate of the curves."),
+    timecode: Optional[str] = typer.Option(None, "--timecode", help="Start timecode of the --csv curves, HH:MM:SS:FF at --fps (default 00:00:00:00)."),
     seed: int = typer.Option(0, "--seed", help="Seed for automatic blinks."),
     blink_rate: float = typer.Option(17.0, "--blink-rate", help="Automatic blinks per minute (0 = none)."),
     no_embedding: bool = typer.Option(False, "--no-embedding", help="Offline planner: lexicon only, do not load the sentence-embedding model."),
@@ -59,6 +60,11 @@ def keyframes(
         raise InputError(f"--llm-timeout must be 0..3600 seconds, got {llm_timeout}")
     if not 0 <= blink_rate <= 60:
         raise InputError(f"--blink-rate must be 0..60, got {blink_rate}")
+    start_tc = None
+    if timecode is not None:
+        from ..livelink import start_timecode_s
+
+        start_tc = start_timecode_s(timecode, fps)
     spoken = parse_script(text).spoken_text
     if audio is not None:
         words, dur = words_from_audio(audio, spoken, lang)
@@ -82,6 +88,7 @@ def keyframes(
     print(f"keyframes: {output} ({len(track.keyframes)} keyframes over {track.duration_s:.2f} s, {track.source})")
     if csv or plot:
         anim = keyframe_curves(track, fps, track.duration_s)
+        anim.timecode_start_s = start_tc
         if csv:
             from ..livelink import write_csv
 
