@@ -287,6 +287,20 @@ def bilabial_closure_rate(values61, phonemes, fps: float, rig=None, threshold: f
     return float(np.mean([c.closed for c in checks])) if checks else float("nan")
 
 
+def open_vowel_false_closures(values61, phonemes, fps: float, rig=None, threshold: float = 0.2) -> tuple[int, int]:
+    """(closed, total): frames inside open-vowel spans (/a ɑ æ ɐ ɒ/, no tolerance) whose normalized lip
+    gap is below the closure `threshold` — lips shut where the sound is an open vowel."""
+    v = _values(values61)
+    mask = np.zeros(len(v), bool)
+    for sym, a, b in _phoneme_spans(phonemes):
+        if _is_open_vowel(sym):
+            mask[_span_frames(a, b, fps, len(v))] = True
+    if not mask.any():
+        return 0, 0
+    gap = normalized_lip_gap(v, rig)
+    return int((gap[mask] < threshold).sum()), int(mask.sum())
+
+
 @dataclass(frozen=True)
 class JawContrast:
     """Mean jawOpen during open vowels, during all other frames, and the difference (higher = clearer)."""
