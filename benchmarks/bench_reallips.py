@@ -31,9 +31,11 @@ sys.path.insert(0, str(ROOT))
 from dubtool import reference as refmod  # noqa: E402
 from dubtool.arkit import LOWER_FACE, index  # noqa: E402
 
-DEFAULT_CLIPS = Path("/work/shared/realclips")
-DEFAULT_CACHE = Path("/work/cache/realclips")
-DEFAULT_STATS = Path("/work/shared/reference/arkit_speech_stats.md")
+# ../shared beside the checkout (evaluation and calibration material, never committed); tracked clips are
+# cached under build/ so a rerun skips the face tracker.
+DEFAULT_CLIPS = ROOT.parent / "shared" / "realclips"
+DEFAULT_CACHE = ROOT / "build" / "realclips"
+DEFAULT_STATS = ROOT.parent / "shared" / "reference" / "arkit_speech_stats.md"
 # Channels whose motion the report lists (the lower face that a viewer reads; tongueOut is not in the stats).
 REPORT_CHANNELS = ("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthLowerDownLeft",
                    "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight", "mouthPressLeft",
