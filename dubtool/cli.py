@@ -27,8 +27,8 @@ err_console = Console(stderr=True)
 
 # Command modules, in the order `dubtool --help` lists them. Each registers its commands on `app`
 # at import and keeps heavy imports (torch, mediapipe, moderngl) inside its functions.
-COMMAND_MODULES = ("setup", "extract", "align", "localize", "review", "keyframes", "render", "export", "train",
-                   "eval", "rig_sheet")
+COMMAND_MODULES = ("setup", "extract", "align", "localize", "review", "keyframes", "render", "export", "corpus",
+                   "train", "eval", "rig_sheet")
 
 
 def _version(value: bool) -> None:

@@ -35,8 +35,9 @@ import numpy as np
 from .arkit import LOWER_IDX, NUM_CHANNELS
 from .errors import InputError
 
-CORPUS_VERSION = 3  # 2: mel and keypoints stored as per-column 8-bit codes; mel may stack subframes;
-# 3: per-frame viseme labels (the auxiliary target of the audio encoder)
+CORPUS_VERSION = 4  # 2: mel and keypoints stored as per-column 8-bit codes; mel may stack subframes;
+# 3: per-frame viseme labels (the auxiliary target of the audio encoder); 4: target and offset as 8-bit
+# codes too (an hour and a half of speech in ~50 MB, so it travels to a GPU machine)
 SPLITS = ("train", "val_voice", "val_lang")
 SENTENCE_DIR = Path(__file__).resolve().parent / "data" / "sentences"
 ASTERISK_SOUNDS = Path("/usr/share/asterisk/sounds")
@@ -55,6 +56,9 @@ def asterisk_text_file(lang: str) -> Path:
 # espeak voice per sentence file.
 VOICES = {"en": "en-us", "en-gb": "en-gb", "fr": "fr-fr", "es": "es", "de": "de", "nl": "nl", "pl": "pl",
           "ru": "ru", "it": "it", "pt": "pt"}
+# Languages whose sentence file's name is the espeak voice itself (dubtool/data/sentences/<code>.txt).
+VOICES.update({c: c for c in ("el", "tr", "fi", "hi", "vi", "ar", "sw", "ca", "bg", "sk", "ro", "sv", "ko",
+                              "ta", "fa", "ka", "et")})
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ class CorpusConfig:
     train_variants: tuple = ("m1", "m2", "m3", "m4", "m5", "f1", "f2", "f3", "klatt", "klatt3", "croak",
                              "adam", "linda", "steph", "Andy", "Annie", "boris", "max")
     val_variants: tuple = ("m7", "f4", "belinda", "david")
+    rate_wpm: tuple = (120, 260)  # espeak speaking rate drawn from this range
+    pitch: tuple = (25, 80)  # espeak base pitch 0..99
+    pitch_range: tuple = (20, 90)  # espeak pitch range 0..99 (flat .. animated delivery)
     min_clip_s: float = 4.5
     max_clip_s: float = 9.0  # espeak text is added until min..max seconds
     max_frames: int = 300  # clips are cut to 10 s: keeps the cache inside the GPU tool's 64 MiB
@@ -108,7 +115,8 @@ class Corpus:
         return float(self.lengths.sum()) / float(self.meta.get("fps", 30.0))
 
 
-QUANTIZED = ("mel", "keypoints")  # the bulk of the cache; 8 bits per value is far below their noise
+QUANTIZED = ("mel", "keypoints", "target", "offset")  # 8 bits per value is far below their noise (the
+# targets' step is range/255, ~0.004 of a weight: ~0.05 mm of lip gap on the rig)
 
 
 def quantize_columns(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,14 +133,14 @@ def dequantize_columns(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> n
 
 
 def save_corpus(corpus: Corpus, out_dir) -> Path:
-    """Write the cache: corpus.npz (arrays; mel and keypoints as per-column 8-bit codes, which
-    halves the file so a corpus of an hour of speech travels to a GPU machine) and clips.json."""
+    """Write the cache: corpus.npz (arrays; mel, keypoints, target and offset as per-column 8-bit
+    codes, so a corpus of an hour and a half of speech travels to a GPU machine) and clips.json."""
     from .fileio import atomic_path, write_text_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    arrays = {"target": corpus.target, "offset": corpus.offset, "viseme": corpus.viseme, "style": corpus.style,
-              "starts": corpus.starts, "lengths": corpus.lengths, "split": corpus.split}
+    arrays = {"viseme": corpus.viseme, "style": corpus.style, "starts": corpus.starts, "lengths": corpus.lengths,
+              "split": corpus.split}
     for name in QUANTIZED:
         arrays[f"{name}_codes"], arrays[f"{name}_lo"], arrays[f"{name}_step"] = quantize_columns(getattr(corpus, name))
     with atomic_path(out / "corpus.npz", suffix=".npz") as tmp:
@@ -144,7 +152,7 @@ def save_corpus(corpus: Corpus, out_dir) -> Path:
 def load_corpus(path) -> Corpus:
     p = Path(path)
     if not (p / "corpus.npz").is_file() or not (p / "clips.json").is_file():
-        raise InputError(f"no corpus in {p} (expected corpus.npz and clips.json); build it with `dubtool train`")
+        raise InputError(f"no corpus in {p} (expected corpus.npz and clips.json); build it with `dubtool corpus`")
     try:
         info = json.loads((p / "clips.json").read_text(encoding="utf-8"))
         version = info["meta"].get("version")
@@ -154,9 +162,9 @@ def load_corpus(path) -> Corpus:
         raise InputError(f"{p}: corpus version {version} != {CORPUS_VERSION}; delete it and rebuild")
     try:
         z = np.load(p / "corpus.npz")
-        mel, kp = (dequantize_columns(z[f"{n}_codes"], z[f"{n}_lo"], z[f"{n}_step"]) for n in QUANTIZED)
-        c = Corpus(mel, z["target"], z["offset"], kp, z["viseme"], z["style"], z["starts"], z["lengths"],
-                   z["split"], info["clips"], info["meta"])
+        q = {n: dequantize_columns(z[f"{n}_codes"], z[f"{n}_lo"], z[f"{n}_step"]) for n in QUANTIZED}
+        c = Corpus(q["mel"], q["target"], q["offset"], q["keypoints"], z["viseme"], z["style"], z["starts"],
+                   z["lengths"], z["split"], info["clips"], info["meta"])
     except Exception as e:
         raise InputError(f"{p}: corpus is corrupt ({type(e).__name__}); delete it and rebuild") from None
     return c
@@ -452,8 +460,8 @@ def _espeak_jobs(cfg: CorpusConfig) -> list[dict]:
             lang = langs[i % len(langs)]
             jobs.append({"id": f"espeak-{split}-{i:04d}", "source": "espeak", "split": split, "lang": lang,
                          "voice": VOICES[lang], "variant": str(variants[rng.integers(len(variants))]),
-                         "rate": int(rng.integers(120, 260)), "pitch": int(rng.integers(25, 80)),
-                         "range": int(rng.integers(20, 90)), "seed": int(rng.integers(2 ** 31))})
+                         "rate": int(rng.integers(*cfg.rate_wpm)), "pitch": int(rng.integers(*cfg.pitch)),
+                         "range": int(rng.integers(*cfg.pitch_range)), "seed": int(rng.integers(2 ** 31))})
     return jobs
 
 

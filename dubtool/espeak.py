@@ -165,10 +165,12 @@ def _voice_table() -> dict[str, str]:
         return _ENGINE.voices
     arr = _ENGINE.lib.espeak_ListVoices(None)
     best: dict[str, tuple[int, str]] = {}
+    names: dict[str, str] = {}
     i = 0
     while arr[i]:
         v = arr[i].contents
         ident = (v.identifier or b"").decode("utf-8", "replace")
+        names[ident] = (v.name or b"").decode("utf-8", "replace").replace("_", " ")
         raw = v.languages
         i += 1
         if not raw or ident.startswith("mb/"):
@@ -185,7 +187,19 @@ def _voice_table() -> dict[str, str]:
             if key and (key not in best or prio < best[key][0]):
                 best[key] = (prio, ident)
     _ENGINE.voices = {k: v for k, (_, v) in best.items()}
+    _VOICE_NAMES.update({k: names.get(v, k) for k, v in _ENGINE.voices.items()})
     return _ENGINE.voices
+
+
+_VOICE_NAMES: dict[str, str] = {}
+
+
+def voice_names() -> dict[str, str]:
+    """Language code espeak has a voice for -> that voice's display name ('cs' -> 'Czech')."""
+    with _LOCK:
+        _ENGINE.ensure()
+        _voice_table()
+        return dict(_VOICE_NAMES)
 
 
 def list_voices() -> list[str]:

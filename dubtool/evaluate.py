@@ -34,7 +34,7 @@ SYSTEMS = ("generated", "flow_raw", "teacher", "naive_copy")
 
 @dataclass(frozen=True)
 class EvalConfig:
-    closure_threshold: float = 0.2     # normalized lip gap (0 = closed rest, 1 = jawOpen 0.5) that counts as closed
+    closure_threshold: float = metrics.CLOSURE_THRESHOLD  # normalized lip gap (0 = rest, 1 = jawOpen 0.5): < 1.7 mm
     closure_tolerance_s: float = 0.04  # closure may lead/trail the acoustic /p b m/ by this much
     max_lag_frames: int = 10
     teacher_margin: float = 0.15       # closure rate the model may fall below the teacher and still "match" it

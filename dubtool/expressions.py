@@ -77,6 +77,14 @@ def load_library(path: str | None = None) -> tuple[Prototype, ...]:
         raise InputError(f"{p}: cannot read expression library ({e})") from None
     out = []
     driven = {c.lower(): c for c in DRIVEN_CHANNELS}
+    extra: dict[str, list[str]] = {}  # stage-direction words per language, merged into the keywords
+    for lang, table in data.get("stage_directions", {}).items():
+        for name, words in table.items():
+            extra.setdefault(name, []).extend(words)
+    known = {item.get("name") for item in data.get("prototypes", [])}
+    stray = sorted(set(extra) - known)
+    if stray:
+        raise InputError(f"{p}: stage_directions name unknown prototype(s) {', '.join(stray)}")
     for i, item in enumerate(data.get("prototypes", [])):
         chans = []
         for name, value in item.get("channels", {}).items():
@@ -88,7 +96,8 @@ def load_library(path: str | None = None) -> tuple[Prototype, ...]:
         ease = item.get("ease", "cubic")
         out.append(Prototype(
             name=item["name"], kind=item.get("kind", "emotion"), description=item["description"],
-            phrases=tuple(item.get("phrases", ())), keywords=tuple(item.get("keywords", ())),
+            phrases=tuple(item.get("phrases", ())),
+            keywords=tuple(dict.fromkeys(list(item.get("keywords", ())) + extra.get(item["name"], []))),
             spoken=tuple(item.get("spoken", ())), channels=tuple(chans), ease=ease,
             hold_s=float(item.get("hold_s", 0.0)),
             ease_s=float(item.get("ease_s", DEFAULT_PULSE_EASE_S if ease == "pulse" else DEFAULT_EASE_S)),
@@ -99,6 +108,13 @@ def load_library(path: str | None = None) -> tuple[Prototype, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=4)
+def non_expressive_phrases(path: str | None = None) -> tuple[str, ...]:
+    """Stage business with no facial expression ("opens the letter"): the embedding reject class."""
+    p = Path(path) if path else LIBRARY_PATH
+    return tuple(json.loads(p.read_text(encoding="utf-8")).get("non_expressive", ()))
+
+
 def prototype(name: str, library: tuple[Prototype, ...] | None = None) -> Prototype:
     for pr in library or load_library():
         if pr.name == name:
@@ -107,37 +123,38 @@ def prototype(name: str, library: tuple[Prototype, ...] | None = None) -> Protot
 
 
 @functools.lru_cache(maxsize=4)
-def _keyword_patterns(library: tuple[Prototype, ...]) -> tuple[tuple[Prototype, re.Pattern], ...]:
-    pats = []
-    for pr in library:
-        for k in (pr.name.replace("_", " "), pr.description) + pr.keywords:
-            pats.append((pr, _compile_phrase(k)))
-    return tuple(pats)
-
-
-@functools.lru_cache(maxsize=4)
 def _spoken_patterns(library: tuple[Prototype, ...]) -> tuple[tuple[Prototype, re.Pattern], ...]:
     return tuple((pr, _compile_phrase(k)) for pr in library for k in pr.spoken)
 
 
-def keyword_matches(text: str, library: tuple[Prototype, ...] | None = None) -> list[Prototype]:
-    """Prototypes a stage direction or description names by lexicon (keywords, names), in text order.
+@functools.lru_cache(maxsize=4)
+def _keyword_regex(library: tuple[Prototype, ...]) -> tuple[re.Pattern, tuple[Prototype, ...]]:
+    """All keyword phrases of the library as one alternation, longest phrase first, so one scan
+    finds the leftmost-longest match at each place ("looks down" over "down") in linear time."""
+    seen: dict[str, Prototype] = {}
+    for pr in library:
+        for k in (pr.name.replace("_", " "), pr.description) + pr.keywords:
+            seen.setdefault(" ".join(k.lower().split()), pr)  # the first prototype naming a phrase owns it
+    phrases = sorted(seen, key=len, reverse=True)
+    parts = [f"(?P<k{i}>{_compile_phrase(k).pattern})" for i, k in enumerate(phrases)]
+    return re.compile("|".join(parts), re.IGNORECASE), tuple(seen[k] for k in phrases)
 
-    A longer match wins over a shorter one inside it ("looks down" over "down")."""
+
+def keyword_spans(text: str, library: tuple[Prototype, ...] | None = None) -> list[tuple[int, int, Prototype]]:
+    """(start, end, prototype) of every lexicon phrase in `text`, non-overlapping, in text order."""
     library = library or load_library()
-    hits: list[tuple[int, int, Prototype]] = []
-    for pr, pat in _keyword_patterns(library):
-        for m in pat.finditer(text):
-            hits.append((m.start(), m.end(), pr))
-    hits.sort(key=lambda h: (h[0], -(h[1] - h[0])))
-    chosen: list[tuple[int, int, Prototype]] = []
-    for s, e, pr in sorted(hits, key=lambda h: -(h[1] - h[0])):
-        if any(s < ce and cs < e and cp is not pr for cs, ce, cp in chosen):
-            continue  # overlaps a longer match of another prototype
-        if any(cp is pr for _, _, cp in chosen):
-            continue
-        chosen.append((s, e, pr))
-    return [pr for _, _, pr in sorted(chosen, key=lambda h: h[0])]
+    pat, owners = _keyword_regex(library)
+    return [(m.start(), m.end(), owners[int(m.lastgroup[1:])]) for m in pat.finditer(text)]
+
+
+def keyword_matches(text: str, library: tuple[Prototype, ...] | None = None) -> list[Prototype]:
+    """Prototypes a stage direction or description names by lexicon (keywords, names), in text
+    order, each once. A longer match wins over a shorter one inside it ("looks down" over "down")."""
+    out: list[Prototype] = []
+    for _, _, pr in keyword_spans(text, library):
+        if pr not in out:
+            out.append(pr)
+    return out
 
 
 def spoken_cues(text: str, library: tuple[Prototype, ...] | None = None) -> list[tuple[int, Prototype]]:
@@ -263,6 +280,11 @@ class PrototypeMatcher:
         self._use_embedding = use_embedding
         self._proto_vecs: np.ndarray | None = None
         self._proto_owner: list[int] = []
+        self._null_vecs: np.ndarray | None = None
+
+    @property
+    def uses_embedding(self) -> bool:
+        return self._use_embedding
 
     @property
     def embedder(self) -> Embedder:
@@ -314,6 +336,24 @@ class PrototypeMatcher:
         np.maximum.at(best, np.array(self._proto_owner), sims)
         i = int(np.argmax(best))
         return self.library[i], float(best[i])
+
+    def rank(self, texts: list[str]) -> list[tuple[Prototype, float, float]]:
+        """For each text (one batch through the model): its nearest prototype, that cosine score,
+        and the best score among the non-expressive phrases (the reject class)."""
+        if not texts:
+            return []
+        vecs = self._prototype_vectors()
+        if self._null_vecs is None:
+            self._null_vecs = self._cached_encode(list(non_expressive_phrases()))
+        q = self.embedder.encode(list(texts))
+        sims = q @ vecs.T  # (texts, phrases)
+        owner = np.array(self._proto_owner)
+        best = np.full((len(texts), len(self.library)), -1.0)
+        for j in range(len(self.library)):  # max over each prototype's phrases
+            best[:, j] = sims[:, owner == j].max(axis=1)
+        null = (q @ self._null_vecs.T).max(axis=1) if len(self._null_vecs) else np.full(len(texts), -1.0)
+        idx = best.argmax(axis=1)
+        return [(self.library[int(i)], float(best[r, i]), float(null[r])) for r, i in enumerate(idx)]
 
     def match(self, text: str) -> list[tuple[Prototype, float]]:
         """Prototypes named by `text`: all lexicon hits (score 1), else the nearest by embedding if

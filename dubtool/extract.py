@@ -402,7 +402,16 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
         "timings_s": {"decode_track": round(t_decode_track, 3), "track": round(t_track, 3),
                       "post": round(t_post, 3), "total": round(time.perf_counter() - t0, 3)},
     }
-    anim = Animation(values, fps, None, {"source": os.path.abspath(info.path)})
+    start_tc = None
+    if info.timecode:
+        from .livelink import start_timecode_s
+
+        try:  # the tag counts frames at the video's own rate
+            start_tc = start_timecode_s(info.timecode, info.fps)
+        except InputError:
+            warnings.warn(f"{info.path}: ignored unreadable timecode tag {info.timecode!r}")
+        meta["source_timecode"] = info.timecode
+    anim = Animation(values, fps, start_tc, {"source": os.path.abspath(info.path)})
     return Performance(landmarks, canon, pose.astype(np.float32), anim, face_found, confidence, audio, meta)
 
 

@@ -27,8 +27,9 @@ from .phonemes import Word
 from .arkit import Animation
 from .errors import InputError
 from .expressions import (DEFAULT_EASE_S, DEFAULT_PULSE_EASE_S, DRIVEN_CHANNELS, Prototype, PrototypeMatcher,
-                          clamp_value, combine, for_side, intensity_of, keyword_matches, load_library, spoken_cues)
+                          clamp_value, combine, for_side, load_library, spoken_cues)
 from .fileio import atomic_path, require_file
+from .script_reading import CUE_MIN_SCORE, PROSE_MIN_SCORE, is_narration, read_dialogue, read_directions
 
 FORMAT_VERSION = 1
 EASES = ("cubic", "hermite", "linear", "hold", "pulse")
@@ -344,8 +345,9 @@ def _channel_curve(times: np.ndarray, keys: list[Keyframe], name: str) -> np.nda
     pieces: list[tuple[float, Callable[[np.ndarray], np.ndarray]]] = [(-np.inf, lambda t: np.zeros_like(t))]
 
     def value_at(t: float) -> float:
-        f = [fn for start, fn in pieces if start <= t][-1]
-        return float(f(np.array([t]))[0])
+        # Piece starts never decrease (each starts at or after the previous key), so the piece in
+        # force at a new piece's start is the last one: O(1) instead of a scan (linear in keys).
+        return float(pieces[-1][1](np.array([t]))[0])
 
     for i in range(1, len(pts)):
         (t0, _, h0), (t1, v1, _), key = pts[i - 1], pts[i], merged[i - 1]
@@ -371,11 +373,12 @@ def _channel_curve(times: np.ndarray, keys: list[Keyframe], name: str) -> np.nda
             fn = (lambda v0, v1, st, sp: lambda t: v0 + (v1 - v0) * ease_in_out_cubic((t - st) / sp))(v0, v1, start, span)
         pieces.append((start, fn))
     starts = np.array([p[0] for p in pieces])
-    which = np.searchsorted(starts, times, side="right") - 1
+    bounds = np.searchsorted(times, starts, side="left")  # times are sorted: each piece owns a slice
+    bounds = np.append(bounds, len(times))
     for j, (_, fn) in enumerate(pieces):
-        m = which == j
-        if np.any(m):
-            out[m] = fn(times[m])
+        lo, hi = bounds[j], bounds[j + 1]
+        if hi > lo:
+            out[lo:hi] = fn(times[lo:hi])
     return out
 
 
@@ -389,13 +392,19 @@ def pulse_envelope(times: np.ndarray, time_s: float, hold_s: float, attack_s: fl
 
 
 def _apply_pulse(values: np.ndarray, times: np.ndarray, k: Keyframe, col: dict[str, int]) -> None:
-    env = pulse_envelope(times, k.time_s, k.hold_s, k.transition_s)
+    attack = max(k.transition_s, 1e-3)
+    # The envelope is zero outside its rise-hold-fall window: touch only those frames (linear overall).
+    lo = int(np.searchsorted(times, k.time_s - attack, side="left"))
+    hi = int(np.searchsorted(times, k.time_s + k.hold_s + attack * PULSE_RELEASE, side="right"))
+    if hi <= lo:
+        return
+    env = pulse_envelope(times[lo:hi], k.time_s, k.hold_s, k.transition_s)
     for name, v in k.channels.items():
         c = col[name]
         if name in arkit.ROTATION_NAMES:
-            values[:, c] += env * v  # a nod moves relative to the current head pose
+            values[lo:hi, c] += env * v  # a nod moves relative to the current head pose
         else:
-            values[:, c] += env * (v - values[:, c])  # a blink closes fully whatever the lids did
+            values[lo:hi, c] += env * (v - values[lo:hi, c])  # a blink closes fully whatever the lids did
 
 
 def blink_times(duration_s: float, values: np.ndarray, fps: float, keyframes: tuple[Keyframe, ...],
@@ -409,20 +418,25 @@ def blink_times(duration_s: float, values: np.ndarray, fps: float, keyframes: tu
     wide = np.maximum(values[:, arkit.index("eyeWideLeft")], values[:, arkit.index("eyeWideRight")])
     closed = np.maximum(values[:, arkit.index("eyeBlinkLeft")], values[:, arkit.index("eyeBlinkRight")])
     blocked |= (wide > 0.25) | (closed > 0.5)
-    t = np.arange(values.shape[0]) / fps
+    n = values.shape[0]
     for k in keyframes:
-        if any(n in k.channels for n in ("eyeBlinkLeft", "eyeBlinkRight")) and k.ease == "pulse":
-            blocked |= np.abs(t - k.time_s) < 0.8 + k.hold_s
+        if any(c in k.channels for c in ("eyeBlinkLeft", "eyeBlinkRight")) and k.ease == "pulse":
+            r = 0.8 + k.hold_s  # frames within r of the keyed blink
+            lo, hi = max(0, int(np.ceil((k.time_s - r) * fps - 1e-9))), min(n, int(np.floor((k.time_s + r) * fps + 1e-9)) + 1)
+            f = np.arange(lo, hi)
+            blocked[f[np.abs(f / fps - k.time_s) < r]] = True
     blocked = np.convolve(blocked.astype(float), np.ones(max(1, int(0.25 * fps))), "same") > 0
+    # next_free[f]: the first unblocked frame at or after f (n when none), computed once.
+    idx = np.where(~blocked, np.arange(n), n)
+    next_free = np.minimum.accumulate(idx[::-1])[::-1] if n else idx
     mean = 60.0 / rate_per_min
     out, now = [], float(rng.uniform(0.3, 0.8) * mean)
     while now < duration_s - 0.3:
         f = int(now * fps)
-        if f < len(blocked) and blocked[f]:
-            free = np.nonzero(~blocked[f:])[0]
-            if free.size == 0:
+        if f < n and blocked[f]:
+            if next_free[f] >= n:
                 break
-            now = (f + int(free[0])) / fps + 0.1
+            now = int(next_free[f]) / fps + 0.1
             continue
         out.append(round(now, 3))
         now += max(1.0, float(rng.gamma(4.0, mean / 4.0)))
@@ -467,16 +481,19 @@ def _limits(name: str) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------
 # Stage (a) offline: script -> words, cues and moods -> keyframe descriptions.
 
-_CUE = re.compile(r"\[([^\]]{1,120})\]|\(([^)]{1,120})\)|\*([^*]{1,120})\*")
-_SPEAKER = re.compile(r"^\s*[A-Z][A-Z0-9 _.'-]{0,30}:\s+")
-_CONTEXT = re.compile(r"^\s*(?:context|scene|mood|setting)\s*:\s*(.+)$", re.IGNORECASE)
+_CUE = re.compile(r"\[([^\]]{1,300})\]|\(([^)]{1,300})\)|\*([^*]{1,300})\*")
+_SPEAKER = re.compile(r"^\s*(?:[A-Z][A-Z0-9 _.'-]{0,30}|[A-Z][\w'.-]*(?: [A-Z][\w'.-]*){0,2}):\s+")
+_CONTEXT = re.compile(r"^\s*(?:context|scene|mood|setting|contexte|scène|contexto|escena)\s*:\s*(.+)$", re.IGNORECASE)
 _WORD = re.compile(r"[\w']+(?:-[\w']+)*")
+_QUOTED = re.compile(r"[\"“«]([^\"”»]+)[\"”»]")
 
 
 @dataclass
 class ScriptLine:
     text: str  # spoken text, cues removed
     cues: list[tuple[int, str]]  # (word index the cue precedes, cue text)
+    prose: list[bool] = field(default_factory=list)  # per cue: narration rather than a bracketed cue
+    narration: bool = False  # the line is prose read as the timing of its own directions (no dialogue at all)
 
 
 @dataclass
@@ -489,12 +506,29 @@ class Script:
         return " ".join(l.text for l in self.lines if l.text)
 
 
+def _split_cues(line: str) -> tuple[str, list[tuple[int, str]]]:
+    cues: list[tuple[int, str]] = []
+    spoken_parts, pos = [], 0
+    for cm in _CUE.finditer(line):
+        spoken_parts.append(line[pos:cm.start()])
+        cue = next(g for g in cm.groups() if g is not None).strip()
+        cues.append((len(_WORD.findall(" ".join(spoken_parts))), cue))
+        pos = cm.end()
+    spoken_parts.append(line[pos:])
+    spoken = " ".join(" ".join(spoken_parts).split())
+    return re.sub(r"\s+([,.;:!?…])", r"\1", spoken), cues
+
+
 def parse_script(text: str) -> Script:
-    """Script text -> context notes and dialogue lines with their bracketed cues.
+    """Script text -> context notes and dialogue lines with their cues.
 
     Format: one dialogue line per text line, optional `NAME:` speaker prefix, cues as [angry],
-    (whispering) or *sighs* anywhere in the line, `Context: ...` lines for scene notes, # comments."""
+    (whispering) or *sighs* anywhere in the line, `Context: ...` lines for scene notes, # comments.
+    Prose is a direction too: a narration line ("She opens the letter, gasps.") cues the next
+    dialogue line, and in a line with quotes the words outside the quotes are directions. A script
+    of narration only is timed as if read, its directions at their own words."""
     script = Script()
+    pending: list[str] = []  # narration waiting for the next dialogue line
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -504,18 +538,44 @@ def parse_script(text: str) -> Script:
             script.context.append(m.group(1).strip())
             continue
         line = _SPEAKER.sub("", line)
-        cues: list[tuple[int, str]] = []
-        spoken_parts, pos = [], 0
-        for cm in _CUE.finditer(line):
-            spoken_parts.append(line[pos:cm.start()])
-            before = " ".join(spoken_parts)
-            cue = next(g for g in cm.groups() if g is not None).strip()
-            cues.append((len(_WORD.findall(before)), cue))
-            pos = cm.end()
-        spoken_parts.append(line[pos:])
-        spoken = " ".join(" ".join(spoken_parts).split())
-        spoken = re.sub(r"\s+([,.;:!?…])", r"\1", spoken)
-        script.lines.append(ScriptLine(spoken, cues))
+        quotes = list(_QUOTED.finditer(line))
+        if quotes:  # She smiles. "I knew it." -> (She smiles.) I knew it.
+            parts, pos = [], 0
+            for q in quotes:
+                outside = line[pos:q.start()].strip(" ,")
+                if _WORD.search(outside):
+                    parts.append(f"({outside.replace('(', ' ').replace(')', ' ')})")
+                parts.append(q.group(1))
+                pos = q.end()
+            outside = line[pos:].strip(" ,.")
+            if _WORD.search(outside):
+                parts.append(f"({outside.replace('(', ' ').replace(')', ' ')})")
+            line = " ".join(parts)
+            n_prose = sum(1 for _ in re.finditer(r"\(", line))
+        elif is_narration(_CUE.sub(" ", line)):
+            pending.append(line)
+            continue
+        else:
+            n_prose = 0
+        spoken, cues = _split_cues(line)
+        prose = [False] * len(cues)
+        if quotes:
+            prose = [True] * len(cues) if n_prose == len(cues) else prose
+        if pending:
+            cues = [(0, p) for p in pending] + cues
+            prose = [True] * len(pending) + prose
+            pending = []
+        script.lines.append(ScriptLine(spoken, cues, prose))
+    if pending:
+        if script.lines:  # narration after the last line: directions at its end
+            last = script.lines[-1]
+            n = len(_WORD.findall(last.text))
+            last.cues.extend((n, p) for p in pending)
+            last.prose.extend(True for _ in pending)
+        else:
+            for p in pending:
+                spoken, cues = _split_cues(p)
+                script.lines.append(ScriptLine(spoken, [(0, spoken)] + cues, [True] + [False] * len(cues), True))
     return script
 
 
@@ -565,19 +625,40 @@ class _Event:
     time_s: float
     word: str | None
     offset_s: float
-    kind: str  # "mood" | "pulse" | "sustain"
+    kind: str  # "mood" | "clause_mood" | "pulse" | "sustain"
     proto: Prototype
     intensity: float
     description: str
     end_s: float = 0.0  # sustained actions: when they release
+    origin: str = ""  # "context" | "cue" | "prose" | "dialogue" | "spoken" | "prosody" | "emphasis"
 
 
-def _anchor(words: tuple[Word, ...], i: int) -> tuple[str, float]:
+@dataclass(frozen=True)
+class PlannedExpression:
+    """What the offline planner read from the script and keyed (stage a, before timing merges)."""
+
+    name: str
+    kind: str  # the prototype's kind: "emotion" | "action" | "prosody"
+    intensity: float
+    time_s: float
+    origin: str
+
+
+def _occurrences(words: tuple[Word, ...]) -> list[int]:
+    """For each word, which occurrence of its text it is (1, 2, ...): word anchors in linear time."""
+    seen: dict[str, int] = {}
+    out = []
+    for w in words:
+        k = _norm_word(w.text)
+        seen[k] = seen.get(k, 0) + 1
+        out.append(seen[k])
+    return out
+
+
+def _anchor(words: tuple[Word, ...], i: int, occ: list[int]) -> tuple[str, float]:
     i = min(max(i, 0), len(words) - 1)
     w = words[i]
-    key = _norm_word(w.text)
-    nth = sum(1 for x in words[:i + 1] if _norm_word(x.text) == key)
-    return (w.text if nth == 1 else f"{w.text}#{nth}"), w.start_s
+    return (w.text if occ[i] == 1 else f"{w.text}#{occ[i]}"), w.start_s
 
 
 def _describe(proto: Prototype, intensity: float) -> str:
@@ -592,110 +673,147 @@ def _scaled(proto: Prototype, intensity: float, scale: float = 1.0) -> dict[str,
     return {k: clamp_value(k, v * intensity * scale) for k, v in proto.channels}
 
 
-def _classify_cue(cue: str, matcher: PrototypeMatcher | None, warnings: list[str]) -> list[Prototype]:
-    """Prototypes a cue names, mirrored where the cue names the other side ("tilts head right")."""
-    hits = keyword_matches(cue)
-    if hits or matcher is None:
-        if not hits:
-            warnings.append(f"cue {cue!r} matches no expression (lexicon only)")
-        return [for_side(pr, cue) for pr in hits]
-    found = matcher.match(cue)
-    if not found:
-        warnings.append(f"cue {cue!r} matches no expression")
-    return [for_side(pr, cue) for pr, _ in found]
-
-
 def plan_offline(script_text: str, duration_s: float | None = None, words: tuple[Word, ...] | None = None,
                  options: PlanOptions = PlanOptions(), matcher: PrototypeMatcher | None = None,
-                 warnings: list[str] | None = None) -> KeyframeTrack:
-    """The offline planner: cues, interjections and punctuation of a script -> a KeyframeTrack.
+                 warnings: list[str] | None = None, trace: list[PlannedExpression] | None = None) -> KeyframeTrack:
+    """The offline planner: directions, prose, context, interjections and punctuation of a script
+    -> a KeyframeTrack. Linear in the script's length.
 
-    Emotion cues ([angry], context notes, cue words) set a mood that holds until the next mood;
-    actions ((nods), *blinks*, (glances left)) become pulses or sustained poses at the word they
-    precede; questions lift the brows on their last word; '!' and capitals intensify."""
+    Emotions a direction names ([angry], "gasps in shock", a context note at half strength) set a
+    mood that holds until the next; actions ((nods), "frowns", (glances left)) become pulses or
+    sustained poses at the word they precede, a direction's clauses spread over the words it
+    governs in order; questions lift the brows on their last word; '!' and capitals intensify.
+    `trace` (a list) receives what was read, for evaluation."""
     warnings = warnings if warnings is not None else []
     script = parse_script(script_text)
     text = script.spoken_text
-    if not text.strip() and not any(l.cues for l in script.lines):
+    if not text.strip() and not any(l.cues for l in script.lines) and not script.context:
         raise InputError("script has no dialogue text or cues")
     if matcher is None and options.use_embedding:
         matcher = PrototypeMatcher()
+    if matcher is None:
+        matcher = PrototypeMatcher(use_embedding=False)
     if words is None:
         words, duration_s = estimate_word_times(text, duration_s)
     elif duration_s is None:
         duration_s = (words[-1].end_s + 0.3) if words else 1.0
     assert duration_s is not None
     library = load_library()
+    occ = _occurrences(words)
     events: list[_Event] = []
 
-    # Scene context sets the baseline mood at half strength.
-    for note in script.context:
-        for pr in _classify_cue(note, matcher, warnings)[:1]:
-            if pr.kind == "emotion":
-                events.append(_Event(0.0, None, 0.0, "mood", pr, 0.5, _describe(pr, 0.5)))
+    # Stage (a): every direction of the script read in two batches (one embedding call each).
+    cue_texts = [(li, ci) for li, l in enumerate(script.lines) for ci in range(len(l.cues)) if not l.prose[ci]]
+    prose_texts = [(li, ci) for li, l in enumerate(script.lines) for ci in range(len(l.cues)) if l.prose[ci]]
+    readings: dict[tuple[int, int], list] = {}
+    for keys, floor in ((cue_texts, CUE_MIN_SCORE), (prose_texts, PROSE_MIN_SCORE)):
+        got = read_directions([script.lines[li].cues[ci][1] for li, ci in keys], matcher, floor, library)
+        readings.update(zip(keys, got))
+    for (li, ci), rs in readings.items():
+        if not rs:
+            warnings.append(f"direction {script.lines[li].cues[ci][1][:60]!r} names no expression")
 
+    # Scene context sets the baseline mood at half strength; the line's own emotions override it.
+    for rs in read_directions(script.context, matcher, PROSE_MIN_SCORE, library):
+        for r in rs:
+            if r.proto.kind == "emotion":
+                events.append(_Event(0.0, None, 0.0, "mood", r.proto, 0.5 * r.intensity,
+                                     _describe(r.proto, 0.5 * r.intensity), origin="context"))
+                break
+
+    mood_before = events[-1].proto.name if events else ""  # the mood in force when a line starts
     base = 0  # index of the line's first word among all words
-    for line in script.lines:
+    for li, line in enumerate(script.lines):
         line_words = _WORD.findall(line.text)
         n = len(line_words)
-        # Bracketed cues.
-        for wi, cue in line.cues:
-            gi = base + min(wi, max(n - 1, 0))
+        line_events: list[_Event] = []
+        # Directions: each reading at the word where its clause falls among the words the direction
+        # governs (up to the next direction), in order; a narration-only line at its own words.
+        for ci, (wi, cue) in enumerate(line.cues):
             if not words:
                 continue
-            anchor, t = _anchor(words, gi)
-            at_end = wi >= n and n > 0
-            for pr in _classify_cue(cue, matcher, warnings):
-                inten = min(1.3, 1.0 * _intensity_words(cue))
-                if at_end:  # a cue after the last word acts at that word's end
-                    w = words[gi]
-                    tt, ww, off = min(duration_s, w.end_s), None, 0.0
+            nxt = line.cues[ci + 1][0] if ci + 1 < len(line.cues) else n
+            origin = "prose" if line.prose[ci] else "cue"
+            rs = readings.get((li, ci), [])
+            groups = sorted({r.clause for r in rs})  # clauses that name something, spread in order
+            for r in rs:
+                if line.narration and ci == 0:
+                    at_w = len(_WORD.findall(cue[:r.start]))
                 else:
-                    tt, ww, off = max(0.0, t - EXPRESSION_LEAD_S), anchor, -EXPRESSION_LEAD_S
-                    if t - EXPRESSION_LEAD_S < 0:
-                        ww, off, tt = anchor, -t, 0.0
-                events.append(_make_event(pr, tt, ww, off, inten, words, gi))
+                    at_w = wi + (nxt - wi) * groups.index(r.clause) // len(groups)
+                gi = base + min(at_w, max(n - 1, 0))
+                pr = for_side(r.proto, cue[max(0, r.start - 40):r.end + 40])
+                inten = min(1.3, r.intensity)
+                if at_w >= n and n > 0:  # a direction after the last word acts at that word's end
+                    tt, ww, off = min(duration_s, words[gi].end_s), None, 0.0
+                else:
+                    anchor, t = _anchor(words, gi, occ)
+                    tt, ww, off = max(0.0, t - EXPRESSION_LEAD_S), anchor, -min(EXPRESSION_LEAD_S, t)
+                line_events.append(_make_event(pr, tt, ww, off, inten, words, gi, origin=origin))
+        if not line.narration:
+            # Emotions the speaker states ("I'm so angry"), at the emotion word.
+            for r in read_dialogue(line.text, library):
+                gi = base + min(len(_WORD.findall(line.text[:r.start])), max(n - 1, 0))
+                if not words:
+                    continue
+                anchor, t = _anchor(words, gi, occ)
+                o = -min(EXPRESSION_LEAD_S, t)
+                line_events.append(_make_event(r.proto, t + o, anchor, o, min(1.3, r.intensity), words, gi,
+                                               origin="dialogue"))
         # Clauses: interjections, punctuation, capitals.
         for clause, c0, c1, punct in _clauses(line.text):
             gi0, gi1 = base + c0, base + c1 - 1
             if gi1 < gi0 or not words:
                 continue
             louder = 1.0 + 0.15 * min(2, punct.count("!")) + (0.15 if _has_caps(clause) else 0.0)
-            for off_c, pr in spoken_cues(clause + punct, library):
-                wi = gi0 + len(_WORD.findall(clause[:off_c]))
-                anchor, t = _anchor(words, min(wi, gi1))
-                o = -min(EXPRESSION_LEAD_S, t)
-                events.append(_make_event(pr, t + o, anchor, o, min(1.3, louder), words, min(wi, gi1), gi1))
+            if not line.narration:
+                for off_c, pr in spoken_cues(clause + punct, library):
+                    wi = gi0 + len(_WORD.findall(clause[:off_c]))
+                    anchor, t = _anchor(words, min(wi, gi1), occ)
+                    o = -min(EXPRESSION_LEAD_S, t)
+                    line_events.append(_make_event(pr, t + o, anchor, o, min(1.3, louder), words, min(wi, gi1), gi1,
+                                                   origin="spoken"))
             if "?" in punct and "!" in punct:
-                anchor, t = _anchor(words, gi0)
-                events.append(_make_event(_proto(library, "surprise"), max(0.0, t - EXPRESSION_LEAD_S), anchor,
-                                          -min(EXPRESSION_LEAD_S, t), 0.8, words, gi0, gi1))
+                anchor, t = _anchor(words, gi0, occ)
+                line_events.append(_make_event(_proto(library, "surprise"), max(0.0, t - EXPRESSION_LEAD_S), anchor,
+                                               -min(EXPRESSION_LEAD_S, t), 0.8, words, gi0, gi1, origin="prosody"))
             elif "?" in punct:
-                anchor, t = _anchor(words, gi1)
-                events.append(_make_event(_proto(library, "question"), t, anchor, 0.0, 1.0, words, gi1))
+                anchor, t = _anchor(words, gi1, occ)
+                line_events.append(_make_event(_proto(library, "question"), t, anchor, 0.0, 1.0, words, gi1,
+                                               origin="emphasis"))
             elif "!" in punct or _has_caps(clause):
-                anchor, t = _anchor(words, gi1 if "!" in punct else _caps_index(clause, gi0))
+                anchor, t = _anchor(words, gi1 if "!" in punct else _caps_index(clause, gi0), occ)
                 # Emphasis: a brow flash, or a head downbeat when the face is frowning (anger).
-                frowning = _mood_at(events, t) in ("anger", "determination", "disgust", "contempt")
+                frowning = _mood_at(line_events, mood_before, t) in ("anger", "determination", "disgust", "contempt")
                 emph = _proto(library, "nod" if frowning else "brow_raise")
-                events.append(_make_event(emph, t, anchor, 0.0, 0.6 if frowning else 0.8 * louder, words, gi1))
-            elif punct.startswith(("...", "…")):
-                anchor, t = _anchor(words, gi1)
-                events.append(_make_event(_proto(library, "thinking"), t, anchor, 0.0, 0.6, words, gi1, gi1))
+                line_events.append(_make_event(emph, t, anchor, 0.0, 0.6 if frowning else 0.8 * louder, words, gi1,
+                                               origin="emphasis"))
+            elif punct.startswith(("...", "…")) and not line.narration:
+                anchor, t = _anchor(words, gi1, occ)
+                line_events.append(_make_event(_proto(library, "thinking"), t, anchor, 0.0, 0.6, words, gi1, gi1,
+                                               origin="prosody"))
+        mood_before = _mood_at(line_events, mood_before, float("inf"))
+        events.extend(line_events)
         base += n
 
+    if words and any(e.origin == "context" for e in events):
+        # A line that opens on its own emotion overrides the scene's baseline before it shows.
+        first = words[0].start_s
+        if any(e.kind == "mood" and e.origin != "context" and e.time_s <= first + 0.05 for e in events):
+            events = [e for e in events if e.origin != "context"]
+    if trace is not None:
+        trace.extend(PlannedExpression(e.proto.name, e.proto.kind, round(e.intensity, 3), round(e.time_s, 3), e.origin)
+                     for e in sorted(events, key=lambda e: e.time_s))
     kfs = _events_to_keyframes(events, duration_s, library)
     return KeyframeTrack(float(duration_s), options.fps, tuple(kfs), text, tuple(words),
                          options.blinks_per_min, options.seed, "offline")
 
 
-def _intensity_words(text: str) -> float:
-    return intensity_of(text)
-
-
-def _mood_at(events: list[_Event], t: float) -> str:
-    moods = [e for e in events if e.kind == "mood" and e.time_s <= t + 1e-6]
-    return max(moods, key=lambda e: e.time_s).proto.name if moods else ""
+def _mood_at(line_events: list[_Event], before: str, t: float) -> str:
+    """The mood at `t` within a line: its latest mood event at or before `t`, else the mood the
+    line started in (only the line's own events are scanned: linear overall)."""
+    moods = [e for e in line_events if e.kind == "mood" and e.time_s <= t + 1e-6]
+    return max(moods, key=lambda e: e.time_s).proto.name if moods else before
 
 
 def _proto(library, name: str) -> Prototype:
@@ -726,7 +844,7 @@ def _clauses(text: str):
 
 
 def _make_event(pr: Prototype, t: float, word: str | None, off: float, inten: float,
-                words: tuple[Word, ...], gi: int, clause_end: int | None = None) -> _Event:
+                words: tuple[Word, ...], gi: int, clause_end: int | None = None, origin: str = "") -> _Event:
     kind = "pulse" if pr.ease == "pulse" else ("mood" if pr.kind == "emotion" else "sustain")
     if clause_end is not None and kind == "mood" and pr.kind == "emotion":
         kind = "clause_mood"  # an interjection colours its clause, then the line's mood returns
@@ -734,7 +852,7 @@ def _make_event(pr: Prototype, t: float, word: str | None, off: float, inten: fl
     if kind in ("sustain", "clause_mood") and words:
         last = words[min(len(words) - 1, clause_end if clause_end is not None else gi)]
         end = max(last.end_s + 0.25, t + pr.hold_s + pr.ease_s)
-    return _Event(max(0.0, t), word, off, kind, pr, inten, _describe(pr, inten), end)
+    return _Event(max(0.0, t), word, off, kind, pr, inten, _describe(pr, inten), end, origin)
 
 
 def _events_to_keyframes(events: list[_Event], duration_s: float, library) -> list[Keyframe]:

@@ -66,6 +66,7 @@ class LocalizeOptions:
     end_s: float | None = None
     stretch_blinks: bool = False
     upper: str = "source"
+    timecode: str | None = None  # timecode of the dub's time 0 (HH:MM:SS:FF at the output rate)
     align: AlignConfig = field(default_factory=AlignConfig)
 
     def validate(self) -> None:
@@ -93,8 +94,16 @@ class LocalizeOptions:
             raise InputError(f"--start must be >= 0, got {self.start_s}")
         if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
             raise InputError(f"--end ({self.end_s}) must be after --start ({self.start_s})")
-        voice_for_lang(self.lang)
-        voice_for_lang(self.source_lang)
+        if self.timecode is not None:
+            from .livelink import start_timecode_s
+
+            start_timecode_s(self.timecode, self.fps or 60.0)  # the format; FF is checked again at the output rate
+        # The flow model needs audio only: any --lang is fine. The teacher times the transcript with
+        # espeak's pronunciations, so it needs a language espeak-ng speaks.
+        if self.model == "teacher":
+            from .lang import language
+
+            language(self.lang, "--model teacher")
 
 
 @dataclass
@@ -111,6 +120,21 @@ def voice_for_lang(code: str) -> str:
     from .lang import voice_for
 
     return voice_for(code)
+
+
+def _usable_transcripts(options: LocalizeOptions, warnings_: list[str]) -> tuple[str | None, str | None, str | None, str | None]:
+    """(source_text, dub_text, source_voice, dub_voice): a transcript whose language espeak-ng does not
+    speak cannot be timed, so it is dropped with a warning (the flow model does not need it)."""
+    from .lang import voice_or_none
+
+    source_voice, dub_voice = voice_or_none(options.source_lang), voice_or_none(options.lang)
+    source_text, dub_text = options.source_text, options.dub_text
+    for flag, code, voice, text in (("--dub-text", options.lang, dub_voice, dub_text),
+                                    ("--source-text", options.source_lang, source_voice, source_text)):
+        if text and voice is None:
+            warnings_.append(f"{flag} not used: unsupported language {code!r} (transcript alignment needs a "
+                             "language espeak-ng speaks)")
+    return (source_text if source_voice else None, dub_text if dub_voice else None, source_voice, dub_voice)
 
 
 def load_source(path: str | os.PathLike):
@@ -304,7 +328,7 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
     warnings_: list[str] = []
     t0 = time.perf_counter()
     require_speech(dub, "dub audio")
-    dub_voice, source_voice = voice_for_lang(options.lang), voice_for_lang(options.source_lang)
+    source_text, dub_text, source_voice, dub_voice = _usable_transcripts(options, warnings_)
 
     src_anim: Animation = source.animation
     ratio = dub.duration_s / max(source.duration_s, 1e-6)
@@ -319,8 +343,8 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
             timemap = uniform_timemap(source.duration_s, dub.duration_s, "source has no audio; uniform stretch")
             warnings_.append("source has no audio track: the performance is stretched uniformly onto the dub")
         else:
-            timemap = align(source.audio, dub, options.align, options.source_text, options.dub_text,
-                            source_voice, dub_voice)
+            timemap = align(source.audio, dub, options.align, source_text, dub_text,
+                            source_voice or "en", dub_voice or "en")
     timings["align_s"] = time.perf_counter() - t
 
     # 2. the dub span to process and its frames
@@ -357,9 +381,9 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
     # 4. lower face
     t = time.perf_counter()
     phonemes = None
-    if options.dub_text:
+    if dub_text:
         try:
-            phonemes = _shift_phonemes(dub_phonemes(dub, options.dub_text, options.lang), start, seg.duration_s)
+            phonemes = _shift_phonemes(dub_phonemes(dub, dub_text, options.lang), start, seg.duration_s)
         except DubtoolError as e:
             if options.model == "teacher":
                 raise
@@ -380,11 +404,20 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
     timings["generate_s"] = time.perf_counter() - t
 
     values = lower if options.upper == "model" else compose(lower, performance)
-    anim = Animation(values, model_fps, start,
+    # Time of day of the output's first frame: the dub's start timecode (--timecode, else the source
+    # take's, since a dub is conformed to the source picture) plus the processed span's offset.
+    if options.timecode is not None:
+        from .livelink import start_timecode_s
+
+        tc_base = start_timecode_s(options.timecode, fps)
+    else:
+        tc_base = source.animation.timecode_start_s or 0.0
+    tc_start = tc_base + start
+    anim = Animation(values, model_fps, tc_start,
                      {"source": source.meta.get("source"), "lang": options.lang, "model": options.model})
     if abs(fps - model_fps) > 1e-9:
         anim = anim.resampled(fps)
-    anim = Animation(_fit_frames(anim.values, n_out), fps, start, anim.meta).clamped()
+    anim = Animation(_fit_frames(anim.values, n_out), fps, tc_start, anim.meta).clamped()
 
     # 5. metrics
     t = time.perf_counter()

@@ -45,6 +45,10 @@ PERFORMANCE_IDX = np.concatenate([UPPER_IDX, HEAD_IDX, EYE_ROT_IDX])
 
 # jawOpen weight of the reference "typical open mouth" that closure thresholds are relative to.
 TYPICAL_OPEN_JAW = 0.5
+# Normalized lip gap below which a /p b m/ counts as closed. On the shipped rig (rest gap 0.2 mm,
+# jawOpen 0.5 gap 16.5 mm since the rig was fitted to real faces) 0.09 is an inner-lip gap under
+# 1.7 mm, the same mm figure as 0.2 on the earlier procedural rig (0.2 / 7.6 mm).
+CLOSURE_THRESHOLD = 0.09
 # A channel "moves" when its standard deviation over the clip exceeds this (weights 0..1 / radians).
 MOVING_STD = 1e-3
 
@@ -253,12 +257,13 @@ class ClosureCheck:
     closed: bool
 
 
-def bilabial_closures(values61, phonemes, fps: float, rig=None, threshold: float = 0.2,
+def bilabial_closures(values61, phonemes, fps: float, rig=None, threshold: float = CLOSURE_THRESHOLD,
                       tolerance_s: float = 0.04) -> list[ClosureCheck]:
     """Check every /p b m/ phoneme: the lips count as closed when the minimum normalized lip gap within
     the phoneme span (± `tolerance_s`, since closure may slightly lead the acoustic onset) is below
     `threshold` (0 = the rig's rest face, whose lips touch, 1 = a typical open mouth). On the shipped
-    rig (rest gap 0.2 mm, jawOpen 0.5 gap 7.6 mm) the default 0.2 means an inner-lip gap under 1.7 mm."""
+    rig (rest gap 0.2 mm, jawOpen 0.5 gap 16.5 mm) the default CLOSURE_THRESHOLD 0.09 means an inner-lip
+    gap under 1.7 mm."""
     v = _values(values61)
     gap = normalized_lip_gap(v, rig)
     out = []
@@ -274,12 +279,26 @@ def bilabial_closures(values61, phonemes, fps: float, rig=None, threshold: float
     return out
 
 
-def bilabial_closure_rate(values61, phonemes, fps: float, rig=None, threshold: float = 0.2,
+def bilabial_closure_rate(values61, phonemes, fps: float, rig=None, threshold: float = CLOSURE_THRESHOLD,
                           tolerance_s: float = 0.04) -> float:
     """Fraction of /p b m/ phonemes during which the lips close (see `bilabial_closures`); NaN when the
     line has no bilabial."""
     checks = bilabial_closures(values61, phonemes, fps, rig, threshold, tolerance_s)
     return float(np.mean([c.closed for c in checks])) if checks else float("nan")
+
+
+def open_vowel_false_closures(values61, phonemes, fps: float, rig=None, threshold: float = 0.2) -> tuple[int, int]:
+    """(closed, total): frames inside open-vowel spans (/a ɑ æ ɐ ɒ/, no tolerance) whose normalized lip
+    gap is below the closure `threshold` — lips shut where the sound is an open vowel."""
+    v = _values(values61)
+    mask = np.zeros(len(v), bool)
+    for sym, a, b in _phoneme_spans(phonemes):
+        if _is_open_vowel(sym):
+            mask[_span_frames(a, b, fps, len(v))] = True
+    if not mask.any():
+        return 0, 0
+    gap = normalized_lip_gap(v, rig)
+    return int((gap[mask] < threshold).sum()), int(mask.sum())
 
 
 @dataclass(frozen=True)

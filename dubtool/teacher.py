@@ -56,30 +56,51 @@ def _pose(**weights: float) -> dict[str, float]:
     return out
 
 
-# Viseme targets (ARKit weights). Values picked so that the face rig shows the textbook shapes:
-# open vowels drop the jaw to ~0.5, rounded vowels pucker/funnel, bilabials seal the lips.
+# Viseme targets (ARKit weights), the textbook shapes: open vowels drop the jaw, rounded vowels
+# pucker/funnel, bilabials seal the lips (jawOpen == mouthClose), labiodentals tuck the lower lip.
+# `REAL_SPEECH_GAIN` below then scales each channel so the teacher moves it as much as real speakers do.
 TARGETS: dict[str, dict[str, float]] = {
     "silence": {},
-    "bilabial": _pose(jawOpen=0.05, mouthClose=0.06, mouthPress=0.35, mouthRollLower=0.15, mouthRollUpper=0.08),
+    "bilabial": _pose(jawOpen=0.15, mouthClose=0.15, mouthPress=0.35, mouthRollLower=0.15, mouthRollUpper=0.08,
+                      mouthShrugUpper=0.15, mouthShrugLower=0.1, cheekPuff=0.04),
     "labiodental": _pose(jawOpen=0.08, mouthClose=0.02, mouthRollLower=0.45, mouthUpperUp=0.15,
-                         mouthShrugLower=0.1),
+                         mouthShrugLower=0.1, mouthShrugUpper=0.1, jawForward=0.1),
     "dental": _pose(jawOpen=0.15, mouthLowerDown=0.1, tongueOut=0.12),
-    "alveolar": _pose(jawOpen=0.12, mouthStretch=0.08, mouthLowerDown=0.05),
-    "postalveolar": _pose(jawOpen=0.10, mouthFunnel=0.35, mouthPucker=0.2, mouthUpperUp=0.12, mouthLowerDown=0.12,
-                          mouthShrugUpper=0.1),
+    "alveolar": _pose(jawOpen=0.12, mouthStretch=0.08, mouthLowerDown=0.05, jawForward=0.08),
+    "postalveolar": _pose(jawOpen=0.10, mouthFunnel=0.35, mouthPucker=0.08, mouthUpperUp=0.12, mouthLowerDown=0.12,
+                          mouthShrugUpper=0.1, jawForward=0.15),
     "velar": _pose(jawOpen=0.18, mouthStretch=0.05),
     "glottal": _pose(jawOpen=0.2),
-    "palatal": _pose(jawOpen=0.1, mouthStretch=0.15, mouthSmile=0.1),
-    "rounded_glide": _pose(jawOpen=0.08, mouthPucker=0.7, mouthFunnel=0.25),
+    "palatal": _pose(jawOpen=0.1, mouthStretch=0.15, mouthSmile=0.1, mouthDimple=0.1),
+    "rounded_glide": _pose(jawOpen=0.08, mouthPucker=0.5, mouthFunnel=0.25, jawForward=0.05),
     "open_vowel": _pose(jawOpen=0.55, mouthLowerDown=0.25, mouthUpperUp=0.1, mouthStretch=0.05),
     "mid_vowel": _pose(jawOpen=0.3, mouthLowerDown=0.12),
-    "spread_vowel": _pose(jawOpen=0.15, mouthStretch=0.35, mouthSmile=0.2, mouthLowerDown=0.1, mouthUpperUp=0.08),
-    "rounded_vowel": _pose(jawOpen=0.22, mouthPucker=0.55, mouthFunnel=0.4),
-    "nasal_vowel": _pose(jawOpen=0.25, mouthFunnel=0.25, mouthPucker=0.15),
+    "spread_vowel": _pose(jawOpen=0.15, mouthStretch=0.35, mouthSmile=0.2, mouthLowerDown=0.1, mouthUpperUp=0.08,
+                          mouthDimple=0.15),
+    "rounded_vowel": _pose(jawOpen=0.22, mouthPucker=0.3, mouthFunnel=0.4),
+    "nasal_vowel": _pose(jawOpen=0.25, mouthFunnel=0.25, mouthPucker=0.05),
 }
 # Close rounded vowels (u y ʊ ʏ) pucker more with less jaw; open-mid rounded (ɔ œ ɒ) open the jaw more.
 _CLOSE_ROUNDED = _pose(jawOpen=0.12, mouthPucker=0.8, mouthFunnel=0.3)
-_OPEN_ROUNDED = _pose(jawOpen=0.32, mouthPucker=0.35, mouthFunnel=0.5)
+_OPEN_ROUNDED = _pose(jawOpen=0.32, mouthPucker=0.15, mouthFunnel=0.5)
+
+# Per-channel gain that calibrates the targets to real speech: the teacher's standard deviation of
+# each channel over 119 real prompts (asterisk en/fr/es training prompts, pocketsphinx-aligned, neutral
+# style) set against the std of real iPhone ARKit speech (BEAT, DiffSHEG's normaliser; see
+# docs/teacher.md). Measured by `scripts/calibrate_teacher.py`, which prints the ratios before and
+# after. Uncalibrated, the teacher pressed (3.0x) and puckered (3.3x) far too much and barely moved
+# mouthLowerDown (0.40x), mouthUpperUp (0.29x) and mouthClose (0.30x).
+REAL_SPEECH_GAIN: dict[str, float] = {
+    "jawOpen": 0.85, "mouthClose": 1.6, "mouthFunnel": 1.35, "mouthPucker": 0.5, "mouthStretchLeft": 0.87,
+    "mouthStretchRight": 0.87, "mouthRollLower": 0.62, "mouthRollUpper": 1.9, "mouthShrugLower": 1.4,
+    "mouthShrugUpper": 1.85, "mouthPressLeft": 0.33, "mouthPressRight": 0.33, "mouthLowerDownLeft": 2.5,
+    "mouthLowerDownRight": 2.5, "mouthUpperUpLeft": 3.2, "mouthUpperUpRight": 3.2, "mouthSmileLeft": 1.5,
+    "mouthSmileRight": 1.5, "mouthDimpleLeft": 1.5, "mouthDimpleRight": 1.5, "jawForward": 3.5,
+}
+# The sealed pose of a /p b m/ (calibrated like the targets): jaw slightly open with mouthClose equal to
+# it (lips together), a light press, no lip raise/drop.
+SEAL_JAW_MAX = 0.13
+SEAL_PRESS_MIN = 0.1
 
 # Dominance strength (jaw, lips) per class. High lip dominance = the lips reach the target whatever
 # the neighbours do (bilabials, labiodentals, rounding); low = the phone borrows neighbours' shapes.
@@ -100,9 +121,10 @@ _I = {n: index(n) for n in ("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker
 
 
 def _vector(pose: dict[str, float]) -> np.ndarray:
+    """(61,) target vector of a pose, calibrated by REAL_SPEECH_GAIN."""
     v = np.zeros(NUM_CHANNELS, np.float64)
     for name, w in pose.items():
-        v[index(name)] = w
+        v[index(name)] = w * REAL_SPEECH_GAIN.get(name, 1.0)
     return v
 
 
@@ -255,13 +277,13 @@ def _seal_bilabials(out: np.ndarray, phonemes, lead_s: float, fps: float, durati
     if not k.any():
         return
     sealed = out.copy()
-    jaw = np.minimum(sealed[:, _I["jawOpen"]], 0.06)
+    jaw = np.minimum(sealed[:, _I["jawOpen"]], SEAL_JAW_MAX)
     sealed[:, _I["jawOpen"]] = jaw
     sealed[:, _I["mouthClose"]] = jaw
     for name in ("mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight"):
         sealed[:, _I[name]] = 0.0
     for name in ("mouthPressLeft", "mouthPressRight"):
-        sealed[:, _I[name]] = np.maximum(sealed[:, _I[name]], 0.3)
+        sealed[:, _I[name]] = np.maximum(sealed[:, _I[name]], SEAL_PRESS_MIN)
     sealed[:, _I["mouthFunnel"]] *= 0.3
     sealed[:, _I["mouthStretchLeft"]] *= 0.5
     sealed[:, _I["mouthStretchRight"]] *= 0.5

@@ -86,7 +86,7 @@ def _sub(cls, data: dict, where: str):
     bad = sorted(set(data) - names)
     if bad:
         raise InputError(f"{where}: unknown keys {bad}; valid keys are {sorted(names)}")
-    return cls(**data)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})  # JSON lists -> tuples
 
 
 def load_config(path) -> FlowConfig:

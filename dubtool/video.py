@@ -39,6 +39,7 @@ class VideoInfo:
     rotation: int  # degrees from the container's display matrix / rotate tag
     codec: str
     has_audio: bool
+    timecode: str | None = None  # the container's start timecode tag (HH:MM:SS:FF), if any
 
 
 def ffprobe_binary() -> str:
@@ -65,6 +66,15 @@ def _rotation(stream: dict) -> int:
         return int(round(float(rot or 0))) % 360
     except ValueError:
         return 0
+
+
+def _timecode_tag(info: dict) -> str | None:
+    # QuickTime/MXF keep it on the format or on a timecode (tmcd) data stream; MP4 on the video stream.
+    for tags in [info.get("format", {}).get("tags", {})] + [s.get("tags", {}) for s in info.get("streams", [])]:
+        tc = (tags or {}).get("timecode")
+        if tc:
+            return str(tc)
+    return None
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -101,7 +111,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             break
         except (TypeError, ValueError):
             continue
-    return VideoInfo(str(p), w, h, fps, dur, int(round(dur * fps)), rot, str(v.get("codec_name", "?")), has_audio)
+    return VideoInfo(str(p), w, h, fps, dur, int(round(dur * fps)), rot, str(v.get("codec_name", "?")), has_audio,
+                     _timecode_tag(info))
 
 
 def scaled_size(width: int, height: int, max_width: int | None) -> tuple[int, int]:

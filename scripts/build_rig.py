@@ -147,12 +147,12 @@ def author(mesh: Mesh) -> dict[str, np.ndarray]:
     rot = rotation_x(0.16)  # positive about +x: chin (in front of the hinge) swings down
     shapes["jawOpen"] = jaw_w[:, None] * ((v - JAW_PIVOT) @ rot.T + JAW_PIVOT - v)
     shapes["jawForward"] = jaw_w[:, None] * vec(z=0.55)
-    # Sideways, the jaw swings about the opposite condyle (a rotation about y), so the chin travels
-    # most and jawLeft is not simply -jawRight.
+    # The chin swings towards the working side about that side's condyle (the other condyle slides
+    # forward). R_y(a) = [[c,0,s],[0,1,0],[-s,0,c]] takes +z to +x, so a > 0 moves the chin to +x.
     for name, s in (("jawLeft", 1.0), ("jawRight", -1.0)):
-        condyle = np.array([-6.5 * s, 0.0, -2.5])
+        condyle = np.array([6.5 * s, 0.0, -2.5])
         c, sn = np.cos(0.07 * s), np.sin(0.07 * s)
-        ry = np.array([[c, 0, -sn], [0, 1, 0], [sn, 0, c]])  # chin (in front, +z) swings towards +x*s
+        ry = np.array([[c, 0, sn], [0, 1, 0], [-sn, 0, c]])  # chin (in front, +z) swings towards +x*s
         shapes[name] = jaw_w[:, None] * ((v - condyle) @ ry.T + condyle - v)
 
     # ---- lips -------------------------------------------------------------------------------------
@@ -330,7 +330,99 @@ def stable_vertices(deltas: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     return idx
 
 
-def build() -> dict[str, np.ndarray]:
+# ---- fitting the shapes to tracked real faces (dubtool.rigfit) ----------------------------------------
+# Chosen on validation clips held out of the training clips (see docs/rig.md): prior strength in
+# frames at weight 1, membrane smoothness of the correction, weight of the (noisy, monocular) depth.
+FIT_LAMBDA = 10.0
+FIT_MU = 2.0
+FIT_Z_WEIGHT = 0.5
+MIN_ACTIVITY = 0.02      # shapes above 0.1 in fewer than 2% of frames stay procedural
+SUPPORT_CM = 1.5         # a correction may reach this far (geodesic) beyond the procedural shape's support
+UNSIDED = ("jawLeft", "jawRight", "mouthLeft", "mouthRight")   # move the whole jaw/mouth, not one side
+SEALING = ("mouthPressLeft", "mouthPressRight", "mouthPucker", "mouthSmileLeft", "mouthSmileRight",
+           "mouthShrugLower", "mouthShrugUpper", "mouthDimpleLeft", "mouthDimpleRight")
+TUCKING = ("mouthRollLower", "mouthRollUpper")
+# Kept procedural whatever the data say: a blink closes the eye by definition, but the tracker's lid
+# landmarks never quite meet (fitted, eyeBlink 1 left the lids 23% open), and mouthClose is
+# re-derived from the fitted jawOpen so that mouthClose == jawOpen seals the lips.
+KEEP_PROCEDURAL = ("eyeBlinkLeft", "eyeBlinkRight", "mouthClose")
+
+
+def correction_masks(mesh: Mesh, prior: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """(52,V) where each shape's correction may act: its procedural support (moved > 0.3 mm) grown by
+    SUPPORT_CM, on its own side for Left/Right shapes; zero for shapes that stay procedural."""
+    x = mesh.v[:, 0]
+    masks = np.zeros(prior.shape[:2])
+    for k, name in enumerate(BLENDSHAPE_NAMES):
+        if fixed[k]:
+            continue
+        support = np.flatnonzero(np.linalg.norm(prior[k], axis=1) > 0.03)
+        m = mesh.region(support, SUPPORT_CM) if len(support) else np.zeros(len(x))
+        if name.endswith(("Left", "Right")) and name not in UNSIDED:
+            s = 1.0 if name.endswith("Left") else -1.0
+            m = m * smoothstep(-1.0, 0.5, s * x)
+        masks[k] = m
+    return masks
+
+
+def inner_lip_pairs():
+    return list(zip(LIP_INNER_UPPER[1:-1], LIP_INNER_LOWER[1:-1]))
+
+
+def mouth_close_from_jaw(mesh: Mesh, jaw: np.ndarray) -> np.ndarray:
+    """mouthClose (ARKit: lips closed against an open jaw): the lower lip rides back up with the
+    upper lip, so mouthClose == jawOpen leaves the rest lip line; the chin stays down."""
+    handles = {}
+    for (up, lo), olo in zip(inner_lip_pairs(), LIP_OUTER_LOWER[1:-1]):
+        handles[lo] = jaw[up] - jaw[lo]
+        handles[olo] = jaw[up] - jaw[olo]
+    for i in (61, 291, 78, 308) + LIP_INNER_UPPER[1:-1] + LIP_OUTER_UPPER[1:-1]:
+        handles[i] = np.zeros(3)
+    return mesh.spread(handles, 1.6, pins=(152, 175, 199, 200, 148, 377))
+
+
+def seal(mesh: Mesh, delta: np.ndarray, tuck: bool) -> np.ndarray:
+    """Keep a lip-sealing shape sealed: inner lip pairs get one displacement (their mean), or, for a
+    lip roll (`tuck`, one lip tucked behind the other), only the upper lip never rises above the lower
+    one. The difference is spread through each lip smoothly."""
+    handles = {}
+    for up, lo in inner_lip_pairs():
+        diff = delta[up] - delta[lo]
+        if tuck:
+            diff = np.array([0.0, max(diff[1], 0.0), 0.0])
+        handles[up], handles[lo] = -0.5 * diff, 0.5 * diff
+    for i in (61, 291, 78, 308):
+        handles[i] = np.zeros(3)
+    return delta + mesh.spread(handles, 1.0, pins=(1, 4, 152, 175))
+
+
+def fit_to_clips(mesh: Mesh, prior: np.ndarray, clips, lam=FIT_LAMBDA, mu=FIT_MU, z_weight=FIT_Z_WEIGHT,
+                 min_activity=MIN_ACTIVITY) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fitted deltas, activity per shape, fixed mask): the regularised, mirrored fit, then exact
+    symmetrisation, mouthClose re-derived from the fitted jaw and the sealing shapes kept sealed."""
+    from dubtool import rigfit
+
+    vmap = rigfit.mirror_vertex_map(mesh.v)
+    smap = rigfit.mirror_shape_map()
+    act = rigfit.activity(clips, smap)
+    fixed = act < min_activity
+    fixed[[BLENDSHAPE_NAMES.index(n) for n in KEEP_PROCEDURAL]] = True
+    masks = correction_masks(mesh, prior, fixed)
+    masks = 0.5 * (masks + masks[smap][:, vmap])                  # symmetric masks
+    g, b = rigfit.normal_equations(clips, vmap, smap, z_weight)
+    lap = rigfit.graph_laplacian(mesh.tri[~mesh.opening], len(mesh.v))
+    deltas = rigfit.fit_deltas(g, b, prior, masks, np.full(len(prior), lam), lap, mu, z_weight)
+    deltas = rigfit.symmetrize(deltas, vmap, smap)
+    k = BLENDSHAPE_NAMES.index
+    deltas[k("mouthClose")] = mouth_close_from_jaw(mesh, deltas[k("jawOpen")])
+    for name in SEALING + TUCKING:
+        if not fixed[k(name)]:
+            deltas[k(name)] = seal(mesh, deltas[k(name)], tuck=name in TUCKING)
+    deltas = rigfit.symmetrize(deltas, vmap, smap)
+    return deltas, act, fixed
+
+
+def build(clips=()) -> dict[str, np.ndarray]:
     vertices, uvs, triangles = canonical_mesh()
     vertices = close_lips(Mesh(vertices, triangles))
     mesh = Mesh(vertices, triangles)
@@ -338,23 +430,55 @@ def build() -> dict[str, np.ndarray]:
     missing = set(BLENDSHAPE_NAMES) - set(shapes)
     if missing:
         raise SystemExit(f"shapes not authored: {sorted(missing)}")
-    deltas = np.stack([shapes[n] for n in BLENDSHAPE_NAMES]).astype(np.float32)
+    deltas = np.stack([shapes[n] for n in BLENDSHAPE_NAMES])
+    if clips:
+        deltas = fit_to_clips(mesh, deltas, clips)[0]
+    deltas = deltas.astype(np.float32)
     return dict(format_version=np.int32(FORMAT_VERSION), names=np.array(BLENDSHAPE_NAMES),
                 neutral=vertices.astype(np.float32), deltas=deltas, triangles=triangles.astype(np.int32),
                 uvs=uvs.astype(np.float32), stable_vertices=stable_vertices(deltas, vertices).astype(np.int32),
                 opening_triangles=mesh.opening)
 
 
+def load_clips(paths, hold_out=()) -> tuple[list, list]:
+    """(training clips, held-out clips) from .perf files (`dubtool extract` output); a clip is held
+    out when its file name contains one of `hold_out`."""
+    from dubtool.performance import load_performance
+    from dubtool.rigfit import clip_samples
+
+    train, test = [], []
+    for p in paths:
+        perf = load_performance(p)
+        clip = clip_samples(Path(p).stem, perf.landmarks_canonical, perf.animation.values, perf.face_found)
+        (test if any(h in Path(p).name for h in hold_out) else train).append(clip)
+    return train, test
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--out", default=str(RIG_PATH))
+    ap.add_argument("--fit", nargs="+", metavar="PERF", default=[],
+                    help="tracked real clips (.perf from `dubtool extract`) to fit the shapes to; "
+                         "without them the rig is the procedural one")
+    ap.add_argument("--hold-out", nargs="*", default=[], metavar="NAME",
+                    help="clips (file name contains NAME) left out of the fit and scored instead")
     args = ap.parse_args()
-    data = build()
+    train, test = load_clips(args.fit, args.hold_out)
+    if args.fit and not train:
+        raise SystemExit("every clip is held out: nothing to fit")
+    data = build(train)
+    if test:
+        from dubtool import rigfit
+
+        prior = build()["deltas"]
+        for label, d in (("procedural", prior), ("fitted", data["deltas"])):
+            e = rigfit.reconstruction_error_mm(d, test)
+            print(f"held-out ({len(test)} clips) {label:10s} error mm: " + ", ".join(f"{k} {v:.3f}" for k, v in e.items()))
     with atomic_path(args.out) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **data)
-    print(f"wrote {args.out}: {len(data['names'])} shapes, {len(data['stable_vertices'])} stable vertices, "
-          f"{int(data['opening_triangles'].sum())} opening triangles")
+    print(f"wrote {args.out}: {len(data['names'])} shapes ({'fitted to %d clips' % len(train) if train else 'procedural'}), "
+          f"{len(data['stable_vertices'])} stable vertices, {int(data['opening_triangles'].sum())} opening triangles")
 
 
 if __name__ == "__main__":

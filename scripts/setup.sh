@@ -9,7 +9,7 @@ DEV=0; [ "${1:-}" = "--dev" ] && DEV=1
 
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 APT_PKGS="ffmpeg espeak-ng libespeak-ng1 libegl1 libegl-mesa0 libgl1-mesa-dri rubberband-cli"
-[ "$DEV" = 1 ] && APT_PKGS="$APT_PKGS assimp-utils chromium sox asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-es-wav asterisk-core-sounds-ru-wav asterisk-core-sounds-en asterisk-core-sounds-fr asterisk-core-sounds-es asterisk-core-sounds-ru pocketsphinx-testdata"
+[ "$DEV" = 1 ] && APT_PKGS="$APT_PKGS assimp-utils chromium sox asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-es-wav asterisk-core-sounds-ru-wav asterisk-core-sounds-en asterisk-core-sounds-fr asterisk-core-sounds-es asterisk-core-sounds-ru pocketsphinx-testdata klettres-data asterisk-core-sounds-it-wav asterisk-core-sounds-it"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ] && command -v apt-get >/dev/null; then

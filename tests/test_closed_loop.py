@@ -92,6 +92,26 @@ def test_the_csv_keeps_every_value_and_sign():
     np.testing.assert_allclose(back.values, sent.values, atol=1e-4)
 
 
+def test_the_written_csv_has_the_apps_eye_yaw_sign(loop, tmp_path):
+    # What extract tracked, as a file: Live Link Face's LeftEyeYaw falls as EyeLookOutLeft - EyeLookInLeft
+    # rises and RightEyeYaw rises with EyeLookOutRight - EyeLookInRight (docs/conventions.md, real takes).
+    from dubtool.livelink import CSV_COLUMNS
+
+    _, got = loop
+    lines = write_csv(got, tmp_path / "tracked.csv").read_text().splitlines()
+    rows = np.array([[float(c) for c in line.split(",")[2:]] for line in lines[1:]])
+    col = {name: rows[:, i] for i, name in enumerate(CSV_COLUMNS)}
+    on, rest = _plateau("gaze_left", len(rows)), _plateau("neutral", len(rows))
+
+    def rise(name):
+        return float(col[name][on].mean() - col[name][rest].mean())
+
+    assert rise("EyeLookOutLeft") - rise("EyeLookInLeft") > 0.1 and rise("LeftEyeYaw") < -0.05
+    assert rise("EyeLookOutRight") - rise("EyeLookInRight") < -0.1 and rise("RightEyeYaw") < -0.05
+    # Radians: a 0.3 rad gaze is written as about 0.3 (not 0.3 / pi).
+    assert -0.45 < rise("LeftEyeYaw") < -0.08
+
+
 def test_head_yaw_sign_and_size_come_back(loop):
     _, got = loop
     # +0.3 rad = the subject turns to their own left (nose to image right); -0.3 the other way.

@@ -197,16 +197,17 @@ def test_telephone_band_removes_everything_above_4khz():
     assert spec[(f > 500) & (f < 3000)].sum() > 0.8 * spec.sum()
 
 
-def test_stored_corpus_keeps_mel_and_keypoints_within_8_bit_steps(tmp_path, tiny_cfg):
-    """mel and keypoints travel as per-column 8-bit codes: every value comes back within half a step
-    (range / 510) of what was built, the other arrays exactly."""
+def test_stored_corpus_keeps_features_and_targets_within_8_bit_steps(tmp_path, tiny_cfg):
+    """mel, keypoints, targets and offsets travel as per-column 8-bit codes: every value comes back
+    within half a step (range / 510) of what was built, the other arrays exactly."""
     built = corpus.build_corpus(tiny_cfg, tmp_path / "c", progress=False, workers=1)
     back = corpus.load_corpus(tmp_path / "c")
-    for name in ("mel", "keypoints"):
+    for name in corpus.QUANTIZED:
         a, b = getattr(built, name).astype(np.float32), getattr(back, name).astype(np.float32)
         half_step = (a.max(axis=0) - a.min(axis=0)) / 510 + 2e-3 * np.abs(a).max(axis=0)  # + float16 rounding
         assert a.shape == b.shape and np.all(np.abs(a - b) <= half_step[None] + 1e-6), name
-    assert np.array_equal(built.target, back.target) and np.array_equal(built.starts, back.starts)
+    assert set(corpus.QUANTIZED) >= {"mel", "keypoints", "target", "offset"}
+    assert np.array_equal(built.starts, back.starts) and np.array_equal(built.lengths, back.lengths)
     assert np.array_equal(built.viseme, back.viseme) and built.viseme.max() > 0
 
 

@@ -340,3 +340,22 @@ def test_bundled_example_is_small_and_as_described():
     assert (ex / "line_en.txt").read_text().strip() and (ex / "line_fr.txt").read_text().strip()
     total = sum((ex / f).stat().st_size for f in ("actor_en.mp4", "dub_fr.wav", "line_en.txt", "line_fr.txt"))
     assert total < 1.5e6
+
+
+def test_the_videos_timecode_becomes_the_takes_and_timecode_overrides_it(tmp_path):
+    # A camera-style start timecode on the container (QuickTime tmcd track), FF at the video's 25 fps.
+    plain, tagged = tmp_path / "plain.mp4", tmp_path / "tc.mov"
+    tm.make_face_video(plain, tm.Motion(jaw=np.zeros(10)), FPS, SIZE, audio=None)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(plain), "-c", "copy",
+                    "-timecode", "10:00:00:12", str(tagged)], check=True)
+    assert probe(tagged).timecode == "10:00:00:12" and probe(plain).timecode is None
+    csv = tmp_path / "tc.csv"
+    r = _cli(["extract", tagged, "--csv", csv])
+    assert r.returncode == 0, r.stderr
+    first = csv.read_text().splitlines()[1]
+    assert first.startswith("10:00:00:28.800,61,")  # 12/25 s on the app's 60 fps timecode
+    r = _cli(["extract", tagged, "--csv", csv, "--timecode", "01:02:03:05"])
+    assert r.returncode == 0, r.stderr
+    assert csv.read_text().splitlines()[1].startswith("01:02:03:12.000,61,")
+    r = _cli(["extract", tagged, "--csv", tmp_path / "bad.csv", "--timecode", "01:02:03:25"])
+    assert r.returncode != 0 and "bad timecode" in r.stderr and not (tmp_path / "bad.csv").exists()

@@ -223,11 +223,14 @@ def test_cli_writes_json_csv_and_plot(tmp_path):
     script.write_text("[worried] Did you hear that? (glances left) Something is out there.\n", encoding="utf-8")
     out, csv, png = tmp_path / "l.keyframes.json", tmp_path / "c.csv", tmp_path / "c.png"
     r = subprocess.run([sys.executable, "-m", "dubtool", "keyframes", str(script), "-o", str(out), "--csv", str(csv),
-                        "--plot", str(png), "--duration", "4", "--no-embedding"], capture_output=True, text=True)
+                        "--plot", str(png), "--duration", "4", "--no-embedding", "--timecode", "10:00:00:15"],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert load_keyframes(out).duration_s == 4.0
     anim = livelink.read_csv(csv)
     assert anim.num_frames == 120 and np.all(anim.values[:, LOWER] == 0)
+    assert csv.read_text().splitlines()[1].startswith("10:00:00:30.000,")  # frame 15 of 30 = half a second
+    assert anim.timecode_start_s == 36000.5
     assert anim.channel("browInnerUp").max() > 0.3
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run([sys.executable, "-m", "dubtool", "keyframes", str(tmp_path / "missing.txt"), "-o",
@@ -452,3 +455,96 @@ def test_embedding_planner_uses_unlisted_stage_directions(matcher):
     track = plan_offline("(seething with fury) Don't you ever do that again.", 3.0, matcher=matcher)
     a = keyframe_curves(track, FPS, 3.0, blinks=False)
     assert peak(a, "browDownLeft") > 0.5
+
+
+# --------------------------------------------------------------------------- the script as written (issue 18)
+
+
+def _first(track, word):
+    return next(k for k in track.keyframes if k.word == word)
+
+
+def test_prose_letter_example_gasps_then_frowns_angrily_in_order():
+    track, a = curves("She opens the letter, gasps in shock, then frowns angrily.")
+    gasp, frown = _first(track, "gasps"), _first(track, "frowns")
+    assert gasp.time_s < frown.time_s
+    assert "surprise" in gasp.description and gasp.channels["eyeWideLeft"] > 0.5
+    assert at(a, "eyeWideLeft", gasp.time_s + 0.1) > 0.5 and at(a, "browDownLeft", gasp.time_s + 0.1) < 0.1
+    assert at(a, "browDownLeft", a.duration_s - 0.1) > 0.6, "ends on an angry frown"
+    assert not [k for k in track.keyframes if k.time_s < gasp.time_s], "opening the letter keys nothing"
+
+
+@pytest.mark.parametrize("script,channel", [
+    ("(not angry) Fine, do it your way.", "browDownLeft"),
+    ("(without smiling) Welcome to the hotel.", "cheekSquintLeft"),
+    ("She does not smile. \"Welcome to the hotel.\"", "cheekSquintLeft"),
+    ("Te escucho. (sin sonreír)", "cheekSquintLeft"),
+    ("I'm not scared of you.", "eyeWideLeft"),
+])
+def test_negated_expressions_are_not_keyed(script, channel):
+    _, a = curves(script)
+    assert peak(a, channel) < 0.05
+
+
+def test_intensity_words_scale_the_expression():
+    _, slight = curves("(slightly annoyed) You're late.")
+    _, plain = curves("(annoyed) You're late.")
+    _, fierce = curves("(furiously angry) You're late.")
+    s, p, f = (peak(x, "browDownLeft") for x in (slight, plain, fierce))
+    assert s < 0.6 * p and f > 1.15 * p
+
+
+def test_context_sets_a_baseline_that_the_lines_own_cue_overrides():
+    _, a = curves("Context: she learns she was betrayed.\nI trusted you. I really did. [furious] Get out!", duration=5.0)
+    assert 0.2 < at(a, "browInnerUp", 0.5) < 0.5, "sad at half strength before any cue"
+    assert at(a, "browDownLeft", 0.5) < 0.2
+    assert at(a, "browDownLeft", 4.8) > 0.6 and at(a, "browInnerUp", 4.8) < 0.2, "the cue's anger replaces it"
+
+
+NEUTRAL = ["The meeting is at three in room twelve.", "MARK: Can you pass me the salt?",
+           "He hands over the tickets and sits down.", "Context: a routine morning briefing.\nEverything is ready.",
+           "El tren sale a las ocho."]
+
+
+@pytest.mark.parametrize("script", NEUTRAL)
+def test_lines_without_emotional_content_stay_neutral(matcher, script):
+    trace = []
+    track = plan_offline(script, options=PlanOptions(), matcher=matcher, trace=trace)
+    assert not [e for e in trace if e.origin != "emphasis"], trace
+    assert all(k.ease != "pulse" and max(k.channels.values(), default=0) < 0.5 for k in track.keyframes)
+
+
+@pytest.mark.parametrize("script", ["ANNA: (fronce les sourcils) Je ne sais pas.", "LUIS: (frunce el ceño) No lo sé."])
+def test_french_and_spanish_stage_directions(script):
+    track, a = curves(script)
+    assert peak(a, "browDownLeft") > 0.4 and track.keyframes[0].word in ("Je", "No")
+
+
+def test_csv_table_gives_one_keyframes_file_per_row_for_a_manifest(tmp_path):
+    from dubtool.batch import read_manifest
+
+    table = tmp_path / "lines.csv"
+    table.write_text("Ref,Who,Text,Notes,Scene\n"
+                     "L01,ANNA,You lied to me.,\"frowns angrily, then looks away\",She learns she was betrayed.\n"
+                     "L02,MARK,The train leaves at five.,,\n"
+                     "L03,ANNA,Tu es sûr ?,un peu inquiet,\n", encoding="utf-8")
+    out = tmp_path / "kf"
+    r = subprocess.run([sys.executable, "-m", "dubtool", "keyframes", str(table), "-o", str(out), "--no-embedding",
+                        "--columns", "id=Ref,line=Text,direction=Notes,context=Scene,character=Who"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["L01.keyframes.json", "L02.keyframes.json",
+                                                     "L03.keyframes.json", "index.csv"]
+    angry = keyframe_curves(load_keyframes(out / "L01.keyframes.json"), FPS, 2.0, blinks=False)
+    assert peak(angry, "browDownLeft") > 0.6
+    assert not load_keyframes(out / "L02.keyframes.json").keyframes
+    worried = load_keyframes(out / "L03.keyframes.json").keyframes  # "un peu inquiet": worry, slightly
+    assert worried and worried[0].description.startswith("slightly") and worried[0].channels["browInnerUp"] < 0.5
+    manifest = out / "manifest.csv"  # the index's file names resolve from the folder, as in a manifest
+    manifest.write_text("source,dub,lang,output,keyframes\n"
+                        + "".join(f"s.mp4,{i}.wav,en,{i}.csv,{i}.keyframes.json\n" for i in ("L01", "L02", "L03")))
+    rows = read_manifest(manifest)
+    assert [load_keyframes(r.keyframes).text for r in rows][0] == "You lied to me."
+    bad = subprocess.run([sys.executable, "-m", "dubtool", "keyframes", str(table), "-o", str(out), "--no-embedding",
+                          "--columns", "line=Dialogue"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "line=Dialogue: no such column" in bad.stderr

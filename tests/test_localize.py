@@ -175,9 +175,12 @@ def test_flow_pipeline_length_brows_and_report(files, tiny_model, dub):
     assert rep["settings"]["steps"] == 2 and rep["metrics"]["brow_inner_up_corr"] > 0.98
     json.dumps(rep)
     # output fps, span and determinism
-    res60 = localize(perf, audio, LocalizeOptions(lang="fr", model_path=tiny_model, fps=60.0, start_s=1.0, end_s=2.5))
+    res60 = localize(perf, audio, LocalizeOptions(lang="fr", model_path=tiny_model, fps=60.0, start_s=1.0, end_s=2.5,
+                                                  timecode="10:00:00:30"))
     assert res60.animation.fps == 60.0 and res60.animation.num_frames == 90
-    assert res60.animation.timecode_start_s == pytest.approx(1.0)
+    assert res60.animation.timecode_start_s == pytest.approx(36000.5 + 1.0)  # --timecode plus --start
+    with pytest.raises(InputError, match="bad timecode"):
+        LocalizeOptions(timecode="10:00").validate()
     again = localize(perf, audio, LocalizeOptions(lang="fr", model_path=tiny_model))
     assert np.array_equal(again.animation.values, anim.values)
 
@@ -232,6 +235,22 @@ def actor_perf(actor_video, tmp_path_factory):
 
 def _cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "dubtool", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_localize_any_espeak_language_in_flow_mode_and_unknown_only_for_the_teacher(files, tiny_model, tmp_path):
+    """`--lang cs` (not among the trained languages) localizes in flow mode; an unknown language with a
+    transcript still localizes (the transcript is skipped, with a warning); the teacher refuses it in one line."""
+    base = [str(files / "src.perf"), str(files / "dub.wav"), "--model-path", tiny_model]
+    r = _cli("localize", *base, "--lang", "cs", "-o", "cs.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert read_csv(tmp_path / "cs.csv").num_frames > 0
+    r = _cli("localize", *base, "--lang", "xx", "--dub-text", DUB_TEXT, "-o", "xx.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    warnings = json.loads((tmp_path / "xx.report.json").read_text())["warnings"]
+    assert any("--dub-text not used" in w for w in warnings)
+    r = _cli("localize", *base, "--lang", "xx", "--model", "teacher", "--dub-text", DUB_TEXT, "-o", "t.csv", cwd=tmp_path)
+    assert r.returncode != 0 and "unsupported language 'xx'" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "t.csv").exists()
 
 
 def _check_end_to_end(tmp_path, perf, dub, model_args, min_closure, min_brow_corr=0.9, max_gap=None):
@@ -304,15 +323,16 @@ def test_batch_manifest_parallel_resume_and_failures(files, tiny_model, tmp_path
     r = _cli("localize", "--manifest", "lines.csv", "--workers", "2", "--model-path", tiny_model, cwd=tmp_path)
     assert r.returncode == 1, r.stderr
     res = json.loads((tmp_path / "lines.results.json").read_text())
-    assert [row["status"] for row in res["rows"]] == ["done", "failed", "failed", "done"]
-    assert "corrupt.wav" in res["rows"][1]["message"] and "unsupported language" in res["rows"][2]["message"]
+    # 'xx' is no language espeak-ng speaks: the flow model needs audio only, so that line is done too.
+    assert [row["status"] for row in res["rows"]] == ["done", "failed", "done", "done"]
+    assert "corrupt.wav" in res["rows"][1]["message"]
     assert read_csv(tmp_path / "out/a.csv").num_frames > 0 and (tmp_path / "out/d.report.json").is_file()
-    assert not (tmp_path / "out/b.csv").exists() and not (tmp_path / "out/c.csv").exists()
+    assert read_csv(tmp_path / "out/c.csv").num_frames > 0 and not (tmp_path / "out/b.csv").exists()
     assert "failed" in r.stderr  # the rich table
     # resume: finished rows are skipped, failed ones retried; --force redoes everything
     before = (tmp_path / "out/a.csv").stat().st_mtime_ns
     again = run_manifest(tmp_path / "lines.csv", LocalizeOptions(model_path=tiny_model))
-    assert [x.status for x in again] == ["skipped", "failed", "failed", "skipped"]
+    assert [x.status for x in again] == ["skipped", "failed", "skipped", "skipped"]
     assert (tmp_path / "out/a.csv").stat().st_mtime_ns == before
     (tmp_path / "one.csv").write_text(rows[0] + "\n" + rows[1] + "\n")
     forced = run_manifest(tmp_path / "one.csv", LocalizeOptions(model_path=tiny_model), force=True)

@@ -148,8 +148,9 @@ def test_cli_compare_with_timemap_and_curves(take):
 
 
 @pytest.mark.parametrize("bad,needle", [
-    ("nan", "line 3"),
+    ("abc", "line 3"),  # (a `nan` cell is a dropped frame: interpolated, with a warning)
     ("2.5", "outside 0..1"),
+    ("0.5,0.5", "line 3: 64 cells"),
 ])
 def test_cli_bad_csv_names_the_line_and_writes_nothing(take, bad, needle):
     d, csv, _, _ = take

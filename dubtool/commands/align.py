@@ -27,7 +27,8 @@ def align_command(
     from ..align import align, fit_dub, plot_alignment
     from ..audio import load_audio, require_speech, write_wav
     from ..errors import InputError
-    from ..localize import load_source_audio, voice_for_lang
+    from ..lang import language
+    from ..localize import load_source_audio
     from ..timemap import save_timemap, timemap_json_text
 
     from ..fileio import require_writable
@@ -35,8 +36,9 @@ def align_command(
     require_writable(output, plot, fit)
     if fit_mode not in ("phrase", "uniform"):
         raise InputError(f"--fit-mode must be 'phrase' or 'uniform', got {fit_mode!r}")
-    dub_voice = voice_for_lang(lang)
-    source_voice = voice_for_lang(source_lang)
+    # Languages matter only for the transcripts (espeak times them); phrase matching needs audio only.
+    dub_voice = language(lang, "--dub-text").voice if dub_text else "en"
+    source_voice = language(source_lang, "--source-text").voice if source_text else "en"
     src_audio = load_source_audio(source)
     dub_audio = load_audio(dub, what="dub audio")
     require_speech(dub_audio, f"{dub}")

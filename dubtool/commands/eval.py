@@ -56,6 +56,49 @@ def _verdict_line(v: dict) -> str | None:
     return "generated: " + "; ".join(parts) if parts else None
 
 
+def _score_reference(console, generated: Optional[Path], reference: Path, dub: Optional[Path], max_lag: int) -> dict:
+    """`eval GENERATED --reference CAPTURE --dub dub.wav`: print the table, return the JSON figures."""
+    from rich.table import Table
+
+    from ..audio import load_audio
+    from ..errors import InputError
+    from ..livelink import read_csv
+    from ..reference import load_reference, score
+
+    if generated is None or dub is None:
+        raise InputError("give GENERATED.csv, --reference CAPTURE and --dub dub.wav")
+    if not 0 <= max_lag <= 30:
+        raise InputError(f"--max-lag must be 0..30 frames, got {max_lag}")
+    anim = read_csv(generated)
+    ref = load_reference(reference)
+    audio = load_audio(dub, what="dub audio")
+    s = score(anim, ref, audio.samples, audio.sample_rate, max_lag=max_lag)
+    data = {"inputs": {"generated": str(generated), "reference": str(reference), "dub": str(dub),
+                       "reference_kind": ref.kind}, **s.to_json()}
+    t = Table(title=f"{generated.name} vs {reference.name}: {s.frames} frames at {s.fps:g} fps, "
+                    f"{s.speech_frames} speech frames", title_justify="left")
+    for col, just in (("figure", "left"), ("generated", "right"), ("loudness envelope", "right")):
+        t.add_column(col, justify=just)
+    t.add_row("mouth-opening r, lag 0", _fmt(s.mouth_r, "{:.2f}"), _fmt(s.envelope_r, "{:.2f}"))
+    t.add_row(f"mouth-opening r, best lag ±{max_lag}", _fmt(s.mouth_r_best, "{:.2f}"), _fmt(s.envelope_r_best, "{:.2f}"))
+    t.add_row("lag (frames, + = generated late)", f"{s.lag_frames:+d}", "")
+    t.add_row("jawOpen r", _fmt(s.jaw_r, "{:.2f}"), "")
+    console.print(t)
+    c = Table(title="lower-face channels (amplitude = generated / real during speech)", title_justify="left")
+    for col in ("channel", "r", "p95 ratio", "std ratio"):
+        c.add_column(col, justify="left" if col == "channel" else "right")
+    for name, r in s.channel_r.items():
+        amp, std = s.amplitude_ratio.get(name), s.std_ratio.get(name)
+        if all(not (isinstance(x, float) and math.isfinite(x)) for x in (r, amp, std)):
+            continue
+        c.add_row(name, _fmt(r, "{:.2f}"), _fmt(amp, "{:.2f}x"), _fmt(std, "{:.2f}x"))
+    console.print(c)
+    console.print(f"mouth opening: real = {s.mouth_source}; generated = rig lip gap of its weights")
+    for note in s.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    return data
+
+
 @app.command("eval")
 def eval_command(
     generated: Optional[Path] = typer.Argument(None, help="Generated animation (Live Link Face CSV) to score."),
@@ -72,9 +115,13 @@ def eval_command(
                                                            "'none' = baselines only)."),
     set_langs: Optional[str] = typer.Option(None, "--langs", help="With --set: only these languages, comma-separated."),
     limit: Optional[int] = typer.Option(None, "--limit", help="With --set: at most this many items per language."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Real performance of the dub's own audio to "
+                                             "score against: Live Link Face CSV, .perf, or a video (extracted)."),
+    max_lag: int = typer.Option(3, "--max-lag", help="With --reference: lag search range (frames)."),
 ) -> None:
     """Score lip sync (/p b m/ closure, jaw, lag), upper-face fidelity (FDD, correlation), source-mouth leak and
-    jitter of a generated animation; with --set, of the model over the held-out evaluation set."""
+    jitter of a generated animation; with --reference, against a real performance of the same audio
+    (mouth-opening r, lag, per-channel r and amplitude); with --set, of the model over the held-out set."""
     from rich.console import Console
 
     from ..errors import InputError
@@ -105,6 +152,8 @@ def eval_command(
                 console.print(line)
         for note in report.notes:
             console.print(f"[yellow]note:[/] {note}")
+    elif reference is not None:
+        data = _score_reference(console, generated, reference, dub, max_lag)
     else:
         from ..audio import load_audio
         from ..evaluate import evaluate_line, load_phonemes_json, load_source_animation, load_timemap_file, \

@@ -23,6 +23,7 @@ def extract(
     min_cutoff: float = typer.Option(1.5, "--min-cutoff", help="One Euro cutoff at rest (Hz): lower = smoother."),
     beta: float = typer.Option(0.5, "--beta", help="One Euro speed coefficient: higher = less lag in fast moves."),
     max_width: int = typer.Option(1280, "--max-width", help="Downscale wider frames to this width for tracking."),
+    timecode: Optional[str] = typer.Option(None, "--timecode", help="Start timecode of the take, HH:MM:SS:FF at its frame rate (default: the video's timecode tag, else 00:00:00:00)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -32,7 +33,7 @@ def extract(
     from ..errors import InputError
     from ..extract import ExtractOptions, extract as run_extract, summary
     from ..fileio import require_writable
-    from ..livelink import write_csv
+    from ..livelink import start_timecode_s, write_csv
     from ..performance import save_performance
     from ..smoothing import OneEuroConfig
 
@@ -43,6 +44,8 @@ def extract(
         raise InputError(f"--min-cutoff must be > 0 and --beta >= 0 (got {min_cutoff}, {beta})")
     if max_width < 64:
         raise InputError(f"--max-width must be at least 64 (got {max_width})")
+    if timecode is not None:
+        start_timecode_s(timecode, fps or 30.0)  # a bad timecode fails before the tracking starts
     opts = ExtractOptions(fps=fps, smoothing=OneEuroConfig(min_cutoff, beta) if smooth else None,
                           max_track_width=max_width)
 
@@ -65,6 +68,8 @@ def extract(
     for w in caught:
         err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
 
+    if timecode is not None:
+        perf.animation.timecode_start_s = start_timecode_s(timecode, perf.animation.fps)
     outputs = {}
     if output is not None:
         outputs["perf"] = str(save_performance(perf, output))

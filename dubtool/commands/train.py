@@ -1,4 +1,5 @@
-"""`dubtool train`: train the flow generator from scratch (building the corpus first if missing)."""
+"""`dubtool train`: train the flow generator from scratch (building the corpus first if missing; `dubtool corpus`
+builds it alone)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from ..cli import app
 
 @app.command()
 def train(
-    config: Optional[str] = typer.Option(None, "--config", help="Training config (JSON; default: the shipped configs/flow_v3.json)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Training config (JSON; default: the shipped configs/flow_v4.json)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    out: str = typer.Option("runs/dubtool_flow_v3.pt", "--out", help="Checkpoint to write (pass models/dubtool_flow_v3.pt to replace the shipped one)."),
-    corpus: str = typer.Option("build/corpus", "--corpus", help="Corpus folder (built here when missing)."),
+    out: str = typer.Option("runs/dubtool_flow_v4.pt", "--out", help="Checkpoint to write (pass models/dubtool_flow_v4.pt to replace the shipped one)."),
+    corpus: str = typer.Option("build/corpus", "--corpus", help="Corpus folder (built here when missing; see `dubtool corpus`)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Override the config's number of steps."),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop early after this many seconds."),
     rebuild_corpus: bool = typer.Option(False, "--rebuild-corpus", help="Rebuild the corpus even if cached."),
@@ -24,7 +25,7 @@ def train(
     from ..corpus import build_corpus
     from ..train import load_config, train as run_train
 
-    cfg = load_config(config or REPO_ROOT / "configs" / "flow_v3.json")
+    cfg = load_config(config or REPO_ROOT / "configs" / "flow_v4.json")
     if rebuild_corpus:
         build_corpus(cfg.corpus, corpus)
     path = run_train(cfg, corpus, out, device=device, steps=steps, time_limit_s=time_limit)
