@@ -135,8 +135,8 @@ def mouth_parts(neutral: np.ndarray) -> MouthParts:
     upper = _teeth_band(front, upper_edge + 1.0, upper_edge, half_w, curve)
     lower = _teeth_band(front - 0.12, upper_edge + 0.15, upper_edge + 0.15 - 0.9, 0.92 * half_w, curve / 0.92 ** 2)
     radii = np.array([0.8 * half_w, 0.45, 2.0])
-    centre = np.array([0.0, upper_edge - 0.35, front - 0.2 - radii[2]])
-    return MouthParts(upper, lower, centre.astype(np.float32), radii.astype(np.float32), 2.0)
+    centre = np.array([0.0, upper_edge - 0.6, front - 0.2 - radii[2]])  # top 3 mm under the lower teeth
+    return MouthParts(upper, lower, centre.astype(np.float32), radii.astype(np.float32), 1.7)
 
 
 def rigid_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
