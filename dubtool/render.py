@@ -33,7 +33,7 @@ from .arkit import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, Animation, index
 from .errors import DependencyError, DubtoolError, InputError
 from .fileio import atomic_path
 
-from .faceparts import IRIS_COS, PUPIL_COS, eyeballs, jaw_transform, mouth_parts
+from .faceparts import IRIS_COS, PUPIL_COS, JawMotion, eyeballs, mouth_parts
 from .rig import INNER_LIPS, NECK_PIVOT, head_rotation_matrix
 
 INNER_LIP_UPPER = INNER_LIPS[:11]  # 78 ... 13 ... 308
@@ -342,6 +342,7 @@ class FaceRenderer:
                                                     "in_color")], ctx.buffer(sidx.tobytes()))
         self.eyes = eyeballs(np.asarray(rig.neutral, np.float32))
         self._tongue_out = index("tongueOut")
+        self._jaw = JawMotion(rig.neutral, rig.deltas)
         self._bg = options.background
         self._neutral = np.asarray(rig.neutral, np.float32)
         self._basis = np.ascontiguousarray(np.asarray(rig.deltas, np.float32).reshape(NUM_BLENDSHAPES, -1))
@@ -393,11 +394,11 @@ class FaceRenderer:
         colour = open_ * self._mouth_colour + (1.0 - open_) * np.asarray(LIP_CREASE_RGB, np.float32)
         mouth = np.concatenate([pts, np.tile([[0, 0, 1]], (len(pts), 1)), colour], 1)
         self._mouth_buf.write(mouth.astype("f4").tobytes())
-        jaw = head @ jaw_transform(self._neutral, verts)
-        # tongueOut slides the tongue forward over the lower teeth and lip, lifted and flattened.
+        jaw = head @ self._jaw.transform(values61)
+        # tongueOut slides the tongue forward over the lower teeth and lip, lifted, narrowed and flattened.
         out = float(np.clip(values61[self._tongue_out], 0.0, 1.0))
-        tongue = np.diag(np.append(self.parts.tongue_radii * [1.0, 1.0 - 0.35 * out, 1.0], 1.0)).astype(np.float32)
-        tongue[:3, 3] = self.parts.tongue_centre + np.array([0.0, 0.7 * out, self.parts.tongue_out_cm * out], np.float32)
+        tongue = np.diag(np.append(self.parts.tongue_radii * [1.0 - 0.3 * out, 1.0 - 0.35 * out, 1.0], 1.0)).astype(np.float32)
+        tongue[:3, 3] = self.parts.tongue_centre + np.array([0.0, 0.95 * out, self.parts.tongue_out_cm * out], np.float32)
 
         fbo = self._ms
         fbo.use()

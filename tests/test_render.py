@@ -263,3 +263,52 @@ def test_face_crop_frames_the_tracked_face():
     x, y, w, h = face_crop(lm * [1, 3, 1], np.ones(3, bool), 1000, 800, aspect=1.0)  # too tall: clamped inside
     assert 0 <= y and y + h <= 800 and 0 <= x and x + w <= 1000
     assert face_crop(lm, np.zeros(3, bool), 1000, 800, 1.0) is None
+
+
+def test_cli_compare_with_a_perf_shows_its_source_video_cropped_to_the_face(take):
+    """A .perf remembers the video it was tracked on: --compare shows it (cropped to the tracked face
+    box) | the source on the rig | the dub."""
+    from dubtool.performance import Performance, save_performance
+    d, csv, _, _ = take
+    video = d / "actor.mp4"  # blue frame, a green "face" at x 120..200, y 80..160 of 320x240
+    r = subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        "color=c=blue:s=320x240:r=30:d=1.5,drawbox=x=120:y=80:w=80:h=80:color=green:t=fill",
+                        "-pix_fmt", "yuv420p", str(video)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    n = 45
+    lm = np.zeros((n, 478, 3), np.float32)
+    lm[..., 0] = np.linspace(120, 200, 478) / 320
+    lm[..., 1] = np.linspace(80, 160, 478) / 240
+    perf = Performance(lm, lm.copy(), np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)),
+                       Animation(np.zeros((n, 61), np.float32), 30.0), np.ones(n, bool), np.ones(n, np.float32),
+                       None, {"source": str(video), "width": 320, "height": 240})
+    save_performance(perf, d / "actor.perf")
+    out = d / "cmp_perf.mp4"
+    r = _dubtool("render", csv, "--compare", d / "actor.perf", "-o", out, "--size", "128x128")
+    assert r.returncode == 0, r.stderr
+    v = [s for s in _probe(out)["streams"] if s["codec_type"] == "video"][0]
+    assert v["width"] == 384  # video | source render | dub
+    frame = np.frombuffer(subprocess.run(["ffmpeg", "-loglevel", "error", "-ss", "0.5", "-i", str(out), "-frames:v", "1",
+                                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True).stdout,
+                          np.uint8).reshape(v["height"], 384, 3).astype(int)
+    face = frame[44:84, 44:84]  # centre of the video panel: the green face box, enlarged by the crop
+    assert face[..., 1].mean() > 100 and face[..., 2].mean() < 60
+    green_cols = (frame[64, :128, 1] > 100).sum()
+    assert 80 < green_cols < 120  # the 80 px face box fills 0.77 of the 128 px panel (~99 px)
+
+
+@pytest.mark.parametrize("channels", [dict(jawOpen=1.0), dict(jawOpen=0.5, jawLeft=0.8), dict(jawForward=1.0),
+                                      dict(jawOpen=0.4, mouthFunnel=0.8, mouthSmileLeft=0.5)])
+def test_lower_teeth_follow_the_rigs_jaw(channels):
+    """The renderer's fast jaw model moves the lower teeth as the exact rigid fit of the posed chin
+    does (within 0.5 mm), and jawOpen drops them."""
+    from dubtool.faceparts import JawMotion, jaw_transform, mouth_parts
+    from dubtool.rig import load_rig
+    rig = load_rig()
+    v = pose(**channels)
+    fast, exact = JawMotion(rig.neutral, rig.deltas).transform(v), jaw_transform(rig.neutral, rig.pose(v))
+    teeth = mouth_parts(rig.neutral).lower_teeth[0]
+    a, b = (teeth @ m[:3, :3].T + m[:3, 3] for m in (fast, exact))
+    assert np.abs(a - b).max() < 0.05
+    if "jawOpen" in channels:
+        assert (b[:, 1] - teeth[:, 1]).mean() < -0.3 * channels["jawOpen"]  # the rig's chin drops them
