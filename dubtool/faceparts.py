@@ -103,11 +103,20 @@ class MouthParts:
     tongue_out_cm: float        # how far tongueOut = 1 pushes the tongue forward
 
 
+# Where tooth crowns meet along the arch (|x|, cm from the midline): central incisor, lateral, canine.
+TOOTH_EDGES_CM = (0.0, 0.85, 1.5, 2.2)
+TOOTH_SEAM_CM = 0.03  # half-width of the shaded seam between two crowns
+
+
 def _teeth_band(front_z: float, top_y: float, bottom_y: float, half_width: float, curve: float,
                 n: int = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A curved band (the dental arch seen from the front): z = front_z - curve * x^2,
-    normals pointing out of the arch. Counter-clockwise seen from the front."""
+    normals pointing out of the arch, with columns on each crown seam (see `tooth_seam`).
+    Counter-clockwise seen from the front."""
+    seams = [e + d for e in TOOTH_EDGES_CM for d in (-TOOTH_SEAM_CM, 0.0, TOOTH_SEAM_CM)]
     x = np.linspace(-half_width, half_width, n + 1)
+    x = np.unique(np.concatenate([x, [sx for e in seams for sx in (e, -e) if abs(sx) < half_width]]))
+    n = len(x) - 1
     z = front_z - curve * x * x
     top = np.stack([x, np.full_like(x, top_y), z], 1)
     bot = np.stack([x, np.full_like(x, bottom_y), z], 1)
@@ -120,6 +129,17 @@ def _teeth_band(front_z: float, top_y: float, bottom_y: float, half_width: float
     for i in range(n):
         tris += [(i + m, i + 1 + m, i + 1), (i + m, i + 1, i)]
     return verts.astype(np.float32), normals.astype(np.float32), np.asarray(tris, np.int32)
+
+
+def tooth_shade(x: np.ndarray, half_width: float) -> np.ndarray:
+    """Brightness 0..1 along the arch: darker on the seams between crowns and toward the arch's sides
+    (which recede into the mouth's shadow)."""
+    ax = np.abs(np.asarray(x, np.float64))
+    seam = np.ones_like(ax)
+    for e in TOOTH_EDGES_CM:
+        seam = np.minimum(seam, 1.0 - 0.3 * (np.abs(ax - e) < 0.5 * TOOTH_SEAM_CM))
+    side = np.clip(ax / half_width, 0.0, 1.0)
+    return (seam * (1.0 - 0.55 * side * side)).astype(np.float32)
 
 
 def mouth_parts(neutral: np.ndarray) -> MouthParts:
@@ -196,4 +216,4 @@ def jaw_transform(neutral: np.ndarray, posed: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["Eyeball", "eyeballs", "eyeball_mesh", "eye_rotation_channels", "MouthParts", "mouth_parts",
-           "JawMotion", "jaw_transform", "rigid_fit", "EYEBALL_RADIUS_CM"]
+           "JawMotion", "jaw_transform", "rigid_fit", "tooth_shade", "EYEBALL_RADIUS_CM"]

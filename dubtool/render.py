@@ -33,7 +33,7 @@ from .arkit import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, Animation, index
 from .errors import DependencyError, DubtoolError, InputError
 from .fileio import atomic_path
 
-from .faceparts import IRIS_COS, PUPIL_COS, JawMotion, eyeballs, mouth_parts
+from .faceparts import IRIS_COS, PUPIL_COS, JawMotion, eyeballs, mouth_parts, tooth_shade
 from .rig import INNER_LIPS, NECK_PIVOT, head_rotation_matrix
 
 INNER_LIP_UPPER = INNER_LIPS[:11]  # 78 ... 13 ... 308
@@ -48,8 +48,6 @@ LIP_CREASE_RGB = (0.42, 0.27, 0.24)
 # lip line) to open (cavity colour, set back behind the teeth and tongue).
 LIP_SEALED_CM, LIP_OPEN_CM = 0.03, 0.15
 MOUTH_DEPTH_CM = 2.4
-# Where tooth crowns meet along the arch (|x|, cm from the midline): central incisor, lateral, canine.
-TOOTH_EDGES_CM = (0.0, 0.85, 1.5, 2.2)
 
 
 class RenderError(DubtoolError):
@@ -206,28 +204,23 @@ in vec3 in_color;
 out vec3 v_normal;
 out vec3 v_color;
 out vec3 v_local;
-out vec3 v_pos;
 void main() {
     gl_Position = mvp * model * vec4(in_pos, 1.0);
     v_normal = mat3(model) * in_normal;
     v_color = in_color;
     v_local = in_normal;
-    v_pos = in_pos;
 }
 """
 
 _FRAG = """
 #version 330
-uniform int mode;          // 0 lit vertex colour x tint, 1 unlit vertex colour, 2 eyeball, 3 teeth
+uniform int mode;          // 0 lit vertex colour x tint, 1 unlit vertex colour, 2 eyeball
 uniform vec3 view_dir;     // towards the camera
 uniform mat3 eye_rot;      // eyeball orientation (for mode 2)
 uniform vec3 tint;
-uniform vec4 tooth_edges;  // |x| of the seams between crowns (mode 3)
-uniform float arch_half_width;
 in vec3 v_normal;
 in vec3 v_color;
 in vec3 v_local;
-in vec3 v_pos;
 out vec4 f_color;
 void main() {
     vec3 n = normalize(v_normal);
@@ -247,17 +240,6 @@ void main() {
         if (c > IRIS_COS) base = vec3(0.36, 0.24, 0.13);
         if (c > PUPIL_COS) base = vec3(0.02, 0.02, 0.02);
         spec *= 2.0;
-    }
-    if (mode == 3) {
-        float ax = abs(v_pos.x);
-        float seam = 1.0;
-        for (int i = 0; i < 4; i++) {
-            float d = (ax - tooth_edges[i]) / 0.025;
-            seam = min(seam, 1.0 - 0.3 * exp(-d * d));
-        }
-        float side = clamp(ax / arch_half_width, 0.0, 1.0);
-        base *= seam * (1.0 - 0.55 * side * side);   // the arch's sides recede into the mouth's shadow
-        spec *= 0.6;
     }
     vec3 col = base * (0.28 + 0.72 * diff + 0.22 * diff2) + vec3(0.12) * spec;
     f_color = vec4(col, 1.0);
@@ -324,17 +306,16 @@ class FaceRenderer:
         self.mouth = ctx.vertex_array(self.prog, [(self._mouth_buf, "3f 3f 3f", "in_pos", "in_normal", "in_color")],
                                       ctx.buffer(fan.tobytes()))
 
-        def static_mesh(verts, normals, tris, rgb):
-            data = np.concatenate([verts, normals, np.tile(np.asarray(rgb, np.float32), (len(verts), 1))], 1)
+        def teeth_mesh(verts, normals, tris):
+            # Crown seams and the arch's shadowed sides baked into vertex colours (cheaper than in the shader).
+            rgb = np.asarray(TEETH_RGB, np.float32) * tooth_shade(verts[:, 0], float(np.abs(verts[:, 0]).max()))[:, None]
+            data = np.concatenate([verts, normals, rgb], 1)
             return ctx.vertex_array(self.prog, [(ctx.buffer(data.astype("f4").tobytes()), "3f 3f 3f", "in_pos",
                                                  "in_normal", "in_color")], ctx.buffer(tris.astype("i4").tobytes()))
 
         self.parts = mouth_parts(np.asarray(rig.neutral, np.float32))
-        self.upper_teeth = static_mesh(*self.parts.upper_teeth, TEETH_RGB)
-        self.lower_teeth = static_mesh(*self.parts.lower_teeth, TEETH_RGB)
-        self._arch_half_width = float(np.abs(self.parts.upper_teeth[0][:, 0]).max())
-        self.prog["tooth_edges"].value = TOOTH_EDGES_CM
-        self.prog["arch_half_width"].value = self._arch_half_width
+        self.upper_teeth = teeth_mesh(*self.parts.upper_teeth)
+        self.lower_teeth = teeth_mesh(*self.parts.lower_teeth)
 
         sphere, sidx = _uv_sphere()
         sdata = np.concatenate([sphere, sphere, np.ones_like(sphere)], 1).astype("f4")
@@ -410,11 +391,10 @@ class FaceRenderer:
         self.skin.render()
         self.prog["mode"].value = 1
         self.mouth.render()
-        self.prog["mode"].value = 3
+        self.prog["mode"].value = 0
         self.upper_teeth.render()
         self._set("model", jaw)
         self.lower_teeth.render()
-        self.prog["mode"].value = 0
         self.prog["tint"].value = TONGUE_RGB
         self._set("model", jaw @ tongue)
         self.sphere.render()
