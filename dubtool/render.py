@@ -214,7 +214,7 @@ void main() {
 
 _FRAG = """
 #version 330
-uniform int mode;          // 0 lit vertex colour x tint, 1 unlit vertex colour, 2 eyeball
+const int mode = MODE;     // 0 lit vertex colour x tint, 1 unlit vertex colour, 2 eyeball (one program each)
 uniform vec3 view_dir;     // towards the camera
 uniform mat3 eye_rot;      // eyeball orientation (for mode 2)
 uniform vec3 tint;
@@ -275,12 +275,19 @@ class FaceRenderer:
         self._ms = ctx.framebuffer(ctx.renderbuffer((w, h), 4, samples=samples),
                                    ctx.depth_renderbuffer((w, h), samples=samples))
         self._out = ctx.framebuffer(ctx.renderbuffer((w, h), 4)) if samples else self._ms
+        # One program per material, the mode a compile-time constant: llvmpipe runs every branch of a
+        # shader for every fragment (masked), so a shared shader would pay for the eyeball code on skin.
         frag = _FRAG.replace("IRIS_COS", f"{IRIS_COS:.4f}").replace("PUPIL_COS", f"{PUPIL_COS:.4f}")
-        self.prog = ctx.program(vertex_shader=_VERT, fragment_shader=frag)
+        self.prog, self._unlit, self._eye = (ctx.program(vertex_shader=_VERT, fragment_shader=frag.replace("MODE", str(m)))
+                                             for m in range(3))
         self.prog["tint"].value = (1.0, 1.0, 1.0)
+        self._programs = (self.prog, self._unlit, self._eye)
         self.vp = camera_matrix(options)
         self._camera = camera_position(options)
-        self.prog["view_dir"].value = tuple(float(x) for x in self._camera_dir(options))
+        for prog in (self.prog, self._eye):
+            prog["view_dir"].value = tuple(float(x) for x in self._camera_dir(options))
+        for prog in self._programs:
+            prog["mvp"].write(np.ascontiguousarray(self.vp.T, dtype="f4").tobytes())
 
         self.triangles = np.asarray(rig.triangles, np.int32)
         opening = getattr(rig, "opening_triangles", None)
@@ -303,7 +310,8 @@ class FaceRenderer:
         lower = (INNER_LIP_UPPER[0],) + tuple(reversed(INNER_LIP_LOWER)) + (INNER_LIP_UPPER[-1],)
         self._partner = np.asarray(lower + tuple(reversed(INNER_LIP_UPPER[1:-1])), np.int32)
         self._mouth_buf = ctx.buffer(reserve=(n + 1) * 9 * 4)
-        self.mouth = ctx.vertex_array(self.prog, [(self._mouth_buf, "3f 3f 3f", "in_pos", "in_normal", "in_color")],
+        # (Each program only binds the attributes its shader uses: the compiler drops the others.)
+        self.mouth = ctx.vertex_array(self._unlit, [(self._mouth_buf, "3f 3x4 3f", "in_pos", "in_color")],
                                       ctx.buffer(fan.tobytes()))
 
         def teeth_mesh(verts, normals, tris):
@@ -319,8 +327,12 @@ class FaceRenderer:
 
         sphere, sidx = _uv_sphere()
         sdata = np.concatenate([sphere, sphere, np.ones_like(sphere)], 1).astype("f4")
-        self.sphere = ctx.vertex_array(self.prog, [(ctx.buffer(sdata.tobytes()), "3f 3f 3f", "in_pos", "in_normal",
-                                                    "in_color")], ctx.buffer(sidx.tobytes()))
+        self.sphere = ctx.vertex_array(self._eye, [(ctx.buffer(sdata.tobytes()), "3f 3f 3x4", "in_pos", "in_normal")],
+                                       ctx.buffer(sidx.tobytes()))
+        tongue, tidx = _uv_sphere(8, 12)  # coarse: seen only through the lips
+        tdata = np.concatenate([tongue, tongue, np.ones_like(tongue)], 1).astype("f4")
+        self.tongue = ctx.vertex_array(self.prog, [(ctx.buffer(tdata.tobytes()), "3f 3f 3f", "in_pos", "in_normal",
+                                                    "in_color")], ctx.buffer(tidx.tobytes()))
         self.eyes = eyeballs(np.asarray(rig.neutral, np.float32))
         self._tongue_out = index("tongueOut")
         self._jaw = JawMotion(rig.neutral, rig.deltas)
@@ -348,8 +360,9 @@ class FaceRenderer:
         m[:3, 3] = NECK_PIVOT - r @ NECK_PIVOT
         return m
 
-    def _set(self, name: str, mat: np.ndarray) -> None:
-        self.prog[name].write(np.ascontiguousarray(mat.T, dtype="f4").tobytes())
+    @staticmethod
+    def _set(prog, name: str, mat: np.ndarray) -> None:
+        prog[name].write(np.ascontiguousarray(mat.T, dtype="f4").tobytes())
 
     def render(self, values61: np.ndarray) -> np.ndarray:
         values61 = np.asarray(values61, np.float32)
@@ -385,28 +398,25 @@ class FaceRenderer:
         fbo.use()
         self.ctx.enable(self.ctx.DEPTH_TEST)
         fbo.clear(*self._bg, 1.0)
-        self._set("mvp", self.vp)
-        self._set("model", head)
-        self.prog["mode"].value = 0
+        lit = self.prog
+        self._set(lit, "model", head)
         self.skin.render()
-        self.prog["mode"].value = 1
+        self._set(self._unlit, "model", head)
         self.mouth.render()
-        self.prog["mode"].value = 0
         self.upper_teeth.render()
-        self._set("model", jaw)
+        self._set(lit, "model", jaw)
         self.lower_teeth.render()
-        self.prog["tint"].value = TONGUE_RGB
-        self._set("model", jaw @ tongue)
-        self.sphere.render()
-        self.prog["tint"].value = (1.0, 1.0, 1.0)
-        self.prog["mode"].value = 2
+        lit["tint"].value = TONGUE_RGB
+        self._set(lit, "model", jaw @ tongue)
+        self.tongue.render()
+        lit["tint"].value = (1.0, 1.0, 1.0)
         for ball, (yaw, pitch) in zip(self.eyes, gaze_angles(values61)):
             rot = rotation_matrix(yaw, pitch, 0.0)
-            self.prog["eye_rot"].write(np.ascontiguousarray(rot.T, dtype="f4").tobytes())
+            self._eye["eye_rot"].write(np.ascontiguousarray(rot.T, dtype="f4").tobytes())
             m = np.eye(4, dtype=np.float32)
             m[:3, :3] *= ball.radius
             m[:3, 3] = ball.centre
-            self._set("model", head @ m)
+            self._set(self._eye, "model", head @ m)
             self.sphere.render()
         if self._out is not self._ms:
             self.ctx.copy_framebuffer(self._out, self._ms)
