@@ -13,8 +13,12 @@ Model `face` (Mesh) -> Geometry (Vertices, PolygonVertexIndex with the last inde
 stored as -(i+1), normals and UVs) <- Deformer BlendShape <- 52 SubDeformer BlendShapeChannel named
 exactly as ARKit names them (`jawOpen`, ...) <- Geometry Shape (sparse Indexes/Vertices/Normals
 deltas). Each channel's DeformPercent (0..100) is keyed per frame by an AnimationCurve in
-AnimationStack `dub` / AnimationLayer `BaseLayer`. Units are centimetres, Y up, the face looks
-down +Z (front axis +Z); GlobalSettings carry the frame rate and time span.
+AnimationStack `dub` / AnimationLayer `BaseLayer`. The eyes: Models `LeftEye` / `RightEye` (Null
+joints at the eyeball centres, children of `head`, Lcl Rotation keyed from the eye yaw/pitch/roll
+channels), each with a Mesh child `LeftEyeball` / `RightEyeball` (a vertex-coloured sphere, gaze +Z).
+Units are centimetres, Y up, the face looks down +Z (front axis +Z); GlobalSettings carry the frame
+rate (TimeMode, CustomFrameRate) and the take's span (TimeSpanStart/Stop = first/last frame), as do
+the AnimationStack (LocalStart/Stop) and the Take (LocalTime/ReferenceTime).
 """
 
 from __future__ import annotations
@@ -204,6 +208,7 @@ def _curve(ids: _Ids, key_times: np.ndarray, values: np.ndarray) -> tuple[int, N
 
 def build_scene(anim: Animation, rig, take_name: str = "dub") -> list[Node]:
     """Top-level FBX nodes for the rig mesh, its 52 blendshapes and `anim`."""
+    from .faceparts import eye_rotation_channels, eyeball_mesh, eyeballs
     from .rig import NECK_PIVOT, head_rotation_matrix, vertex_normals
 
     ids = _Ids()
@@ -339,18 +344,64 @@ def build_scene(anim: Animation, rig, take_name: str = "dub") -> list[Node]:
         objects.children.append(curve)
         op(curve_id, cn_id, "d|DeformPercent")
 
-    rot = head_rotation_matrix(anim.values[:, 52], anim.values[:, 53], anim.values[:, 54])
-    euler = euler_xyz_degrees(rot.reshape(-1, 3, 3)) if n else np.zeros((0, 3))
-    rn_id = ids()
-    objects.children.append(Node("AnimationCurveNode", L(rn_id), _name("R", "AnimCurveNode"), S(""), children=[
-        _props70(*(_p(f"d|{ax}", "Number", "", "A", D(float(euler[0, i]) if n else 0.0))
-                   for i, ax in enumerate("XYZ")))]))
-    oo(rn_id, layer_id)
-    op(rn_id, head_id, "Lcl Rotation")
-    for i, ax in enumerate("XYZ"):
-        curve_id, curve = _curve(ids, key_times, euler[:, i])
-        objects.children.append(curve)
-        op(curve_id, rn_id, f"d|{ax}")
+    def rotation_curves(model_id: int, rot: np.ndarray) -> None:
+        # (T,3,3) rotations -> the model's Lcl Rotation keyed as FBX Euler XYZ degrees.
+        euler = euler_xyz_degrees(rot.reshape(-1, 3, 3)) if n else np.zeros((0, 3))
+        rn_id = ids()
+        objects.children.append(Node("AnimationCurveNode", L(rn_id), _name("R", "AnimCurveNode"), S(""), children=[
+            _props70(*(_p(f"d|{ax}", "Number", "", "A", D(float(euler[0, i]) if n else 0.0))
+                       for i, ax in enumerate("XYZ")))]))
+        oo(rn_id, layer_id)
+        op(rn_id, model_id, "Lcl Rotation")
+        for i, ax in enumerate("XYZ"):
+            curve_id, curve = _curve(ids, key_times, euler[:, i])
+            objects.children.append(curve)
+            op(curve_id, rn_id, f"d|{ax}")
+
+    rotation_curves(head_id, head_rotation_matrix(anim.values[:, 52], anim.values[:, 53], anim.values[:, 54]))
+
+    # Eyes: a joint (Null) per eye at the eyeball centre, child of the head, its Lcl Rotation keyed from
+    # the eye channels (R = Ry(yaw) Rx(pitch) Rz(roll), head-relative); an eyeball mesh (gaze +Z,
+    # vertex-coloured sclera/iris/pupil) as the joint's child.
+    ball_v, ball_n, ball_t, ball_c = eyeball_mesh()
+    ball_pvi = ball_t.copy()
+    ball_pvi[:, 2] = -ball_pvi[:, 2] - 1
+    rgba = np.concatenate([ball_c, np.ones((len(ball_c), 1))], 1)
+    eye_rot = eye_rotation_channels(anim.values)
+    for ball in eyeballs(neutral):
+        joint_id, mesh_id, eye_geom_id = ids(), ids(), ids()
+        objects.children.append(Node("Model", L(joint_id), _name(ball.name, "Model"), S("Null"), children=[
+            Node("Version", I(232)),
+            _props70(_p("Lcl Translation", "Lcl Translation", "", "A", *(D(x) for x in ball.centre - pivot)),
+                     _p("Lcl Rotation", "Lcl Rotation", "", "A", D(0), D(0), D(0))),
+            Node("Shading", C(True)), Node("Culling", S("CullingOff"))]))
+        objects.children.append(Node("Model", L(mesh_id), _name(ball.name + "ball", "Model"), S("Mesh"), children=[
+            Node("Version", I(232)),
+            _props70(_p("DefaultAttributeIndex", "int", "Integer", "", I(0))),
+            Node("Shading", C(True)), Node("Culling", S("CullingOff"))]))
+        objects.children.append(Node("Geometry", L(eye_geom_id), _name(ball.name + "ball", "Geometry"), S("Mesh"),
+                                     children=[
+            Node("Properties70"),
+            Node("GeometryVersion", I(124)),
+            Node("Vertices", arr("d", ball_v)),
+            Node("PolygonVertexIndex", arr("i", ball_pvi)),
+            Node("LayerElementNormal", I(0), children=[
+                Node("Version", I(101)), Node("Name", S("")), Node("MappingInformationType", S("ByVertice")),
+                Node("ReferenceInformationType", S("Direct")), Node("Normals", arr("d", ball_n))]),
+            Node("LayerElementColor", I(0), children=[
+                Node("Version", I(101)), Node("Name", S("Col")), Node("MappingInformationType", S("ByPolygonVertex")),
+                Node("ReferenceInformationType", S("IndexToDirect")), Node("Colors", arr("d", rgba)),
+                Node("ColorIndex", arr("i", ball_t))]),
+            Node("Layer", I(0), children=[
+                Node("Version", I(100)),
+                Node("LayerElement", children=[Node("Type", S("LayerElementNormal")), Node("TypedIndex", I(0))]),
+                Node("LayerElement", children=[Node("Type", S("LayerElementColor")), Node("TypedIndex", I(0))])]),
+        ]))
+        oo(joint_id, head_id)
+        oo(mesh_id, joint_id)
+        oo(eye_geom_id, mesh_id)
+        yaw, pitch, roll = eye_rot[ball.name].T
+        rotation_curves(joint_id, head_rotation_matrix(yaw, pitch, roll))
 
     counts: dict[str, int] = {}
     for o in objects.children:

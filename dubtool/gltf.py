@@ -1,6 +1,10 @@
 """glTF 2.0 export: the face rig as a mesh with 52 morph targets (named in mesh.extras.targetNames,
 the convention Blender, three.js and Babylon read) and the animation as a LINEAR `weights`
-sampler, plus the head rotation as quaternions on a `head` node at the neck pivot.
+sampler, plus the head rotation as quaternions on a `head` node at the neck pivot, and the eyes:
+`LeftEye` / `RightEye` joint nodes (children of `head`, at the eyeball centres) whose rotation is
+keyed from the eye yaw/pitch/roll channels, each with an `eyeball` mesh child (vertex-coloured sphere,
+gaze +Z). Keys sit at the take's frames (k / fps s); glTF has no frame rate, so the rate is in
+`extras.fps` (document and animation).
 
 `.glb` is written as one binary container (12-byte header, JSON chunk, BIN chunk); `.gltf` as JSON
 with the buffer embedded as a base64 data URI. Units: glTF uses metres, so the rig's centimetres
@@ -56,13 +60,13 @@ class _Buffer:
         return len(self.accessors) - 1
 
 
-def head_quaternions(values: np.ndarray) -> np.ndarray:
-    """(T,4) xyzw quaternions of the head rotation channels, sign-continuous for interpolation."""
+def rotation_quaternions(yaw, pitch, roll) -> np.ndarray:
+    """(T,4) xyzw quaternions of R = Ry(yaw) Rx(pitch) Rz(roll), sign-continuous for interpolation."""
     from scipy.spatial.transform import Rotation
 
     from .rig import head_rotation_matrix
 
-    rot = head_rotation_matrix(values[:, 52], values[:, 53], values[:, 54]).reshape(-1, 3, 3)
+    rot = head_rotation_matrix(yaw, pitch, roll).reshape(-1, 3, 3)
     q = Rotation.from_matrix(rot).as_quat()
     for i in range(1, len(q)):
         if np.dot(q[i], q[i - 1]) < 0:
@@ -70,8 +74,14 @@ def head_quaternions(values: np.ndarray) -> np.ndarray:
     return q.astype(np.float32)
 
 
+def head_quaternions(values: np.ndarray) -> np.ndarray:
+    """(T,4) xyzw quaternions of the head rotation channels."""
+    return rotation_quaternions(values[:, 52], values[:, 53], values[:, 54])
+
+
 def build_gltf(anim: Animation, rig, take_name: str = "dub") -> tuple[dict, bytes]:
     """The glTF JSON document and its binary buffer."""
+    from .faceparts import eye_rotation_channels, eyeball_mesh, eyeballs
     from .rig import NECK_PIVOT, vertex_normals
 
     if anim.num_frames < 1:
@@ -96,25 +106,46 @@ def build_gltf(anim: Animation, rig, take_name: str = "dub") -> tuple[dict, byte
         targets.append({"POSITION": buf.add(deltas[k] * CM_TO_M, "VEC3", _ARRAY_BUFFER, minmax=True),
                         "NORMAL": buf.add(dn, "VEC3", _ARRAY_BUFFER)})
 
-    times = buf.add(anim.times_s.astype(np.float32), "SCALAR", minmax=True)
+    # Eyeballs: one mesh (vertex-coloured sphere, gaze +Z), shared by two eye joints.
+    ball_v, ball_n, ball_t, ball_c = eyeball_mesh()
+    ball_prim = {"attributes": {"POSITION": buf.add(ball_v * CM_TO_M, "VEC3", _ARRAY_BUFFER, minmax=True),
+                                "NORMAL": buf.add(ball_n, "VEC3", _ARRAY_BUFFER),
+                                "COLOR_0": buf.add(ball_c, "VEC3", _ARRAY_BUFFER)},
+                 "indices": buf.add(ball_t.astype(np.uint32).reshape(-1), "SCALAR", _ELEMENT_ARRAY_BUFFER),
+                 "mode": 4}
+
+    # Keys at the take's frames: frame k at k / fps seconds.
+    times = buf.add((np.arange(anim.num_frames) / float(anim.fps)).astype(np.float32), "SCALAR", minmax=True)
     weights = buf.add(np.clip(anim.values[:, :NUM_BLENDSHAPES], 0.0, 1.0), "SCALAR")
     quats = buf.add(head_quaternions(anim.values), "VEC4")
-    pivot = [float(x) * CM_TO_M for x in NECK_PIVOT]
+    pivot = np.asarray(NECK_PIVOT, np.float64)
     names = list(getattr(rig, "names", BLENDSHAPE_NAMES))
+    nodes = [{"name": "head", "translation": [float(x) * CM_TO_M for x in pivot], "children": [1, 2, 4]},
+             {"name": "face", "mesh": 0, "translation": [-float(x) * CM_TO_M for x in pivot]}]
+    samplers = [{"input": times, "output": weights, "interpolation": "LINEAR"},
+                {"input": times, "output": quats, "interpolation": "LINEAR"}]
+    channels = [{"sampler": 0, "target": {"node": 1, "path": "weights"}},
+                {"sampler": 1, "target": {"node": 0, "path": "rotation"}}]
+    eye_rot = eye_rotation_channels(anim.values)
+    for ball in eyeballs(neutral):
+        joint = len(nodes)
+        nodes.append({"name": ball.name, "translation": [float(x) * CM_TO_M for x in ball.centre - pivot],
+                      "children": [joint + 1]})
+        nodes.append({"name": ball.name + "ball", "mesh": 1})
+        samplers.append({"input": times, "output": buf.add(rotation_quaternions(*eye_rot[ball.name].T), "VEC4"),
+                         "interpolation": "LINEAR"})
+        channels.append({"sampler": len(samplers) - 1, "target": {"node": joint, "path": "rotation"}})
     doc = {
         "asset": {"version": "2.0", "generator": f"dubtool {__version__}"},
         "scene": 0,
         "scenes": [{"name": "Scene", "nodes": [0]}],
-        "nodes": [{"name": "head", "translation": pivot, "children": [1]},
-                  {"name": "face", "mesh": 0, "translation": [-x for x in pivot]}],
+        "nodes": nodes,
         "meshes": [{"name": "face", "primitives": [{"attributes": {"POSITION": pos, "NORMAL": nrm, "TEXCOORD_0": tex},
                                                     "indices": idx, "mode": 4, "targets": targets}],
-                    "weights": [0.0] * NUM_BLENDSHAPES, "extras": {"targetNames": names}}],
-        "animations": [{"name": take_name,
-                        "samplers": [{"input": times, "output": weights, "interpolation": "LINEAR"},
-                                     {"input": times, "output": quats, "interpolation": "LINEAR"}],
-                        "channels": [{"sampler": 0, "target": {"node": 1, "path": "weights"}},
-                                     {"sampler": 1, "target": {"node": 0, "path": "rotation"}}]}],
+                    "weights": [0.0] * NUM_BLENDSHAPES, "extras": {"targetNames": names}},
+                   {"name": "eyeball", "primitives": [ball_prim]}],
+        "animations": [{"name": take_name, "samplers": samplers, "channels": channels,
+                        "extras": {"fps": float(anim.fps), "frames": int(anim.num_frames)}}],
         "extras": {"fps": float(anim.fps), "units": "metres (rig centimetres x 0.01)"},
         "bufferViews": buf.views,
         "accessors": buf.accessors,

@@ -78,7 +78,7 @@ class CurveStrip:
     WINDOW_S = 8.0
     LEGEND_W = 130
 
-    def __init__(self, dub: Animation, source_values: np.ndarray, channels, width: int, height: int, timemap=None):
+    def __init__(self, dub: Animation, source_values: np.ndarray | None, channels, width: int, height: int, timemap=None):
         self.width, self.height = width, height
         self.duration = dub.duration_s
         plot_w = width - self.LEGEND_W
@@ -115,7 +115,8 @@ class CurveStrip:
             c = index(ch)
             col = COLOURS[k % len(COLOURS)]
             ax.plot(t, dub.values[:, c], color=col, lw=1.4)
-            ax.plot(t, source_values[:, c], color=col, lw=1.0, ls="--", alpha=0.8)
+            if source_values is not None:  # None: a video-only comparison has no source curves
+                ax.plot(t, source_values[:, c], color=col, lw=1.0, ls="--", alpha=0.8)
         if timemap is not None:
             for p in timemap.phrases:
                 ax.axvspan(p.dub_start_s, p.dub_end_s, ymin=0.0, ymax=1.0, color="#ffffff", alpha=0.07, lw=0)

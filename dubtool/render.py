@@ -2,11 +2,15 @@
 renderer), frames piped raw into ffmpeg (H.264 + AAC mp4).
 
 The rig's mesh is MediaPipe's canonical face, which has holes at the eyes and the mouth. To make
-those read, each eye gets an eyeball sphere (white, iris + pupil disc turned by the eye yaw/pitch
-channels) set behind the lids, and the inner-lip loop is filled by a dark polygon set a little
-behind the lips, so an open mouth reads as open. Where the lips meet (the rig's rest, a /p b m/
-closure) that polygon comes forward onto the lip line and takes the colour of the lip crease, so
-a hair's-breadth gap between closed lips shows neither the mouth interior nor the background.
+those read, each eye gets an eyeball (`faceparts.eyeballs`: 1.2 cm, white sclera, iris + pupil turned
+by the eye yaw/pitch channels, or by the eyeLook* shapes when a take has no eye rotations) set
+behind the lids, and the mouth gets an interior (`faceparts.mouth_parts`): upper teeth fixed to the
+head, lower teeth and a tongue that ride the jaw (its rigid motion is fitted on the posed chin and
+jaw line each frame, so they follow whatever the rig's jawOpen/jawLeft/... do; tongueOut pushes the
+tongue forward), in front of a dark cavity: the inner-lip loop filled by a polygon pushed back
+along the camera's rays, so no background shows past the lips. Where the lips meet (the rig's rest,
+a /p b m/ closure) that polygon comes forward onto the lip line and takes the colour of the lip
+crease, so a hair's-breadth gap between closed lips shows neither teeth nor the background.
 
 Units are the rig's (cm), Y up, the face looks down +Z; head rotation turns everything about a
 neck pivot. Frames are rendered upside down (flipped projection) so the bottom-up GL read-back
@@ -29,20 +33,21 @@ from .arkit import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, Animation, index
 from .errors import DependencyError, DubtoolError, InputError
 from .fileio import atomic_path
 
-from .rig import INNER_LIPS, LEFT_EYE_CONTOUR, NECK_PIVOT, RIGHT_EYE_CONTOUR, head_rotation_matrix
+from .faceparts import IRIS_COS, PUPIL_COS, JawMotion, eyeballs, mouth_parts, tooth_shade
+from .rig import INNER_LIPS, NECK_PIVOT, head_rotation_matrix
 
 INNER_LIP_UPPER = INNER_LIPS[:11]  # 78 ... 13 ... 308
 INNER_LIP_LOWER = INNER_LIPS[11:]
 
 SKIN_RGB = (0.86, 0.66, 0.56)
 MOUTH_DARK_RGB = (0.10, 0.02, 0.03)
-TEETH_RGB = (0.78, 0.74, 0.66)
-TONGUE_RGB = (0.55, 0.20, 0.22)
+TEETH_RGB = (0.74, 0.71, 0.64)
+TONGUE_RGB = (0.62, 0.26, 0.28)
 LIP_CREASE_RGB = (0.42, 0.27, 0.24)
 # Inner-lip distance (cm) over which a column of the mouth goes from sealed (crease colour, on the
-# lip line) to open (interior colour, set back behind the lips).
+# lip line) to open (cavity colour, set back behind the teeth and tongue).
 LIP_SEALED_CM, LIP_OPEN_CM = 0.03, 0.15
-MOUTH_DEPTH_CM = 0.35
+MOUTH_DEPTH_CM = 2.4
 
 
 class RenderError(DubtoolError):
@@ -160,25 +165,6 @@ def _uv_sphere(n_lat: int = 16, n_lon: int = 24) -> tuple[np.ndarray, np.ndarray
     return pts.astype(np.float32), np.asarray(idx, np.int32)
 
 
-@dataclass(frozen=True)
-class _EyeBall:
-    centre: np.ndarray  # rig space, cm
-    radius: float
-
-
-def _eyeballs(neutral: np.ndarray) -> tuple[_EyeBall, _EyeBall]:
-    """Left and right eyeball spheres fitted behind the neutral eye openings."""
-    balls = []
-    for loop in (LEFT_EYE_CONTOUR, RIGHT_EYE_CONTOUR):
-        pts = neutral[list(loop)]
-        width = float(np.linalg.norm(neutral[loop[0]] - neutral[loop[8]]))
-        r = 0.42 * width
-        c = pts.mean(0)
-        c[2] = pts[:, 2].max() - r - 0.05  # front of the ball just behind the lid line
-        balls.append(_EyeBall(c.astype(np.float32), r))
-    return balls[0], balls[1]
-
-
 def mouth_opening(loop: np.ndarray, partners: np.ndarray) -> np.ndarray:
     """0 (sealed) .. 1 (open) for each inner-lip loop vertex, from its distance to the vertex across
     the mouth (upper lip row k <-> lower lip row k); lips that cross (upper below lower) are sealed."""
@@ -228,9 +214,10 @@ void main() {
 
 _FRAG = """
 #version 330
-uniform int mode;          // 0 skin (lit), 1 unlit vertex colour, 2 eyeball
+const int mode = MODE;     // 0 lit vertex colour x tint, 1 unlit vertex colour, 2 eyeball (one program each)
 uniform vec3 view_dir;     // towards the camera
 uniform mat3 eye_rot;      // eyeball orientation (for mode 2)
+uniform vec3 tint;
 in vec3 v_normal;
 in vec3 v_color;
 in vec3 v_local;
@@ -244,13 +231,14 @@ void main() {
     float diff2 = max(dot(n, fill), 0.0);
     vec3 h = normalize(key + view_dir);
     float spec = pow(max(dot(n, h), 0.0), 24.0);
-    vec3 base = v_color;
+    vec3 base = v_color * tint;
     if (mode == 1) { f_color = vec4(v_color, 1.0); return; }
     if (mode == 2) {
         float c = dot(normalize(v_local), eye_rot * vec3(0.0, 0.0, 1.0));
         base = vec3(0.92, 0.90, 0.86);
-        if (c > 0.90) base = vec3(0.30, 0.20, 0.12);
-        if (c > 0.975) base = vec3(0.02, 0.02, 0.02);
+        if (c > IRIS_COS - 0.012) base = vec3(0.16, 0.11, 0.07);   // dark limbal ring
+        if (c > IRIS_COS) base = vec3(0.36, 0.24, 0.13);
+        if (c > PUPIL_COS) base = vec3(0.02, 0.02, 0.02);
         spec *= 2.0;
     }
     vec3 col = base * (0.28 + 0.72 * diff + 0.22 * diff2) + vec3(0.12) * spec;
@@ -287,10 +275,19 @@ class FaceRenderer:
         self._ms = ctx.framebuffer(ctx.renderbuffer((w, h), 4, samples=samples),
                                    ctx.depth_renderbuffer((w, h), samples=samples))
         self._out = ctx.framebuffer(ctx.renderbuffer((w, h), 4)) if samples else self._ms
-        self.prog = ctx.program(vertex_shader=_VERT, fragment_shader=_FRAG)
+        # One program per material, the mode a compile-time constant: llvmpipe runs every branch of a
+        # shader for every fragment (masked), so a shared shader would pay for the eyeball code on skin.
+        frag = _FRAG.replace("IRIS_COS", f"{IRIS_COS:.4f}").replace("PUPIL_COS", f"{PUPIL_COS:.4f}")
+        self.prog, self._unlit, self._eye = (ctx.program(vertex_shader=_VERT, fragment_shader=frag.replace("MODE", str(m)))
+                                             for m in range(3))
+        self.prog["tint"].value = (1.0, 1.0, 1.0)
+        self._programs = (self.prog, self._unlit, self._eye)
         self.vp = camera_matrix(options)
         self._camera = camera_position(options)
-        self.prog["view_dir"].value = tuple(float(x) for x in self._camera_dir(options))
+        for prog in (self.prog, self._eye):
+            prog["view_dir"].value = tuple(float(x) for x in self._camera_dir(options))
+        for prog in self._programs:
+            prog["mvp"].write(np.ascontiguousarray(self.vp.T, dtype="f4").tobytes())
 
         self.triangles = np.asarray(rig.triangles, np.int32)
         opening = getattr(rig, "opening_triangles", None)
@@ -303,26 +300,42 @@ class FaceRenderer:
         self._skin_colour = np.tile(np.asarray(SKIN_RGB, np.float32), (nv, 1))
         self.skin = ctx.vertex_array(self.prog, [(self._skin_buf, "3f 3f 3f", "in_pos", "in_normal", "in_color")], skin_idx)
 
-        # Mouth fill: fan around the loop centroid; teeth tone at the upper lip, tongue at the lower.
+        # Mouth cavity: fan around the loop centroid, dark (crease colour where the lips are sealed).
         self.lip_loop = np.asarray(INNER_LIP_UPPER + INNER_LIP_LOWER, np.int32)
         n = len(self.lip_loop)
         fan = np.array([[n, i, (i + 1) % n] for i in range(n)], np.int32)
-        cols = np.array([TEETH_RGB] * len(INNER_LIP_UPPER) + [TONGUE_RGB] * len(INNER_LIP_LOWER) + [MOUTH_DARK_RGB],
-                        np.float32)
-        cols[[0, len(INNER_LIP_UPPER) - 1]] = MOUTH_DARK_RGB  # corners
+        cols = np.array([MOUTH_DARK_RGB] * n + [tuple(0.5 * c for c in MOUTH_DARK_RGB)], np.float32)
         self._mouth_colour = cols
         # Each loop vertex's partner across the mouth (upper row k <-> lower row k; corners pair themselves).
         lower = (INNER_LIP_UPPER[0],) + tuple(reversed(INNER_LIP_LOWER)) + (INNER_LIP_UPPER[-1],)
         self._partner = np.asarray(lower + tuple(reversed(INNER_LIP_UPPER[1:-1])), np.int32)
         self._mouth_buf = ctx.buffer(reserve=(n + 1) * 9 * 4)
-        self.mouth = ctx.vertex_array(self.prog, [(self._mouth_buf, "3f 3f 3f", "in_pos", "in_normal", "in_color")],
+        # (Each program only binds the attributes its shader uses: the compiler drops the others.)
+        self.mouth = ctx.vertex_array(self._unlit, [(self._mouth_buf, "3f 3x4 3f", "in_pos", "in_color")],
                                       ctx.buffer(fan.tobytes()))
+
+        def teeth_mesh(verts, normals, tris):
+            # Crown seams and the arch's shadowed sides baked into vertex colours (cheaper than in the shader).
+            rgb = np.asarray(TEETH_RGB, np.float32) * tooth_shade(verts[:, 0], float(np.abs(verts[:, 0]).max()))[:, None]
+            data = np.concatenate([verts, normals, rgb], 1)
+            return ctx.vertex_array(self.prog, [(ctx.buffer(data.astype("f4").tobytes()), "3f 3f 3f", "in_pos",
+                                                 "in_normal", "in_color")], ctx.buffer(tris.astype("i4").tobytes()))
+
+        self.parts = mouth_parts(np.asarray(rig.neutral, np.float32))
+        self.upper_teeth = teeth_mesh(*self.parts.upper_teeth)
+        self.lower_teeth = teeth_mesh(*self.parts.lower_teeth)
 
         sphere, sidx = _uv_sphere()
         sdata = np.concatenate([sphere, sphere, np.ones_like(sphere)], 1).astype("f4")
-        self.sphere = ctx.vertex_array(self.prog, [(ctx.buffer(sdata.tobytes()), "3f 3f 3f", "in_pos", "in_normal",
-                                                    "in_color")], ctx.buffer(sidx.tobytes()))
-        self.eyes = _eyeballs(np.asarray(rig.neutral, np.float32))
+        self.sphere = ctx.vertex_array(self._eye, [(ctx.buffer(sdata.tobytes()), "3f 3f 3x4", "in_pos", "in_normal")],
+                                       ctx.buffer(sidx.tobytes()))
+        tongue, tidx = _uv_sphere(8, 12)  # coarse: seen only through the lips
+        tdata = np.concatenate([tongue, tongue, np.ones_like(tongue)], 1).astype("f4")
+        self.tongue = ctx.vertex_array(self.prog, [(ctx.buffer(tdata.tobytes()), "3f 3f 3f", "in_pos", "in_normal",
+                                                    "in_color")], ctx.buffer(tidx.tobytes()))
+        self.eyes = eyeballs(np.asarray(rig.neutral, np.float32))
+        self._tongue_out = index("tongueOut")
+        self._jaw = JawMotion(rig.neutral, rig.deltas)
         self._bg = options.background
         self._neutral = np.asarray(rig.neutral, np.float32)
         self._basis = np.ascontiguousarray(np.asarray(rig.deltas, np.float32).reshape(NUM_BLENDSHAPES, -1))
@@ -347,8 +360,9 @@ class FaceRenderer:
         m[:3, 3] = NECK_PIVOT - r @ NECK_PIVOT
         return m
 
-    def _set(self, name: str, mat: np.ndarray) -> None:
-        self.prog[name].write(np.ascontiguousarray(mat.T, dtype="f4").tobytes())
+    @staticmethod
+    def _set(prog, name: str, mat: np.ndarray) -> None:
+        prog[name].write(np.ascontiguousarray(mat.T, dtype="f4").tobytes())
 
     def render(self, values61: np.ndarray) -> np.ndarray:
         values61 = np.asarray(values61, np.float32)
@@ -368,31 +382,41 @@ class FaceRenderer:
         eye = head[:3, :3].T @ (self._camera - head[:3, 3])  # the camera in the head's frame
         ray = pts - eye
         ray /= np.linalg.norm(ray, axis=1, keepdims=True)
-        depth = np.append(MOUTH_DEPTH_CM * opening, MOUTH_DEPTH_CM + 0.4)
+        depth = np.append(MOUTH_DEPTH_CM * opening, (MOUTH_DEPTH_CM + 0.6) * opening.max())
         pts += depth[:, None] * ray
         open_ = np.append(opening, opening.max())[:, None]
         colour = open_ * self._mouth_colour + (1.0 - open_) * np.asarray(LIP_CREASE_RGB, np.float32)
         mouth = np.concatenate([pts, np.tile([[0, 0, 1]], (len(pts), 1)), colour], 1)
         self._mouth_buf.write(mouth.astype("f4").tobytes())
+        jaw = head @ self._jaw.transform(values61)
+        # tongueOut slides the tongue forward over the lower teeth and lip, lifted, narrowed and flattened.
+        out = float(np.clip(values61[self._tongue_out], 0.0, 1.0))
+        tongue = np.diag(np.append(self.parts.tongue_radii * [1.0 - 0.3 * out, 1.0 - 0.35 * out, 1.0], 1.0)).astype(np.float32)
+        tongue[:3, 3] = self.parts.tongue_centre + np.array([0.0, 0.95 * out, self.parts.tongue_out_cm * out], np.float32)
 
         fbo = self._ms
         fbo.use()
         self.ctx.enable(self.ctx.DEPTH_TEST)
         fbo.clear(*self._bg, 1.0)
-        self._set("mvp", self.vp)
-        self._set("model", head)
-        self.prog["mode"].value = 0
+        lit = self.prog
+        self._set(lit, "model", head)
         self.skin.render()
-        self.prog["mode"].value = 1
+        self._set(self._unlit, "model", head)
         self.mouth.render()
-        self.prog["mode"].value = 2
+        self.upper_teeth.render()
+        self._set(lit, "model", jaw)
+        self.lower_teeth.render()
+        lit["tint"].value = TONGUE_RGB
+        self._set(lit, "model", jaw @ tongue)
+        self.tongue.render()
+        lit["tint"].value = (1.0, 1.0, 1.0)
         for ball, (yaw, pitch) in zip(self.eyes, gaze_angles(values61)):
             rot = rotation_matrix(yaw, pitch, 0.0)
-            self.prog["eye_rot"].write(np.ascontiguousarray(rot.T, dtype="f4").tobytes())
+            self._eye["eye_rot"].write(np.ascontiguousarray(rot.T, dtype="f4").tobytes())
             m = np.eye(4, dtype=np.float32)
             m[:3, :3] *= ball.radius
             m[:3, 3] = ball.centre
-            self._set("model", head @ m)
+            self._set(self._eye, "model", head @ m)
             self.sphere.render()
         if self._out is not self._ms:
             self.ctx.copy_framebuffer(self._out, self._ms)
@@ -470,7 +494,8 @@ class VideoFrames:
     """Sequential RGB frames of a video, scaled to (width, height), decoded by an ffmpeg pipe;
     `at(t_s)` returns the frame shown at time t (times must not go backwards)."""
 
-    def __init__(self, path: str | os.PathLike, width: int, height: int):
+    def __init__(self, path: str | os.PathLike, width: int, height: int,
+                 crop: tuple[int, int, int, int] | None = None):
         r = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=r_frame_rate",
                             "-of", "csv=p=0", str(path)], capture_output=True, text=True)
         try:
@@ -479,8 +504,13 @@ class VideoFrames:
         except ValueError:
             raise InputError(f"{path}: no video stream") from None
         self.size = (width, height)
-        self.proc = subprocess.Popen([_ffmpeg(), "-loglevel", "error", "-i", str(path), "-vf",
-                                      f"scale={width}:{height}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        if crop is not None:  # (x, y, w, h) in source pixels: the face, framed like the render
+            vf = f"crop={crop[2]}:{crop[3]}:{crop[0]}:{crop[1]},scale={width}:{height}"
+        else:  # whole frame, aspect kept, letterboxed
+            vf = (f"scale={width}:{height}:force_original_aspect_ratio=decrease,"
+                  f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2")
+        self.proc = subprocess.Popen([_ffmpeg(), "-loglevel", "error", "-i", str(path), "-vf", vf,
+                                      "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self._index = -1
         self._frame = np.zeros((height, width, 3), np.uint8)
@@ -517,14 +547,50 @@ class RenderResult:
     warnings: list[str] = field(default_factory=list)
 
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm")
+
+
 @dataclass(frozen=True)
 class Comparison:
-    """What `--compare` shows beside the dub: the source animation, its timing map and video."""
+    """What `--compare` shows beside the dub: the source video's frames (cropped to the face when
+    `video_crop` is given), the source animation rendered on the rig, or both; and the timing map
+    that puts source time under dub time."""
 
-    source: Animation
+    source: Animation | None
     timemap: object | None = None  # dubtool.timemap.TimeMap
     source_video: str | None = None
     channels: tuple[str, ...] = ("jawOpen", "browInnerUp", "eyeBlinkLeft")
+    video_crop: tuple[int, int, int, int] | None = None  # (x, y, w, h) source pixels
+
+    def __post_init__(self) -> None:
+        if self.source is None and self.source_video is None:
+            raise InputError("--compare needs a source animation (.perf/.csv) or a source video")
+
+
+# The rig's face (forehead top to chin, y +8.3 .. -9.4 cm) fills this share of the frame height at
+# zoom 1: the crop of a source video around the tracked face uses it so both faces show alike.
+FACE_HEIGHT_SHARE = 0.77
+
+
+def face_crop(landmarks_image: np.ndarray, face_found: np.ndarray, image_w: int, image_h: int,
+              aspect: float, zoom: float = 1.0) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) pixels of a fixed crop of the source video framing the tracked face like the
+    preview's camera (median face box over the tracked frames), clamped inside the image; None when
+    no frame has a face."""
+    found = np.asarray(face_found, bool)
+    if not found.any():
+        return None
+    lm = np.asarray(landmarks_image, np.float64)[found]
+    x0, x1 = np.median(lm[..., 0].min(1)) * image_w, np.median(lm[..., 0].max(1)) * image_w
+    y0, y1 = np.median(lm[..., 1].min(1)) * image_h, np.median(lm[..., 1].max(1)) * image_h
+    h = (y1 - y0) / FACE_HEIGHT_SHARE / zoom
+    w = h * aspect
+    scale = min(1.0, image_w / w, image_h / h)
+    w, h = w * scale, h * scale
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    x = int(round(min(max(cx - w / 2, 0.0), image_w - w)))
+    y = int(round(min(max(cy - h / 2, 0.0), image_h - h)))
+    return x, y, max(2, int(w) & ~1), max(2, int(h) & ~1)
 
 
 def source_on_dub_timeline(source: Animation, dub_times_s: np.ndarray, timemap=None) -> np.ndarray:
@@ -534,11 +600,6 @@ def source_on_dub_timeline(source: Animation, dub_times_s: np.ndarray, timemap=N
     tt = source.times_s
     return np.stack([np.interp(src_t, tt, source.values[:, c]) for c in range(source.values.shape[1])], 1).astype(
         np.float32)
-
-
-def _overlay(frame: np.ndarray, img: np.ndarray, x: int, y: int) -> None:
-    h, w = img.shape[:2]
-    frame[y:y + h, x:x + w] = img[: frame.shape[0] - y, : frame.shape[1] - x]
 
 
 def render_video(anim: Animation, out_path: str | os.PathLike, audio: str | os.PathLike | None = None,
@@ -565,17 +626,21 @@ def render_video(anim: Animation, out_path: str | os.PathLike, audio: str | os.P
     renderer = FaceRenderer(rig, options)
     w, h = options.width, options.height
     frame_w, frame_h = w, h
-    strip = inset = None
+    strip = video = None
     src_values = None
+    panels = ["dub"]
     if compare is not None:
         from .plots import CurveStrip
 
-        src_values = source_on_dub_timeline(compare.source, anim.times_s, compare.timemap)
+        # Left to right: the source video, the source animation on the rig, the dub.
+        panels = (["video"] if compare.source_video else []) + (["source"] if compare.source is not None else []) + panels
+        if compare.source is not None:
+            src_values = source_on_dub_timeline(compare.source, anim.times_s, compare.timemap)
         strip_h = max(96, (h // 3) & ~1)
-        frame_w, frame_h = 2 * w, h + strip_h
+        frame_w, frame_h = len(panels) * w, h + strip_h
         strip = CurveStrip(anim, src_values, compare.channels, frame_w, strip_h, timemap=compare.timemap)
         if compare.source_video:
-            inset = VideoFrames(compare.source_video, (w // 3) & ~1, (h // 3) & ~1)
+            video = VideoFrames(compare.source_video, w, h, compare.video_crop)
     out_path = Path(out_path)
     render_s = 0.0
     try:
@@ -589,11 +654,13 @@ def render_video(anim: Animation, out_path: str | os.PathLike, audio: str | os.P
                     if compare is None:
                         frame = face
                     else:
-                        frame[:h, w:] = face
-                        frame[:h, :w] = renderer.render(src_values[i])
-                        if inset is not None:
+                        frame[:h, (len(panels) - 1) * w:] = face
+                        if src_values is not None:
+                            k = panels.index("source")
+                            frame[:h, k * w:(k + 1) * w] = renderer.render(src_values[i])
+                        if video is not None:
                             src_t = compare.timemap.source_time(i / fps) if compare.timemap is not None else i / fps
-                            _overlay(frame[..., :3], inset.at(float(src_t)), 8, 8)
+                            frame[:h, :w, :3] = video.at(float(src_t))
                         frame[h:, :, :3] = strip.frame(i / fps)
                     render_s += time.perf_counter() - t1
                     enc.write(frame)
@@ -605,8 +672,8 @@ def render_video(anim: Animation, out_path: str | os.PathLike, audio: str | os.P
                 raise
     finally:
         renderer.release()
-        if inset is not None:
-            inset.close()
+        if video is not None:
+            video.close()
     return RenderResult(out_path, n, fps, frame_w, frame_h, render_s, time.perf_counter() - t0, warnings)
 
 
@@ -622,5 +689,5 @@ def render_frames(anim: Animation, options: RenderOptions = RenderOptions(), rig
         renderer.release()
 
 
-__all__ = ["RenderOptions", "FaceRenderer", "render_video", "render_frames", "Comparison", "parse_size",
+__all__ = ["RenderOptions", "FaceRenderer", "render_video", "render_frames", "Comparison", "face_crop", "parse_size",
            "parse_color", "BLENDSHAPE_NAMES"]

@@ -23,6 +23,9 @@ def _values():
     v[:, index("eyeBlinkRight")] = (t > 0.5).astype(np.float32)
     v[:, index("mouthSmileLeft")] = 0.25
     v[:, index("HeadYaw")] = np.linspace(0, 0.4, N)
+    v[:, index("LeftEyeYaw")] = np.linspace(0, 0.5, N)    # left eye turns to her left
+    v[:, index("RightEyeYaw")] = -0.3                       # right eye to her right
+    v[:, index("RightEyePitch")] = np.linspace(0, 0.25, N)  # and down
     return v
 
 
@@ -97,7 +100,7 @@ def test_ufbx_reads_mesh_channels_and_settings(fbx):
     pytest.importorskip("ufbx")
     res = _run_isolated(_UFBX_INFO, fbx)
     assert res["names"] == list(BLENDSHAPE_NAMES)
-    assert res["meshes"] == 1 and res["verts"] == 468 and res["faces"] > 800
+    assert res["meshes"] == 3 and res["verts"] == 468 and res["faces"] > 800  # face + two eyeballs
     assert res["fps"] == pytest.approx(FPS) and res["unit_m"] == pytest.approx(0.01)
     assert res["stacks"] == ["dub"]
 
@@ -121,9 +124,78 @@ def test_ufbx_evaluates_head_rotation(fbx):
     assert abs(q[0]) < 1e-6 and abs(q[2]) < 1e-6
 
 
+_UFBX_NODE = """
+    import json, os, sys, ufbx
+    sc = ufbx.load_file(sys.argv[1])
+    anim = sc.anim
+    node = sc.find_node(sys.argv[2])
+    parent = node.parent
+    pname = parent.name
+    mesh = node.mesh
+    nverts = mesh.num_vertices if mesh is not None else 0
+    qs = []
+    for t in sys.argv[3:]:
+        tr = ufbx.evaluate_transform(anim, node, float(t))
+        q = tr.rotation
+        p = tr.translation
+        qs.append([q.x, q.y, q.z, q.w, p.x, p.y, p.z])
+    print(json.dumps({"parent": pname, "verts": nverts, "tr": qs})); sys.stdout.flush(); os._exit(0)
+    """
+_UFBX_TIME = """
+    import json, os, sys, ufbx
+    sc = ufbx.load_file(sys.argv[1])
+    settings = sc.settings
+    fps = settings.frames_per_second
+    mode = int(settings.time_mode)
+    stacks = sc.anim_stacks
+    stack = stacks[0]
+    print(json.dumps({"fps": fps, "mode": mode, "span": [stack.time_begin, stack.time_end]}))
+    sys.stdout.flush(); os._exit(0)
+    """
+
+
+@pytest.mark.parametrize("side", ["LeftEye", "RightEye"])
+def test_ufbx_eye_joint_under_head_with_eyeball_keyed_by_the_eye_channels(fbx, side):
+    pytest.importorskip("ufbx")
+    from scipy.spatial.transform import Rotation
+
+    from dubtool.rig import NECK_PIVOT, load_rig
+    frames = (0, 12, 30)
+    joint = _run_isolated(_UFBX_NODE, fbx, side, *(f / FPS for f in frames))
+    assert joint["parent"] == "head"  # head rotation carries the eyes
+    ball = _run_isolated(_UFBX_NODE, fbx, side + "ball", 0.0)
+    assert ball["parent"] == side and ball["verts"] > 100
+    v = _values()
+    corners = load_rig().neutral[[263, 362] if side == "LeftEye" else [33, 133]]
+    for (qx, qy, qz, qw, *pos), f in zip(joint["tr"], frames):
+        centre = np.asarray(pos) + NECK_PIVOT  # joint sits at the eyeball centre (rig cm)
+        assert centre[:2] == pytest.approx(corners.mean(0)[:2], abs=0.4) and centre[2] < corners[:, 2].max() - 0.8
+        yaw, pitch = v[f, index(side + "Yaw")], v[f, index(side + "Pitch")]
+        gaze = Rotation.from_quat([qx, qy, qz, qw]).apply([0.0, 0.0, 1.0])
+        want = [np.sin(yaw) * np.cos(pitch), -np.sin(pitch), np.cos(yaw) * np.cos(pitch)]
+        assert gaze == pytest.approx(want, abs=1e-4), (side, f)
+
+
+# FbxTime::EMode (ufbx_time_mode uses the same numbers): eFrames24 11, ePAL 10, eFrames30 6, eFrames50 4,
+# eCustom 14 (the rate is then read from CustomFrameRate).
+@pytest.mark.parametrize("fps,mode", [(24.0, 11), (25.0, 10), (30.0, 6), (50.0, 4), (15.0, 14)])
+def test_frame_rate_and_take_span_are_the_takes(tmp_path, fps, mode):
+    """Importers open the scene at the take's rate and length: frames 0 .. n-1 at its fps."""
+    pytest.importorskip("ufbx")
+    from dubtool.fbx import write_fbx
+    n = 40
+    out = write_fbx(Animation(np.zeros((n, 61), np.float32), fps), tmp_path / "t.fbx")
+    res = _run_isolated(_UFBX_TIME, out)
+    assert res["fps"] == pytest.approx(fps) and res["mode"] == mode
+    assert res["span"] == pytest.approx([0.0, (n - 1) / fps], abs=1e-6)
+
+
 def test_assimp_info_lists_mesh_and_animation(fbx, assimp_info):
     stats = assimp_info(fbx)
-    assert stats["Meshes"] == 1 and stats["Animations"] == 1 and stats["Animation Channels"] == 1
+    # Assimp shares the two identical eyeball meshes: face + eyeball; nodes: root, head, face, 2 eye joints,
+    # 2 eyeballs; rotation channels: head and both eyes.
+    assert stats["Meshes"] == 2 and stats["Nodes"] == 7
+    assert stats["Animations"] == 1 and stats["Animation Channels"] == 3
     assert stats["Faces"] > 800
 
 
@@ -132,7 +204,7 @@ def test_assimp_library_reads_morph_targets_and_keys(fbx):
     res = _run_isolated("""
         import json, os, sys, pyassimp
         with pyassimp.load(sys.argv[1]) as s:
-            m = s.meshes[0].contents
+            m = [x.contents for x in s.meshes if x.contents.mName.data == b"face"][0]
             names = [m.mAnimMeshes[i].contents.mName.data.decode() for i in range(m.mNumAnimMeshes)]
             a = s.animations[0].contents
             ch = a.mMorphMeshChannels[0].contents

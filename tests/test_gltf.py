@@ -25,6 +25,8 @@ def values():
     v[:, index("jawOpen")] = np.linspace(0, 1, N)
     v[:, index("browInnerUp")] = 0.6
     v[:, index("HeadPitch")] = np.linspace(0, 0.3, N)
+    v[:, index("LeftEyeYaw")] = v[:, index("RightEyeYaw")] = np.linspace(0, 0.4, N)  # gaze to her left
+    v[:, index("LeftEyePitch")] = v[:, index("RightEyePitch")] = 0.2                  # looking down
     return v
 
 
@@ -47,8 +49,10 @@ def test_pygltflib_reads_targets_and_weights_animation(glb, values):
     assert mesh.extras["targetNames"] == list(BLENDSHAPE_NAMES)
     assert len(mesh.primitives[0].targets) == 52
     anim = g.animations[0]
-    samplers = {ch.target.path: anim.samplers[ch.sampler] for ch in anim.channels}
-    assert set(samplers) == {"weights", "rotation"}
+    by_node = {g.nodes[ch.target.node].name: (ch.target.path, anim.samplers[ch.sampler]) for ch in anim.channels}
+    assert {k: p for k, (p, _) in by_node.items()} == {"face": "weights", "head": "rotation",
+                                                      "LeftEye": "rotation", "RightEye": "rotation"}
+    samplers = {"weights": by_node["face"][1], "rotation": by_node["head"][1]}
     assert samplers["weights"].interpolation == "LINEAR"
     blob = g.binary_blob()
 
@@ -69,6 +73,52 @@ def test_pygltflib_reads_targets_and_weights_animation(glb, values):
     assert jaw_target[:, 1].min() < -0.005  # jawOpen moves the chin down by more than 5 mm (metres)
 
 
+def _read_accessor(g, acc_index, width):
+    blob = g.binary_blob()
+    acc = g.accessors[acc_index]
+    view = g.bufferViews[acc.bufferView]
+    start = view.byteOffset + (acc.byteOffset or 0)
+    return np.frombuffer(blob[start:start + acc.count * width * 4], np.float32).reshape(acc.count, width)
+
+
+def test_eye_joints_carry_eyeballs_and_the_eye_rotation_channels(glb, values):
+    """Each eye is a joint under the head, at the eye socket, with an eyeball mesh; its rotation keys
+    are R = Ry(yaw) Rx(pitch) of the channel values, so gaze to her left turns the eye's +Z to +X."""
+    pygltflib = pytest.importorskip("pygltflib")
+    from scipy.spatial.transform import Rotation
+
+    from dubtool.rig import NECK_PIVOT, load_rig
+    g = pygltflib.GLTF2().load(str(glb))
+    names = [n.name for n in g.nodes]
+    head = g.nodes[names.index("head")]
+    neutral = load_rig().neutral
+    anim = g.animations[0]
+    for side, contour in (("LeftEye", (263, 362)), ("RightEye", (33, 133))):
+        joint = g.nodes[names.index(side)]
+        assert names.index(side) in head.children
+        # Centre (rig cm) between the eye corners in x/y, behind the lids.
+        centre = (np.asarray(joint.translation) / 0.01) + NECK_PIVOT
+        corners = neutral[list(contour)]
+        assert centre[:2] == pytest.approx(corners.mean(0)[:2], abs=0.4)
+        assert centre[2] < corners[:, 2].max() - 0.8
+        ball = g.nodes[joint.children[0]]
+        assert ball.name == side + "ball" and ball.mesh is not None
+        pos = _read_accessor(g, g.meshes[ball.mesh].primitives[0].attributes.POSITION, 3)
+        assert np.linalg.norm(pos, axis=1) == pytest.approx(0.012, abs=1e-4)  # 1.2 cm eyeball, metres
+        assert g.meshes[ball.mesh].primitives[0].attributes.COLOR_0 is not None  # iris painted
+        ch = [c for c in anim.channels if c.target.node == names.index(side)][0]
+        assert ch.target.path == "rotation"
+        times = _read_accessor(g, anim.samplers[ch.sampler].input, 1)[:, 0]
+        assert times == pytest.approx(np.arange(N) / FPS, abs=1e-6)  # keys on the take's frames
+        q = _read_accessor(g, anim.samplers[ch.sampler].output, 4)
+        yaw, pitch = values[:, index(side + "Yaw")], values[:, index(side + "Pitch")]
+        gaze = Rotation.from_quat(q).apply([0.0, 0.0, 1.0])
+        want = np.stack([np.sin(yaw) * np.cos(pitch), -np.sin(pitch), np.cos(yaw) * np.cos(pitch)], 1)
+        assert gaze == pytest.approx(want, abs=1e-5)
+        assert gaze[-1, 0] > 0.3 and gaze[0, 1] < -0.15  # last frame: toward +x (her left); looking down
+    assert g.animations[0].extras["fps"] == FPS
+
+
 def test_khronos_validator_reports_no_errors(glb):
     if not shutil.which("node") or not VALIDATOR.exists():
         pytest.skip("Khronos gltf-validator (npm) not installed; set GLTF_VALIDATOR")
@@ -82,7 +132,10 @@ def test_khronos_validator_reports_no_errors(glb):
 
 def test_assimp_reads_the_glb(glb, assimp_info):
     stats = assimp_info(glb)
-    assert stats["Meshes"] == 1 and stats["Animations"] == 1 and stats["Faces"] > 800
+    # face + one eyeball mesh (shared by both eye nodes); head, face, two eye joints, two eyeballs;
+    # rotation channels: head and both eyes.
+    assert stats["Meshes"] == 2 and stats["Nodes"] == 6 and stats["Animations"] == 1 and stats["Faces"] > 800
+    assert stats["Animation Channels"] == 3
 
 
 def test_gltf_json_variant_embeds_buffer(tmp_path, values):

@@ -14,9 +14,12 @@ def render(
     animation: str = typer.Argument(..., help="Live Link Face CSV or .perf file to render."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output .mp4 (default: beside the input)."),
     audio: Optional[str] = typer.Option(None, "--audio", help="Dub audio to mux in (padded/trimmed to the animation)."),
-    compare: Optional[str] = typer.Option(None, "--compare", help="Source .perf (or CSV) to render side by side."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="Source to show beside the dub: a .perf/CSV (rendered "
+                                          "on the rig; a .perf also shows its source video if the file is there) or a "
+                                          "video (.mp4/.mov/...: its frames, side by side)."),
     timemap: Optional[str] = typer.Option(None, "--timemap", help="timemap.json from `dubtool align` (with --compare)."),
-    source_video: Optional[str] = typer.Option(None, "--source-video", help="Source video shown as an inset (with --compare)."),
+    source_video: Optional[str] = typer.Option(None, "--source-video", help="Source video shown beside the faces "
+                                               "(with --compare; default: the one the .perf was extracted from)."),
     curves_png: Optional[str] = typer.Option(None, "--curves-png", help="Also write a PNG plot of channels over time."),
     channels: Optional[str] = typer.Option(None, "--channels", help="Channels for the plots, e.g. jawOpen,browInnerUp."),
     size: str = typer.Option("512x512", "--size", help="Face view size WIDTHxHEIGHT (even numbers)."),
@@ -55,23 +58,41 @@ def render(
                             yaw_deg=yaw, pitch_deg=pitch)
     chans = parse_channels(channels)
     if (timemap or source_video) and not compare:
-        raise InputError("--timemap and --source-video need --compare SOURCE.perf")
+        raise InputError("--timemap and --source-video need --compare SOURCE (.perf, .csv or a video)")
     comp = None
     if compare:
+        from ..fileio import require_file
+        from ..render import VIDEO_SUFFIXES, face_crop
+
         tm = None
         if timemap:
             from ..timemap import load_timemap
 
             tm = load_timemap(timemap)
-        if source_video:
-            from ..fileio import require_file
+        source_anim, crop = None, None
+        if Path(compare).suffix.lower() in VIDEO_SUFFIXES:
+            require_file(compare, "source video")
+            source_video = source_video or compare
+        elif Path(compare).suffix.lower() == ".perf":
+            from ..performance import load_performance
 
+            perf = load_performance(require_file(compare, "source performance"))
+            source_anim = perf.animation
+            recorded = perf.meta.get("source")
+            if source_video is None and recorded and Path(recorded).is_file():
+                source_video = recorded
+            if source_video and _same_size(source_video, perf.meta):  # the video the landmarks were tracked on
+                crop = face_crop(perf.landmarks_image, perf.face_found, int(perf.meta["width"]),
+                                 int(perf.meta["height"]), w / h, zoom)
+        else:
+            source_anim = load_animation(compare)
+        if source_video:
             require_file(source_video, "source video")
-        comp = Comparison(load_animation(compare), tm, source_video, chans)
+        comp = Comparison(source_anim, tm, source_video, chans, crop)
 
     if curves_png:
         curves = {"dub" if comp else Path(animation).stem: anim}
-        if comp is not None:
+        if comp is not None and comp.source is not None:
             from ..arkit import Animation
 
             curves["source (time-mapped)"] = Animation(source_on_dub_timeline(comp.source, anim.times_s, comp.timemap),
@@ -92,3 +113,11 @@ def render(
         console.print(f"[yellow]warning:[/] {w_}", highlight=False)
     print(f"video: {result.path} ({result.num_frames} frames at {result.fps:g} fps, {result.width}x{result.height}, "
           f"{result.num_frames / max(result.total_s, 1e-9):.0f} fps end to end)")
+
+
+def _same_size(video: str, meta: dict) -> bool:
+    from ..video import probe
+
+    info = probe(video)
+    return (info.width, info.height) == (meta.get("width"), meta.get("height"))
+
