@@ -365,8 +365,10 @@ def test_bad_inputs_fail_clearly_and_write_nothing(files, tiny_model, tmp_path):
         localize_files(tmp_path / "corrupt.perf", files / "dub.wav", tmp_path / "o2.csv", opts)
     with pytest.raises(InputError, match="source must be a .perf file or a video"):
         localize_files(files / "dub.wav", files / "dub.wav", tmp_path / "o3.csv", opts)
-    with pytest.raises(InputError, match="unsupported language 'klingon'.*fr"):
-        localize_files(files / "src.perf", files / "dub.wav", tmp_path / "o4.csv", LocalizeOptions(lang="klingon"))
+    # flow mode takes any language (it needs audio only); the transcript-driven teacher needs one espeak speaks
+    with pytest.raises(InputError, match="unsupported language 'klingon'.*--model teacher"):
+        localize_files(files / "src.perf", files / "dub.wav", tmp_path / "o4.csv",
+                       LocalizeOptions(lang="klingon", model="teacher", dub_text="bonjour"))
     (tmp_path / "adir.csv").mkdir()
     with pytest.raises(InputError, match="it is a folder"):  # checked before any work
         localize_files(files / "src.perf", files / "dub.wav", tmp_path / "adir.csv", opts)
