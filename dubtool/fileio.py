@@ -115,3 +115,45 @@ def require_writable(*paths: str | os.PathLike | None) -> None:
             os.unlink(probe)
         except OSError as e:
             raise InputError(f"cannot write {dest}: {_write_problem(e, folder)}") from None
+
+
+def _identity(path: str | os.PathLike) -> tuple:
+    """What makes two paths the same file: (device, inode) of an existing file (symlinks and hard links
+    followed), else the fully resolved path."""
+    try:
+        st = os.stat(path)
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", os.path.realpath(os.path.abspath(os.fspath(path))))
+
+
+def _named(label: str, path) -> str:
+    return f"{label} {path}" if label else str(path)
+
+
+def require_distinct_outputs(inputs: dict[str, str | os.PathLike | None],
+                             outputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse, before any work, an output that is one of the inputs or that two outputs share.
+
+    `inputs` and `outputs` map how the user named each file ("-o", "--csv", "VIDEO") to its path
+    (None: not given). Same file = same device and inode when it exists (so a symlink or a hard link
+    to an input counts), else the same resolved path. Nothing is written or removed."""
+    seen_in: dict[tuple, tuple[str, str]] = {}
+    for label, path in inputs.items():
+        if path is not None and str(path) != "":
+            seen_in.setdefault(_identity(path), (label, str(path)))
+    seen_out: dict[tuple, tuple[str, str]] = {}
+    for label, path in outputs.items():
+        if path is None or str(path) == "":
+            continue
+        key = _identity(path)
+        if key in seen_in:
+            in_label, in_path = seen_in[key]
+            same = "" if os.path.abspath(in_path) == os.path.abspath(os.fspath(path)) else f" ({in_path})"
+            raise InputError(f"{_named(label, path)} is the input {in_label}{same}: writing it would destroy the "
+                             f"input; give another output name")
+        if key in seen_out:
+            other_label, other_path = seen_out[key]
+            raise InputError(f"{_named(label, path)} and {_named(other_label, other_path)} are the same file; "
+                             f"give each output its own name")
+        seen_out[key] = (label, str(path))

@@ -29,7 +29,7 @@ from .arkit import EYE_ROT_IDX, HEAD_IDX, UPPER_IDX, Animation
 from .audio import Audio, load_audio, require_speech
 from .errors import DubtoolError, InputError, ModelError
 from .export import check_export_paths
-from .fileio import require_file, require_writable, write_text_atomic
+from .fileio import require_distinct_outputs, require_file, require_writable, write_text_atomic
 from .timemap import TimeMap, compact_json, uniform_timemap
 
 REPORT_VERSION = 1
@@ -503,6 +503,10 @@ def localize_files(source_path: str | os.PathLike, dub_path: str | os.PathLike, 
     if preview and Path(preview).suffix.lower() != ".mp4":
         raise InputError(f"--preview must be an .mp4 file, got {preview}")
     check_export_paths(fbx, gltf)
+    require_distinct_outputs({"SOURCE": source_path, "DUB": dub_path, "--keyframes": options.keyframes,
+                              "--model-path": options.model_path},
+                             {"-o": out_csv, "--report": report_path or default_report_path(out_csv), "--fbx": fbx,
+                              "--gltf": gltf, "--preview": preview})
     require_writable(out_csv, report_path or default_report_path(out_csv), fbx, gltf, preview)
     dub = load_audio(dub_path, what="dub audio")
     require_speech(dub, str(dub_path))

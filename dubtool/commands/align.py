@@ -30,8 +30,9 @@ def align_command(
     from ..localize import load_source_audio, voice_for_lang
     from ..timemap import save_timemap, timemap_json_text
 
-    from ..fileio import require_writable
+    from ..fileio import require_distinct_outputs, require_writable
 
+    require_distinct_outputs({"SOURCE": source, "DUB": dub}, {"-o": output, "--plot": plot, "--fit": fit})
     require_writable(output, plot, fit)
     if fit_mode not in ("phrase", "uniform"):
         raise InputError(f"--fit-mode must be 'phrase' or 'uniform', got {fit_mode!r}")

@@ -78,8 +78,10 @@ def eval_command(
     from rich.console import Console
 
     from ..errors import InputError
-    from ..fileio import write_text_atomic
+    from ..fileio import require_distinct_outputs, write_text_atomic
 
+    require_distinct_outputs({"GENERATED": generated, "--dub": dub, "--phonemes": phonemes, "--source": source,
+                              "--timemap": timemap, "--set": eval_set, "--model": model}, {"--json": json_out})
     console = Console()
     if eval_set is not None:
         from rich.progress import Progress

@@ -31,13 +31,14 @@ def extract(
 
     from ..errors import InputError
     from ..extract import ExtractOptions, extract as run_extract, summary
-    from ..fileio import require_writable
+    from ..fileio import require_distinct_outputs, require_writable
     from ..livelink import write_csv
     from ..performance import save_performance
     from ..smoothing import OneEuroConfig
 
     if output is None and csv is None:
         output = video.with_suffix(".perf")
+    require_distinct_outputs({"VIDEO": video}, {"-o": output, "--csv": csv})
     require_writable(output, csv)
     if not (0 < min_cutoff < float("inf") and 0 <= beta < float("inf")):
         raise InputError(f"--min-cutoff must be > 0 and --beta >= 0 (got {min_cutoff}, {beta})")

@@ -31,7 +31,7 @@ def keyframes(
 ) -> None:
     """Plan upper-face semantic keyframes (brows, lids, gaze, head) for a line from its script."""
     from ..errors import InputError
-    from ..fileio import require_file, require_writable
+    from ..fileio import require_distinct_outputs, require_file, require_writable
     from ..keyframes import (PlanOptions, estimate_word_times, keyframe_curves, parse_script, plan_keyframes,
                              plot_curves, save_keyframes, words_from_audio)
 
@@ -46,6 +46,7 @@ def keyframes(
         return
     if columns:
         raise InputError("--columns is for CSV/TSV scripts")
+    require_distinct_outputs({"SCRIPT": script, "--audio": audio}, {"-o": output, "--csv": csv, "--plot": plot})
     require_writable(output, csv, plot)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -101,7 +102,7 @@ def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding,
 
     from ..errors import InputError
     from ..expressions import PrototypeMatcher
-    from ..fileio import write_text_atomic
+    from ..fileio import require_distinct_outputs, write_text_atomic
     from ..keyframes import PlanOptions, plan_keyframes, save_keyframes
     from ..script_reading import parse_columns, read_script_table
 
@@ -109,6 +110,8 @@ def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding,
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise InputError(f"-o {output}: for a CSV/TSV script -o must be a folder (one keyframes file per row)")
+    require_distinct_outputs({"SCRIPT": path}, {"-o index": out / "index.csv",
+                                                **{f"row {r.row}": out / f"{r.id}.keyframes.json" for r in rows}})
     out.mkdir(parents=True, exist_ok=True)
     llm = None
     if llm_url:

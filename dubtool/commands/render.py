@@ -35,7 +35,7 @@ def render(
 
     from ..errors import InputError
     from ..export import load_animation
-    from ..fileio import require_writable
+    from ..fileio import require_distinct_outputs, require_writable
     from ..plots import parse_channels, plot_curves_png
     from ..render import Comparison, RenderOptions, parse_color, parse_size, render_video, source_on_dub_timeline
 
@@ -44,6 +44,10 @@ def render(
         raise InputError("--no-video needs --curves-png")
     if not no_video and output and Path(output).suffix.lower() not in (".mp4", ".mov", ".m4v"):
         raise InputError(f"{output}: render writes an H.264 mp4; give an output ending in .mp4")
+    require_distinct_outputs({"ANIMATION": animation, "--audio": audio, "--compare": compare, "--timemap": timemap,
+                              "--source-video": source_video},
+                             {"-o": None if no_video else (output or str(Path(animation).with_suffix(".mp4"))),
+                              "--curves-png": curves_png})
     require_writable(None if no_video else (output or str(Path(animation).with_suffix(".mp4"))), curves_png)
     if not 0 < zoom < float("inf"):
         raise InputError(f"--zoom must be a positive number, got {zoom}")

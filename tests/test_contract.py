@@ -1,0 +1,175 @@
+"""The command line's contract (issue 15), as an adversarial user tests it: an output that is one of the
+inputs (by name, symlink or hard link) or that two outputs share is refused before any work; a failure
+leaves no file behind; a killed batch leaves no process behind; a file named `-x.mp4` is a file.
+
+Every bad input must give exit 2, exactly one line on stderr starting `error:`, no traceback, no file
+other than the inputs afterwards, and the inputs byte for byte unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dubtool.arkit import NUM_CHANNELS, Animation
+from dubtool.audio import Audio, load_audio
+from dubtool.livelink import write_csv
+
+DUBTOOL = Path(sys.executable).with_name("dubtool")
+REPO = Path(__file__).resolve().parent.parent
+DUB_TEXT = "Bonjour, je suis content de vous voir."
+
+pytestmark = pytest.mark.skipif(not shutil.which("espeak-ng") or not shutil.which("ffmpeg"),
+                                reason="needs espeak-ng and ffmpeg")
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "DUBTOOL_DEBUG"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def dubtool(*args, cwd: Path, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(DUBTOOL), *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=_env(), **kw)
+
+
+def dubtool_in_process(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI's main() in this process (a refusal happens before any heavy import: 10x faster than a
+    subprocess). Same exit status and stderr as the executable."""
+    import signal as _signal
+    import warnings
+
+    from dubtool import cli
+
+    old = (sys.argv, os.getcwd(), _signal.getsignal(_signal.SIGTERM), warnings.showwarning)
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = ["dubtool", *map(str, args)]
+    os.chdir(cwd)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old[0]
+        os.chdir(old[1])
+        _signal.signal(_signal.SIGTERM, old[2])
+        warnings.showwarning = old[3]
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every entry under `folder` (names, links included) -> sha256 of its bytes ('link'/'dir' otherwise)."""
+    snap = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if p.is_symlink():
+            snap[rel] = "link:" + os.readlink(p)
+        elif p.is_dir():
+            snap[rel] = "dir"
+        else:
+            snap[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return snap
+
+
+def assert_refused(r: subprocess.CompletedProcess, folder: Path, before: dict, *phrases: str, code: int = 2) -> str:
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in r.stderr + r.stdout, r.stderr
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+    after = snapshot(folder)
+    assert sorted(after) == sorted(before), sorted(set(after) ^ set(before))  # no file left, none removed
+    changed = [k for k in before if before[k] != after[k]]
+    assert not changed, f"inputs changed: {changed}"
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> Path:
+    """A 1.6 s face video and its .perf, an espeak-ng French dub, a Live Link CSV, a script, a keyframes
+    file, a training config; a symlink and a hard link to the dub."""
+    from dubtool import testmedia as tm
+    from dubtool.assets import face_landmarker_path
+    from dubtool.errors import DubtoolError
+
+    try:
+        face_landmarker_path()
+    except DubtoolError as e:
+        pytest.skip(f"face tracker model not installed ({e}); run `dubtool setup-models`")
+    d = tmp_path_factory.mktemp("contract")
+    subprocess.run(["espeak-ng", "-v", "fr", "-w", str(d / "dub.wav"), DUB_TEXT], check=True)
+    subprocess.run(["espeak-ng", "-v", "en", "-w", str(d / "src.wav"), "Hello, I am glad to see you."], check=True)
+    src = load_audio(d / "src.wav")
+    n = 40
+    tm.make_face_video(d / "face.mp4", tm.Motion(jaw=tm.jaw_from_audio(src, 25.0, n)), 25.0, (240, 180),
+                       audio=Audio(src.samples[: int(n / 25 * 16000)], 16000))
+    r = dubtool("extract", "face.mp4", "-o", "face.perf", "-q", cwd=d)
+    assert r.returncode == 0, r.stderr
+    rng = np.random.default_rng(0)
+    values = np.zeros((50, NUM_CHANNELS), np.float32)
+    values[:, :52] = rng.uniform(0, 0.5, (50, 52))
+    write_csv(Animation(values, 25.0), d / "anim.csv")
+    (d / "script.txt").write_text("[happy] Bonjour ! (nods) Je suis content de vous voir.\n")
+    (d / "index.csv").write_text("id,line\nl1,Bonjour !\n")
+    shutil.copy(REPO / "configs" / "flow_v4.json", d / "cfg.json")
+    os.symlink("dub.wav", d / "dub_link.wav")
+    os.link(d / "dub.wav", d / "dub_hard.glb")
+    os.link(d / "anim.csv", d / "anim_hard.fbx")
+    return d
+
+
+# (command line, phrases the one error line must hold); run in the media folder, nothing may change there.
+SAME_FILE = {
+    "extract-o-is-input": (["extract", "face.mp4", "-o", "face.mp4"], ["-o face.mp4", "input VIDEO"]),
+    "extract-csv-is-input": (["extract", "face.mp4", "--csv", "face.mp4"], ["--csv face.mp4", "input VIDEO"]),
+    "extract-o-symlink-to-input": (["extract", "dub_link.wav", "-o", "dub.wav"], ["-o dub.wav", "input VIDEO"]),
+    "extract-two-outputs-same": (["extract", "face.mp4", "-o", "x.perf", "--csv", "./x.perf"], ["same file"]),
+    "align-o-is-dub": (["align", "src.wav", "dub.wav", "-o", "dub.wav"], ["-o dub.wav", "input DUB"]),
+    "align-fit-is-dub": (["align", "src.wav", "dub.wav", "--fit", "dub.wav"], ["--fit dub.wav", "input DUB"]),
+    "align-fit-is-symlinked-dub": (["align", "src.wav", "dub_link.wav", "--fit", "dub.wav"], ["--fit dub.wav"]),
+    "align-plot-is-o": (["align", "src.wav", "dub.wav", "-o", "t.json", "--plot", "t.json"], ["same file"]),
+    "localize-report-is-dub": (["localize", "face.perf", "dub.wav", "-o", "o.csv", "--report", "dub.wav"],
+                               ["--report dub.wav", "input DUB"]),
+    "localize-preview-is-source": (["localize", "face.mp4", "dub.wav", "-o", "o.csv", "--preview", "face.mp4"],
+                                   ["--preview face.mp4", "input SOURCE"]),
+    "localize-gltf-hard-link-to-dub": (["localize", "face.perf", "dub.wav", "-o", "o.csv", "--gltf", "dub_hard.glb"],
+                                       ["--gltf dub_hard.glb", "input DUB"]),
+    "localize-o-is-anim-csv-keyframes": (["localize", "face.perf", "dub.wav", "-o", "anim.csv", "--keyframes",
+                                          "anim.csv"], ["-o anim.csv", "--keyframes"]),
+    "localize-report-is-preview": (["localize", "face.perf", "dub.wav", "-o", "o.csv", "--report", "p.mp4",
+                                    "--preview", "p.mp4"], ["same file"]),
+    "keyframes-o-is-script": (["keyframes", "script.txt", "-o", "script.txt"], ["-o script.txt", "input SCRIPT"]),
+    "keyframes-csv-is-o": (["keyframes", "script.txt", "-o", "k.json", "--csv", "k.json"], ["same file"]),
+    "keyframes-table-index-is-script": (["keyframes", "index.csv", "-o", ".", "--no-embedding"],
+                                        ["index.csv", "input SCRIPT"]),
+    "render-o-is-audio": (["render", "anim.csv", "-o", "face.mp4", "--audio", "face.mp4"],
+                          ["-o face.mp4", "input --audio"]),
+    "render-curves-is-o": (["render", "anim.csv", "-o", "r.mp4", "--curves-png", "r.mp4"], ["same file"]),
+    "export-fbx-hard-link-to-input": (["export", "anim.csv", "--fbx", "anim_hard.fbx"],
+                                      ["--fbx anim_hard.fbx", "input ANIMATION"]),
+    "eval-json-is-dub": (["eval", "anim.csv", "--dub", "dub.wav", "--dub-text", DUB_TEXT, "--json", "dub.wav"],
+                         ["--json dub.wav", "input --dub"]),
+    "train-out-is-config": (["train", "--config", "cfg.json", "--out", "cfg.json"], ["--out cfg.json", "--config"]),
+}
+
+
+@pytest.mark.parametrize("name", list(SAME_FILE))
+def test_output_that_is_an_input_is_refused(name, media):
+    args, phrases = SAME_FILE[name]
+    before = snapshot(media)
+    assert_refused(dubtool_in_process(*args, cwd=media), media, before, *phrases)
