@@ -66,10 +66,21 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: st
 
 
 def write_wav(audio: Audio, path: str | os.PathLike) -> Path:
-    import soundfile as sf
+    """16-bit PCM WAV, written atomically. Python's own file I/O (the stdlib `wave` module), so a full
+    disk is an OSError that becomes one clear line (libsndfile reports it as an opaque error)."""
+    import wave
 
+    samples = np.asarray(audio.samples, np.float32)
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
     with atomic_path(path, suffix=".wav") as tmp:
-        sf.write(str(tmp), np.clip(audio.samples, -1, 1), audio.sample_rate, subtype="PCM_16", format="WAV")
+        with wave.open(str(tmp), "wb") as w:
+            w.setnchannels(channels)
+            w.setsampwidth(2)
+            w.setframerate(int(audio.sample_rate))
+            step = 1 << 18  # frames per chunk: bounded extra memory for long audio
+            for i in range(0, len(samples), step):
+                chunk = np.clip(samples[i:i + step], -1.0, 1.0) * 32767.0
+                w.writeframes(np.round(chunk).astype("<i2").tobytes())
     return Path(path)
 
 

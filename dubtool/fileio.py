@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import tempfile
@@ -16,39 +17,157 @@ from .errors import InputError
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    The temp name keeps the final suffix so tools that sniff extensions (ffmpeg) still work.
+    The temp name keeps the final suffix so tools that sniff extensions (ffmpeg) still work. Inside a
+    `staged_outputs()` block that names `path`, the rename waits for the end of that block.
     """
     dest = Path(path)
     if dest.is_dir():
         raise InputError(f"cannot write {dest}: it is a folder; give a file name")
     parent = dest.parent if str(dest.parent) else Path(".")
+    stage = _STAGE.get()
+    staged = stage is not None and stage.holds(dest)
+    created: list[Path] = []
     try:
         # A missing output folder is created (like `mkdir -p`); one that cannot be is a clear error.
-        parent.mkdir(parents=True, exist_ok=True)
+        created = _make_folders(parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix if suffix is not None else dest.suffix,
                                    dir=parent)
     except OSError as e:
+        _remove_folders(created)
         raise InputError(f"cannot write {dest}: {_write_problem(e, parent)}") from None
     os.close(fd)
+    tmp_path = Path(tmp)
+    _LIVE_TEMPS.add(str(tmp_path))
+    if staged:
+        stage.folders.extend(created)
+        created = []
     # mkstemp creates 0600; give outputs the usual permissions (0666 minus the umask).
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
-    tmp_path = Path(tmp)
+    handed_over = False
     try:
         try:
             yield tmp_path
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            if e.errno in _FULL:
                 raise InputError(f"cannot write {dest}: {_write_problem(e, parent)}") from None
             raise
-        try:
-            os.replace(tmp_path, dest)
-        except OSError as e:
-            raise InputError(f"cannot write {dest}: {_write_problem(e, parent)}") from None
+        if staged:
+            stage.defer(tmp_path, dest)
+            handed_over = True
+        else:
+            try:
+                os.replace(tmp_path, dest)
+            except OSError as e:
+                raise InputError(f"cannot write {dest}: {_write_problem(e, parent)}") from None
+            created = []
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if not handed_over:
+            _discard(tmp_path)
+            _remove_folders(created)
+
+
+# Errors that mean the disk (or the process's file-size limit, `ulimit -f`) is full.
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+# Temp files being written now: a worker killed by a signal removes them (see remove_live_temps).
+_LIVE_TEMPS: set[str] = set()
+
+
+def _discard(tmp: Path) -> None:
+    _LIVE_TEMPS.discard(str(tmp))
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def remove_live_temps() -> None:
+    """Remove every temp file this process is writing (for a signal handler that exits at once)."""
+    for tmp in list(_LIVE_TEMPS):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    _LIVE_TEMPS.clear()
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """mkdir -p; returns the folders it created, deepest first (to remove them again on failure)."""
+    missing = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    for f in folders:
+        try:
+            f.rmdir()
+        except OSError:
+            break  # not empty (something else was written there) or gone: leave it
+
+
+def _output_key(path: str | os.PathLike) -> str:
+    return os.path.realpath(os.path.abspath(os.fspath(path)))
+
+
+class _Stage:
+    """Outputs of one command, held as temp files until all of them are written."""
+
+    def __init__(self, dests: list) -> None:
+        self.order = {_output_key(d): i for i, d in enumerate(dests)}
+        self.pending: dict[str, tuple[Path, Path]] = {}   # key -> (temp, dest)
+        self.folders: list[Path] = []
+
+    def holds(self, dest: Path) -> bool:
+        return _output_key(dest) in self.order
+
+    def defer(self, tmp: Path, dest: Path) -> None:
+        key = _output_key(dest)
+        if key in self.pending:  # written twice: the later one wins
+            _discard(self.pending[key][0])
+        self.pending[key] = (tmp, dest)
+
+    def commit(self) -> None:
+        for key in sorted(self.pending, key=self.order.__getitem__):
+            tmp, dest = self.pending[key]
+            try:
+                os.replace(tmp, dest)
+            except OSError as e:
+                raise InputError(f"cannot write {dest}: {_write_problem(e, dest.parent)}") from None
+            del self.pending[key]
+            _LIVE_TEMPS.discard(str(tmp))
+        self.folders = []
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending.values():
+            _discard(tmp)
+        self.pending.clear()
+        _remove_folders(sorted(set(self.folders), key=lambda p: len(p.parts), reverse=True))
+
+
+_STAGE: contextvars.ContextVar[_Stage | None] = contextvars.ContextVar("dubtool_staged_outputs", default=None)
+
+
+@contextlib.contextmanager
+def staged_outputs(*paths: str | os.PathLike | None) -> Iterator[None]:
+    """All or nothing for a command's outputs: what the block writes (through atomic_path) to one of
+    `paths` stays in temp files, renamed into place together when the block succeeds, in the order
+    given (a batch's resume marker goes last); any failure removes them all, and the folders made
+    for them. Other files written inside the block (scratch files) are not held back."""
+    stage = _Stage([p for p in paths if p])
+    token = _STAGE.set(stage)
+    try:
+        yield
+        stage.commit()
+    finally:
+        _STAGE.reset(token)
+        stage.discard()
 
 
 def _write_problem(e: OSError, parent: Path) -> str:
@@ -61,6 +180,8 @@ def _write_problem(e: OSError, parent: Path) -> str:
         return "it is a folder; give a file name"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return "no space left on the disk"
+    if e.errno == errno.EFBIG:
+        return "file too large (the disk's or `ulimit -f` file-size limit)"
     return e.strerror or str(e)
 
 

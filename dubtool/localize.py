@@ -29,7 +29,7 @@ from .arkit import EYE_ROT_IDX, HEAD_IDX, UPPER_IDX, Animation
 from .audio import Audio, load_audio, require_speech
 from .errors import DubtoolError, InputError, ModelError
 from .export import check_export_paths
-from .fileio import require_distinct_outputs, require_file, require_writable, write_text_atomic
+from .fileio import require_distinct_outputs, require_file, require_writable, staged_outputs, write_text_atomic
 from .timemap import TimeMap, compact_json, uniform_timemap
 
 REPORT_VERSION = 1
@@ -490,6 +490,15 @@ def localize_files(source_path: str | os.PathLike, dub_path: str | os.PathLike, 
                    fbx: str | None = None, gltf: str | None = None, preview: str | None = None,
                    generator=None) -> dict:
     """Load, localize, write the outputs. Returns the report (with `outputs` filled in).
+
+    All or nothing: the outputs are staged and appear together (the CSV last) only when every one
+    was written; a failure leaves none of them."""
+    with staged_outputs(fbx, gltf, preview, report_path or default_report_path(Path(out_csv)), out_csv):
+        return _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, gltf, preview, generator)
+
+
+def _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, gltf, preview, generator) -> dict:
+    """localize_files' work (inside its staging).
 
     Order matters for resuming batches: extras and the report are written first, the CSV last, so
     an existing CSV means the whole line finished."""

@@ -173,3 +173,64 @@ def test_output_that_is_an_input_is_refused(name, media):
     args, phrases = SAME_FILE[name]
     before = snapshot(media)
     assert_refused(dubtool_in_process(*args, cwd=media), media, before, *phrases)
+
+
+# ---------------------------------------------------------------- a failure leaves no files (item 2)
+
+def _sizes_then_fail_on_the_largest(args, media: Path, out: Path) -> subprocess.CompletedProcess:
+    """Run `args` once to see its outputs' sizes, clear them, then again under a file-size limit
+    (`ulimit -f`, EFBIG like a full disk) that lets every output but the largest be written."""
+    import resource
+
+    r = dubtool(*args, cwd=media)
+    assert r.returncode == 0, r.stderr
+    sizes = sorted(p.stat().st_size for p in out.iterdir())
+    assert len(sizes) >= 2, sizes
+    for p in out.iterdir():
+        p.unlink()
+    limit = (sizes[-1] + sizes[-2]) // 2
+
+    def set_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    r = subprocess.run([str(DUBTOOL), *map(str, args)], cwd=media, capture_output=True, text=True, timeout=180,
+                       env=_env(), preexec_fn=set_limit)
+    # A native library prints this at exit under any `ulimit -f` (also when the command succeeds): an
+    # artefact of the simulation, not dubtool's output.
+    r.stderr = r.stderr.replace("ftruncate() failed: File too large", "\n")
+    return r
+
+
+@pytest.mark.parametrize("command", ["localize", "align"])
+def test_disk_full_on_a_later_output_leaves_no_output(command, media, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    args = {"localize": ["localize", "face.perf", "dub.wav", "--model", "teacher", "--dub-text", DUB_TEXT,
+                         "-o", out / "o.csv", "--gltf", out / "o.glb"],
+            "align": ["align", "src.wav", "dub.wav", "-o", out / "t.json", "--plot", out / "t.png",
+                      "--fit", out / "fit.wav", "--fit-mode", "uniform"]}[command]
+    before = snapshot(media)
+    r = _sizes_then_fail_on_the_largest(args, media, out)
+    line = assert_refused(r, media, before, "cannot write", "file too large")
+    assert list(out.iterdir()) == [], (line, list(out.iterdir()))
+
+
+def test_no_space_on_the_second_output_leaves_neither(media, tmp_path, monkeypatch):
+    """ENOSPC while `align` writes its plot: the time map already written is not left behind either."""
+    import errno
+
+    import dubtool.align
+    from dubtool.fileio import atomic_path
+
+    def plot_fails(src, dub, tm, path):
+        with atomic_path(path, suffix=".png") as tmp:
+            tmp.write_bytes(b"\x89PNG partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dubtool.align, "plot_alignment", plot_fails)
+    out = tmp_path / "new" / "out"  # a missing folder: created for the outputs, removed with them
+    before = snapshot(media)
+    r = dubtool_in_process("align", "src.wav", "dub.wav", "-o", out / "t.json", "--plot", out / "t.png",
+                           cwd=media)
+    assert_refused(r, media, before, "cannot write", "t.png", "no space left")
+    assert list(tmp_path.iterdir()) == []
