@@ -234,3 +234,87 @@ def test_no_space_on_the_second_output_leaves_neither(media, tmp_path, monkeypat
                            cwd=media)
     assert_refused(r, media, before, "cannot write", "t.png", "no space left")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- a killed batch (item 3)
+
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.add(int(d.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has exited (nobody reaped it yet)
+
+
+def _batch(media: Path, out: Path, rows: int) -> Path:
+    manifest = out.parent / "lines.csv"
+    manifest.write_text("source,dub,lang,output,dub_text\n" + "".join(
+        f"{media}/face.perf,{media}/dub.wav,fr,{out}/line{i}.csv,\"{DUB_TEXT}\"\n" for i in range(rows)))
+    return manifest
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_batch_leaves_no_process(sig, media, tmp_path):
+    """kill -9 (or SIGTERM) of `localize --manifest --workers 2` while its workers run: within seconds no
+    worker (nor the resource tracker) survives, nothing more is written and no temp file is left; a
+    rerun finishes the batch."""
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    manifest = _batch(media, out, 6)
+    p = subprocess.Popen([str(DUBTOOL), "localize", "--manifest", manifest, "--model", "teacher", "--workers", "2"],
+                         cwd=media, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+    t0 = time.monotonic()
+    kids: set[int] = set()
+    while time.monotonic() - t0 < 120 and p.poll() is None and not list(out.glob("line*.csv")):
+        kids |= _children(p.pid)
+        time.sleep(0.05)
+    kids |= _children(p.pid)
+    assert p.poll() is None, "the batch finished before it could be killed"
+    assert len(kids) >= 2, kids
+    p.send_signal(sig)
+    _, stderr = p.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        assert p.returncode == 143 and "terminated" in stderr and "Traceback" not in stderr, stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.1)
+    assert not [k for k in kids if _alive(k)], "processes outlived the batch"
+    written = sorted(out.iterdir())
+    time.sleep(1.0)
+    assert sorted(out.iterdir()) == written  # nothing writes any more
+    stale_lock = [".dubtool-batch.lock"] if sig == signal.SIGKILL else []  # unlocked: harmless
+    assert [f.name for f in written if f.name.startswith(".")] == stale_lock, written
+    r = dubtool("localize", "--manifest", manifest, "--model", "teacher", cwd=media)
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("line*.csv"))) == 6
+
+
+def test_second_batch_on_the_same_outputs_refuses(media, tmp_path):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    manifest = _batch(media, out, 2)
+    with open(out / ".dubtool-batch.lock", "w") as lock:  # what a running batch holds
+        lock.write("4242\n")
+        lock.flush()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = snapshot(tmp_path)
+        r = dubtool_in_process("localize", "--manifest", manifest, "--model", "teacher", cwd=media)
+        assert_refused(r, tmp_path, before, "another dubtool batch (pid 4242)", str(out))
