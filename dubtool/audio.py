@@ -41,11 +41,21 @@ def ffmpeg_binary() -> str:
     return exe
 
 
+def ffmpeg_path(path: str | os.PathLike) -> str:
+    """A file name as ffmpeg and ffprobe must get it. They read a name starting with '-' as an option
+    and 'word:rest' as a protocol (concat:, http:, pipe:), and pathlib turns './-x.mp4' back into
+    '-x.mp4', so such relative names get an explicit './'."""
+    s = os.fspath(path)
+    if s and not os.path.isabs(s) and (s.startswith("-") or ":" in s.split(os.sep, 1)[0]):
+        return "." + os.sep + s
+    return s
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: str = "audio file") -> Audio:
     """Decode the first audio stream of any media file to mono float32 at `sample_rate`
     (ffmpeg downmixes stereo and resamples)."""
     p = require_file(path, what)
-    cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", str(p), "-map", "0:a:0", "-t", str(MAX_AUDIO_S + 1),
+    cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", ffmpeg_path(p), "-map", "0:a:0", "-t", str(MAX_AUDIO_S + 1),
            "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
     r = subprocess.run(cmd, capture_output=True)
     if r.returncode != 0:

@@ -318,3 +318,29 @@ def test_second_batch_on_the_same_outputs_refuses(media, tmp_path):
         before = snapshot(tmp_path)
         r = dubtool_in_process("localize", "--manifest", manifest, "--model", "teacher", cwd=media)
         assert_refused(r, tmp_path, before, "another dubtool batch (pid 4242)", str(out))
+
+
+# ---------------------------------------------------------------- a name that starts with '-' (item 5)
+
+def test_file_named_like_an_option_is_a_file(media, tmp_path):
+    """`./-x.mp4` (or `-- -x.mp4`) is tracked, its audio read; a dub `-d.wav` localizes; render muxes it."""
+    d = tmp_path / "dash"
+    d.mkdir()
+    shutil.copy(media / "face.mp4", d / "-x.mp4")
+    shutil.copy(media / "dub.wav", d / "-d.wav")
+    r = dubtool("extract", "./-x.mp4", "-o", "x.perf", "-q", cwd=d)
+    assert r.returncode == 0, r.stderr
+    r = dubtool("extract", "-q", "-o", "y.perf", "--", "-x.mp4", cwd=d)
+    assert r.returncode == 0, r.stderr
+    from dubtool.performance import load_performance
+
+    assert load_performance(d / "x.perf").num_frames == load_performance(media / "face.perf").num_frames
+    assert load_performance(d / "x.perf").audio is not None
+    r = dubtool("localize", "x.perf", "./-d.wav", "--model", "teacher", "--dub-text", DUB_TEXT, "-o", "o.csv",
+                cwd=d)
+    assert r.returncode == 0, r.stderr
+    r = dubtool("render", "o.csv", "--audio", "./-d.wav", "-o", "./-r.mp4", "--size", "64x64", cwd=d)
+    assert r.returncode == 0, r.stderr
+    from dubtool.render import media_duration_s
+
+    assert abs(media_duration_s(d / "-r.mp4") - load_audio(d / "-d.wav").duration_s) < 0.2
