@@ -344,3 +344,128 @@ def test_file_named_like_an_option_is_a_file(media, tmp_path):
     from dubtool.render import media_duration_s
 
     assert abs(media_duration_s(d / "-r.mp4") - load_audio(d / "-d.wav").duration_s) < 0.2
+
+
+# ---------------------------------------------------------------- the LLM client (item 8)
+
+class _Server:
+    """A local HTTP server on 127.0.0.1 whose handler is `respond(handler)`; records request headers."""
+
+    def __init__(self, respond):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.headers: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.headers.append({k.lower(): v for k, v in self.headers.items()})
+                try:
+                    respond(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _reply(handler, status: int, body: str, headers: dict | None = None) -> None:
+    data = body.encode()
+    handler.send_response(status)
+    for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **(headers or {})}.items():
+        handler.send_header(k, v)
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def _chat_reply(handler) -> None:
+    import json
+
+    content = json.dumps({"keyframes": [{"time_s": 0.5, "description": "brows up", "channels": {"browInnerUp": 0.8},
+                                         "ease": "cubic", "hold_s": 0.4}]})
+    _reply(handler, 200, json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}))
+
+
+@pytest.fixture
+def servers():
+    made = []
+
+    def make(respond):
+        made.append(_Server(respond))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.mark.parametrize("where", ["status line", "body"])
+def test_llm_timeout_bounds_the_whole_request(where, servers, monkeypatch):
+    """A server sending one byte a second is cut off at --llm-timeout, not kept alive."""
+    import time
+
+    from dubtool.errors import LLMError
+    from dubtool.keyframes_llm import LLMConfig, chat
+
+    def trickle(handler):
+        if where == "body":
+            handler.send_response(200)
+            handler.send_header("Content-Length", "100000")
+            handler.end_headers()
+            handler.wfile.flush()
+        for _ in range(30):
+            handler.wfile.write(b"H" if where == "status line" else b" ")
+            handler.wfile.flush()
+            time.sleep(1.0)
+
+    s = servers(trickle)
+    t0 = time.monotonic()
+    with pytest.raises(LLMError, match=r"did not answer within 1.5 s"):
+        chat(LLMConfig(url=s.url + "/v1", timeout_s=1.5), [{"role": "user", "content": "hi"}])
+    assert time.monotonic() - t0 < 3.0
+
+
+def test_llm_key_is_not_forwarded_to_another_origin(servers, monkeypatch):
+    from dubtool.keyframes_llm import LLMConfig, chat
+
+    monkeypatch.setenv("DUBTOOL_LLM_API_KEY", "sk-secret-123")
+    other = servers(_chat_reply)
+    first = None
+
+    def route(h):  # first hop: a path on the same origin (keeps the key); second: another port (must not get it)
+        hop = len(first.headers)
+        target = "/moved/chat/completions" if hop == 1 else other.url + "/v1/chat/completions"
+        _reply(h, 302 if hop == 1 else 307, "", {"Location": target})
+
+    first = servers(route)
+    chat(LLMConfig(url=first.url + "/v1"), [{"role": "user", "content": "hi"}])
+    assert [h.get("authorization") for h in first.headers] == ["Bearer sk-secret-123"] * 2
+    assert len(other.headers) == 1 and "authorization" not in other.headers[0]
+
+
+def test_llm_server_text_is_printed_without_control_sequences_and_key_redacted_as_a_token(servers, monkeypatch,
+                                                                                          media):
+    """What a server sends reaches the terminal without escape sequences (no retitling, clearing or
+    hidden text) or rich markup; the key 'k' is redacted where it is a token, not inside 'known'."""
+    monkeypatch.setenv("DUBTOOL_LLM_API_KEY", "k")
+    s = servers(lambda h: _reply(h, 500, "\x1b]0;pwned\x07\x1b[2J\x1b[8mhidden\x1b[0m known key k refused "
+                                       "[bold red]markup[/]\x07"))
+    before = snapshot(media)
+    r = dubtool_in_process("keyframes", "script.txt", "-o", "k.json", "--no-embedding", "--llm-url", s.url + "/v1",
+                           "--no-llm-fallback", cwd=media)
+    line = assert_refused(r, media, before, "HTTP 500", "hidden", "known key *** refused", "[bold red]markup[/]")
+    assert not any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f for c in line), repr(line)
+    assert "pwned" not in line  # an OSC title sequence is removed whole

@@ -30,6 +30,8 @@ def keyframes(
     llm_fallback: bool = typer.Option(True, "--llm-fallback/--no-llm-fallback", help="If the model fails or returns unusable output, fall back to the offline planner (with a warning) instead of stopping."),
 ) -> None:
     """Plan upper-face semantic keyframes (brows, lids, gaze, head) for a line from its script."""
+    from rich.markup import escape
+
     from ..errors import InputError
     from ..fileio import require_distinct_outputs, require_file, require_writable
     from ..keyframes import (PlanOptions, estimate_word_times, keyframe_curves, parse_script, plan_keyframes,
@@ -76,7 +78,7 @@ def keyframes(
     options = PlanOptions(fps=fps, seed=seed, blinks_per_min=blink_rate, use_embedding=not no_embedding)
 
     def log(msg: str) -> None:
-        err_console.print(f"[yellow]{msg}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]{escape(msg)}[/]", highlight=False, soft_wrap=True)
 
     track = plan_keyframes(text, dur, words, options, llm=llm, log=log)
     save_keyframes(track, output)
@@ -100,6 +102,8 @@ def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding,
     import io
     from pathlib import Path
 
+    from rich.markup import escape
+
     from ..errors import InputError
     from ..expressions import PrototypeMatcher
     from ..fileio import require_distinct_outputs, write_text_atomic
@@ -122,7 +126,7 @@ def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding,
     matcher = PrototypeMatcher(use_embedding=not no_embedding)  # one model load for the whole table
 
     def log(msg: str) -> None:
-        err_console.print(f"[yellow]{msg}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]{escape(msg)}[/]", highlight=False, soft_wrap=True)
 
     index = io.StringIO()
     w = csvmod.writer(index, lineterminator="\n")
