@@ -155,6 +155,8 @@ def main() -> None:
         sys.exit(1)
     except Exception as e:
         click_types = _click_exception_types()
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `dubtool` (or a group alone): the help was shown
+            sys.exit(0)
         if click_types and isinstance(e, click_types):  # usage errors: bad option value, missing argument
             _error_line(_usage_message(e))
             sys.exit(e.exit_code or EXIT_USER_ERROR)

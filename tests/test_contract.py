@@ -469,3 +469,28 @@ def test_llm_server_text_is_printed_without_control_sequences_and_key_redacted_a
     line = assert_refused(r, media, before, "HTTP 500", "hidden", "known key *** refused", "[bold red]markup[/]")
     assert not any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f for c in line), repr(line)
     assert "pwned" not in line  # an OSC title sequence is removed whole
+
+
+# ---------------------------------------------------------------- checks before work, messages (items 4, 9)
+
+CHECKED_FIRST = {
+    "render-fps-0": (["render", "anim.csv", "-o", "r.mp4", "--fps", "0"], ["--fps must be above 0 and at most 240, got 0"]),
+    "render-huge-size": (["render", "anim.csv", "-o", "r.mp4", "--size", "100000x100000"],
+                         ["--size", "16 to 4096", "100000x100000"]),
+    "train-config-is-audio": (["train", "--config", "dub.wav", "--out", "m.pt"], ["dub.wav", "not a text file"]),
+    "train-corpus-is-file": (["train", "--corpus", "anim.csv", "--out", "m.pt"], ["--corpus must be a folder"]),
+    "train-out-is-folder": (["train", "--config", "cfg.json", "--out", "."], ["is a folder"]),
+    "train-out-under-file": (["train", "--config", "cfg.json", "--out", "anim.csv/m.pt"], ["anim.csv is not a folder"]),
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKED_FIRST))
+def test_checked_before_any_work(name, media):
+    args, phrases = CHECKED_FIRST[name]
+    before = snapshot(media)
+    assert_refused(dubtool_in_process(*args, cwd=media), media, before, *phrases)
+
+
+def test_bare_dubtool_shows_help_without_error(tmp_path):
+    r = dubtool_in_process(cwd=tmp_path)
+    assert r.returncode == 0 and "error" not in r.stderr.lower() and "Usage" in r.stdout, (r.returncode, r.stderr)

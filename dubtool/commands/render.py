@@ -53,8 +53,12 @@ def render(
         raise InputError(f"--zoom must be a positive number, got {zoom}")
     if not (-180 <= yaw <= 180 and -90 <= pitch <= 90):
         raise InputError(f"--yaw must be -180..180 and --pitch -90..90 degrees, got {yaw}, {pitch}")
-    anim = load_animation(animation)
+    if fps is not None and not 0 < fps <= 240:
+        raise InputError(f"--fps must be above 0 and at most 240, got {fps:g}")
     w, h = parse_size(size)
+    if not (16 <= w <= 4096 and 16 <= h <= 4096 and w % 2 == 0 and h % 2 == 0):
+        raise InputError(f"--size must be WIDTHxHEIGHT in even numbers from 16 to 4096, got {size}")
+    anim = load_animation(animation)
     options = RenderOptions(width=w, height=h, fps=fps, background=parse_color(background), zoom=zoom,
                             yaw_deg=yaw, pitch_deg=pitch)
     chans = parse_channels(channels)
