@@ -494,3 +494,15 @@ def test_checked_before_any_work(name, media):
 def test_bare_dubtool_shows_help_without_error(tmp_path):
     r = dubtool_in_process(cwd=tmp_path)
     assert r.returncode == 0 and "error" not in r.stderr.lower() and "Usage" in r.stdout, (r.returncode, r.stderr)
+
+
+def test_warnings_are_not_wrapped_when_stderr_is_not_a_terminal(media, tmp_path, monkeypatch):
+    """A log gets one line per warning, however long: rich wraps at its width (80 columns, or $COLUMNS,
+    40 here) when it is not told not to."""
+    monkeypatch.setenv("COLUMNS", "40")
+    r = dubtool_in_process("render", "anim.csv", "--audio", "dub.wav", "-o", tmp_path / "r.mp4", "--size", "64x64",
+                           cwd=media)
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: audio is") and "to the animation" in warnings[0], \
+        r.stderr

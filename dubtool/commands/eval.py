@@ -88,7 +88,7 @@ def eval_command(
 
         from ..evaluate import evaluate_set
 
-        with Progress(transient=True, console=console) as bar:
+        with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:
             task = bar.add_task("evaluating", total=None)
 
             def progress(k, n, item):
@@ -106,7 +106,7 @@ def eval_command(
             if line:
                 console.print(line)
         for note in report.notes:
-            console.print(f"[yellow]note:[/] {note}")
+            console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     else:
         from ..audio import load_audio
         from ..evaluate import evaluate_line, load_phonemes_json, load_source_animation, load_timemap_file, \
@@ -133,7 +133,7 @@ def eval_command(
         if line:
             console.print(line)
         for note in report.notes:
-            console.print(f"[yellow]note:[/] {note}")
+            console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
         console.print(f"wrote {json_out}")

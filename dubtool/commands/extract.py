@@ -81,6 +81,6 @@ def extract(
                       + (f", {len(held)} longer than 0.5 s (held)" if held else "")
                       + f"; {info['fps_processed']:.0f} fps", highlight=False)
     for g in held:
-        err_console.print(f"[yellow]  no face {g['start_s']:.2f}-{g['end_s']:.2f} s[/]", highlight=False)
+        err_console.print(f"[yellow]  no face {g['start_s']:.2f}-{g['end_s']:.2f} s[/]", highlight=False, soft_wrap=True)
     for kind, path in outputs.items():
         print(f"{kind}: {path}")

@@ -44,6 +44,7 @@ def localize_command(
 ) -> None:
     """Lip-sync the dub while keeping the source actor's upper-face performance, head and eyes."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ..errors import InputError
     from ..localize import LocalizeOptions
@@ -67,7 +68,7 @@ def localize_command(
 
     rep = localize_files(source, dub, output, options, report, fbx=fbx, gltf=gltf, preview=preview)
     for w in rep["warnings"]:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if as_json:
         summary = {k: rep[k] for k in ("source", "dub", "lang", "model", "fps", "frames", "dub_duration_s",
                                        "metrics", "warnings", "outputs", "realtime_factor")}
@@ -94,7 +95,7 @@ def _run_batch(manifest: str, options, workers: int, force: bool, as_json: bool,
 
     n = len(read_manifest(manifest))
     with Progress(TextColumn("localize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                  transient=True, disable=as_json) as bar:
+                  transient=True, disable=as_json or not err.is_terminal) as bar:
         task = bar.add_task("rows", total=n)
         results = run_manifest(manifest, options, workers=workers, force=force,
                                on_result=lambda r: bar.advance(task))

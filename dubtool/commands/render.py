@@ -31,6 +31,7 @@ def render(
     from pathlib import Path
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..errors import InputError
@@ -97,6 +98,6 @@ def render(
         result = render_video(anim, out, audio=audio, options=options, compare=comp,
                               progress=lambda i, n: bar.update(task, completed=i, total=n))
     for w_ in result.warnings:
-        console.print(f"[yellow]warning:[/] {w_}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(w_)}", highlight=False, soft_wrap=True)
     print(f"video: {result.path} ({result.num_frames} frames at {result.fps:g} fps, {result.width}x{result.height}, "
           f"{result.num_frames / max(result.total_s, 1e-9):.0f} fps end to end)")
