@@ -506,3 +506,22 @@ def test_warnings_are_not_wrapped_when_stderr_is_not_a_terminal(media, tmp_path,
     warnings = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(warnings) == 1 and warnings[0].startswith("warning: audio is") and "to the animation" in warnings[0], \
         r.stderr
+
+
+def test_keyframes_plot_failing_leaves_neither_keyframes_nor_curves(media, tmp_path, monkeypatch):
+    import errno
+
+    import dubtool.keyframes
+    from dubtool.fileio import atomic_path
+
+    def plot_fails(anim, track, path):
+        with atomic_path(path, suffix=".png") as tmp:
+            tmp.write_bytes(b"\x89PNG partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dubtool.keyframes, "plot_curves", plot_fails)
+    before = snapshot(media)
+    r = dubtool_in_process("keyframes", "script.txt", "--no-embedding", "-o", tmp_path / "k.json", "--csv",
+                           tmp_path / "k.csv", "--plot", tmp_path / "k.png", cwd=media)
+    assert_refused(r, media, before, "cannot write", "k.png", "no space left")
+    assert list(tmp_path.iterdir()) == []

@@ -31,7 +31,7 @@ def extract(
 
     from ..errors import InputError
     from ..extract import ExtractOptions, extract as run_extract, summary
-    from ..fileio import require_distinct_outputs, require_writable
+    from ..fileio import require_distinct_outputs, require_writable, staged_outputs
     from ..livelink import write_csv
     from ..performance import save_performance
     from ..smoothing import OneEuroConfig
@@ -67,10 +67,11 @@ def extract(
         err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
 
     outputs = {}
-    if output is not None:
-        outputs["perf"] = str(save_performance(perf, output))
-    if csv is not None:
-        outputs["csv"] = str(write_csv(perf.animation, csv))
+    with staged_outputs(output, csv):  # both or neither
+        if output is not None:
+            outputs["perf"] = str(save_performance(perf, output))
+        if csv is not None:
+            outputs["csv"] = str(write_csv(perf.animation, csv))
     info = summary(perf, outputs)
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")

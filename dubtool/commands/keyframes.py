@@ -33,7 +33,7 @@ def keyframes(
     from rich.markup import escape
 
     from ..errors import InputError
-    from ..fileio import require_distinct_outputs, require_file, require_writable
+    from ..fileio import require_distinct_outputs, require_file, require_writable, staged_outputs
     from ..keyframes import (PlanOptions, estimate_word_times, keyframe_curves, parse_script, plan_keyframes,
                              plot_curves, save_keyframes, words_from_audio)
 
@@ -81,18 +81,21 @@ def keyframes(
         err_console.print(f"[yellow]{escape(msg)}[/]", highlight=False, soft_wrap=True)
 
     track = plan_keyframes(text, dur, words, options, llm=llm, log=log)
-    save_keyframes(track, output)
-    print(f"keyframes: {output} ({len(track.keyframes)} keyframes over {track.duration_s:.2f} s, {track.source})")
-    if csv or plot:
-        anim = keyframe_curves(track, fps, track.duration_s)
-        if csv:
-            from ..livelink import write_csv
+    with staged_outputs(csv, plot, output):  # all or nothing
+        save_keyframes(track, output)
+        if csv or plot:
+            anim = keyframe_curves(track, fps, track.duration_s)
+            if csv:
+                from ..livelink import write_csv
 
-            write_csv(anim, csv)
-            print(f"curves: {csv} ({anim.num_frames} frames at {fps:g} fps, {len(anim.meta['auto_blinks_s'])} auto blinks)")
-        if plot:
-            plot_curves(anim, track, plot)
-            print(f"plot: {plot}")
+                write_csv(anim, csv)
+            if plot:
+                plot_curves(anim, track, plot)
+    print(f"keyframes: {output} ({len(track.keyframes)} keyframes over {track.duration_s:.2f} s, {track.source})")
+    if csv:
+        print(f"curves: {csv} ({anim.num_frames} frames at {fps:g} fps, {len(anim.meta['auto_blinks_s'])} auto blinks)")
+    if plot:
+        print(f"plot: {plot}")
 
 
 def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding, llm_url, llm_model, llm_key_env,
