@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import errno
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -27,6 +28,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     stage = _STAGE.get()
     staged = stage is not None and stage.holds(dest)
     created: list[Path] = []
+    # Ctrl-C / SIGTERM are held back until the temp file is in the try/finally that removes it.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         # A missing output folder is created (like `mkdir -p`); one that cannot be is a clear error.
         created = _make_folders(parent)
@@ -34,19 +37,24 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
                                    dir=parent)
     except OSError as e:
         _remove_folders(created)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         raise InputError(f"cannot write {dest}: {_write_problem(e, parent)}") from None
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     _LIVE_TEMPS.add(str(tmp_path))
     if staged:
         stage.folders.extend(created)
         created = []
-    # mkstemp creates 0600; give outputs the usual permissions (0666 minus the umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     handed_over = False
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        # mkstemp creates 0600; give outputs the usual permissions (0666 minus the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         try:
             yield tmp_path
         except OSError as e:
@@ -230,12 +238,16 @@ def require_writable(*paths: str | os.PathLike | None) -> None:
             folder = folder.parent
         if not folder.is_dir():
             raise InputError(f"cannot write {dest}: {_first_non_folder(folder)} is not a folder")
+        # Ctrl-C / SIGTERM wait until the probe is gone (else it could be left behind).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             fd, probe = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".probe", dir=folder)
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
             raise InputError(f"cannot write {dest}: {_write_problem(e, folder)}") from None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _identity(path: str | os.PathLike) -> tuple:
