@@ -526,3 +526,16 @@ def test_keyframes_plot_failing_leaves_neither_keyframes_nor_curves(media, tmp_p
                            tmp_path / "k.csv", "--plot", tmp_path / "k.png", cwd=media)
     assert_refused(r, media, before, "cannot write", "k.png", "no space left")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["extract", "face.mp4", "--json", "-o", "face.mp4"],
+                                  ["align", "src.wav", "nope.wav", "--json"],
+                                  ["localize", "face.perf", "dub.wav", "--json", "--steps", "x", "-o", "o.csv"]])
+def test_json_mode_failure_is_an_error_object_on_stdout(args, media):
+    import json
+
+    before = snapshot(media)
+    r = dubtool_in_process(*args, cwd=media)
+    line = assert_refused(r, media, before)
+    obj = json.loads(r.stdout)
+    assert obj == {"error": line.removeprefix("error: "), "exit_code": 2}
