@@ -66,7 +66,12 @@ def localize_command(
         raise InputError("localize needs an output CSV: -o out.csv")
     from ..localize import localize_files
 
-    rep = localize_files(source, dub, output, options, report, fbx=fbx, gltf=gltf, preview=preview)
+    import contextlib
+
+    # A spinner on a terminal (a job with --preview runs for a minute); nothing when stderr is piped.
+    busy = err.status(f"localizing {dub}") if err.is_terminal and not as_json else contextlib.nullcontext()
+    with busy:
+        rep = localize_files(source, dub, output, options, report, fbx=fbx, gltf=gltf, preview=preview)
     for w in rep["warnings"]:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if as_json:
