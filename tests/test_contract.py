@@ -539,3 +539,15 @@ def test_json_mode_failure_is_an_error_object_on_stdout(args, media):
     line = assert_refused(r, media, before)
     obj = json.loads(r.stdout)
     assert obj == {"error": line.removeprefix("error: "), "exit_code": 2}
+
+
+def test_batch_whose_results_cannot_be_written_is_refused_before_it_runs(media, tmp_path):
+    """(It used to run the whole batch and fail at the end.) A folder where lines.results.csv goes: as
+    unwritable as a read-only folder, and testable as root."""
+    manifest = tmp_path / "lines.csv"
+    manifest.write_text("source,dub,lang,output,dub_text\n"
+                        f"{media}/face.perf,{media}/dub.wav,fr,{tmp_path}/out/l.csv,\"{DUB_TEXT}\"\n")
+    (tmp_path / "lines.results.csv").mkdir()
+    before = snapshot(tmp_path)
+    r = dubtool_in_process("localize", "--manifest", manifest, "--model", "teacher", cwd=media)
+    assert_refused(r, tmp_path, before, "cannot write", "lines.results.csv", "is a folder")

@@ -96,9 +96,11 @@ def _run_batch(manifest: str, options, workers: int, force: bool, as_json: bool,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from ..batch import read_manifest, run_manifest, write_results
+    from ..batch import read_manifest, results_paths, run_manifest, write_results
+    from ..fileio import require_writable
 
     n = len(read_manifest(manifest))
+    require_writable(*results_paths(manifest))  # before the batch runs, not after
     with Progress(TextColumn("localize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
                   transient=True, disable=as_json or not err.is_terminal) as bar:
         task = bar.add_task("rows", total=n)
