@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Run every benchmarks/bench_*.py and collect their figure lines (one line per figure, medians of
 # several runs) under a header describing the machine. Usage:
-#   benchmarks/run_all.sh [OUT.txt]          (default build/benchmarks.txt; also printed)
+#   benchmarks/run_all.sh [OUT.txt]          (default build/benchmarks.txt; also printed; logs in build/)
 # A failing benchmark is reported as "<name>: FAILED (exit N)" and the others still run; the script
 # exits non-zero if any failed. BENCH_TIMEOUT (seconds, default 900) bounds each script.
 set -u
+# OUT is taken relative to the caller's folder (then we work from the repository root).
+if [ $# -ge 1 ]; then
+  case "$1" in /*) OUT="$1" ;; *) OUT="$PWD/$1" ;; esac
+fi
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
-OUT="${1:-build/benchmarks.txt}"
-mkdir -p "$(dirname "$OUT")"
+OUT="${OUT:-build/benchmarks.txt}"
+mkdir -p "$(dirname "$OUT")" build  # build/ holds each benchmark's stderr log
 TMP="$(mktemp "${OUT}.XXXXXX")"
 trap 'rm -f "$TMP"' EXIT
 

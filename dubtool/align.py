@@ -398,7 +398,14 @@ def fit_dub(dub: Audio, tm: TimeMap, mode: str = "phrase") -> Audio:
         time_map = [(int(a), int(b)) for a, b in zip(dub_samples, src_samples)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = pyrubberband.timemap_stretch(y, sr, time_map)
+            try:
+                out = pyrubberband.timemap_stretch(y, sr, time_map)
+            except (RuntimeError, OSError) as e:  # its scratch WAVs (libsndfile) or the rubberband program
+                import tempfile
+
+                raise InputError(f"cannot time-stretch the dub: rubberband's scratch files in "
+                                 f"{tempfile.gettempdir()} could not be written or read ({e}); check the free "
+                                 f"space there") from None
     else:
         raise InputError(f"unknown fit mode {mode!r}; use 'phrase' or 'uniform'")
     out = np.asarray(out, np.float32).reshape(-1)

@@ -41,11 +41,21 @@ def ffmpeg_binary() -> str:
     return exe
 
 
+def ffmpeg_path(path: str | os.PathLike) -> str:
+    """A file name as ffmpeg and ffprobe must get it. They read a name starting with '-' as an option
+    and 'word:rest' as a protocol (concat:, http:, pipe:), and pathlib turns './-x.mp4' back into
+    '-x.mp4', so such relative names get an explicit './'."""
+    s = os.fspath(path)
+    if s and not os.path.isabs(s) and (s.startswith("-") or ":" in s.split(os.sep, 1)[0]):
+        return "." + os.sep + s
+    return s
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: str = "audio file") -> Audio:
     """Decode the first audio stream of any media file to mono float32 at `sample_rate`
     (ffmpeg downmixes stereo and resamples)."""
     p = require_file(path, what)
-    cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", str(p), "-map", "0:a:0", "-t", str(MAX_AUDIO_S + 1),
+    cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", ffmpeg_path(p), "-map", "0:a:0", "-t", str(MAX_AUDIO_S + 1),
            "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
     r = subprocess.run(cmd, capture_output=True)
     if r.returncode != 0:
@@ -66,10 +76,21 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: st
 
 
 def write_wav(audio: Audio, path: str | os.PathLike) -> Path:
-    import soundfile as sf
+    """16-bit PCM WAV, written atomically. Python's own file I/O (the stdlib `wave` module), so a full
+    disk is an OSError that becomes one clear line (libsndfile reports it as an opaque error)."""
+    import wave
 
+    samples = np.asarray(audio.samples, np.float32)
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
     with atomic_path(path, suffix=".wav") as tmp:
-        sf.write(str(tmp), np.clip(audio.samples, -1, 1), audio.sample_rate, subtype="PCM_16", format="WAV")
+        with wave.open(str(tmp), "wb") as w:
+            w.setnchannels(channels)
+            w.setsampwidth(2)
+            w.setframerate(int(audio.sample_rate))
+            step = 1 << 18  # frames per chunk: bounded extra memory for long audio
+            for i in range(0, len(samples), step):
+                chunk = np.clip(samples[i:i + step], -1.0, 1.0) * 32767.0
+                w.writeframes(np.round(chunk).astype("<i2").tobytes())
     return Path(path)
 
 

@@ -8,12 +8,15 @@ review (approve | flag | empty) and comment; its flagged rows are redone, approv
 * Workers are spawned processes; each loads the flow model once (`localize.get_generator` caches it).
 * Resumable: a row whose output CSV exists is skipped (outputs are written atomically and the CSV
   last, so an existing CSV is a finished line); `force` redoes them.
+* Workers die with the batch (kill -9 of the parent included); Ctrl-C / SIGTERM stop them at once,
+  keeping finished lines. A second batch writing into the same output folder meanwhile refuses.
 * A failing row is reported and the rest go on; results are written as CSV and JSON beside the
   manifest (`<manifest>.results.csv/.json`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -21,7 +24,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .errors import DubtoolError, InputError
 from .fileio import require_file, write_text_atomic
@@ -126,7 +129,46 @@ def run_row(row: ManifestRow, base: LocalizeOptions) -> RowResult:
                          f"internal error: {type(e).__name__}: {e}")
 
 
-def _worker_init(base: LocalizeOptions) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker must not outlive the batch (kill -9 of the parent included): Linux delivers SIGTERM
+    when the parent dies (PR_SET_PDEATHSIG); elsewhere, and for a parent that died before that was
+    set, a watcher thread sees the parent change. SIGTERM removes this worker's temp files and exits;
+    Ctrl-C reaches the parent only, which then stops the workers itself."""
+    import signal
+    import sys
+    import threading
+
+    from .fileio import remove_live_temps
+
+    def on_term(signum, frame) -> None:
+        remove_live_temps()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        import time
+
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        on_term(signal.SIGTERM, None)
+
+    if os.getppid() != parent_pid:
+        on_term(signal.SIGTERM, None)
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _worker_init(base: LocalizeOptions, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     import torch
 
     torch.set_num_threads(1)
@@ -146,6 +188,12 @@ def run_manifest(manifest: str | os.PathLike, base: LocalizeOptions = LocalizeOp
     rows = read_manifest(manifest)
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
+    with batch_lock(rows):
+        return _run_rows(rows, base, workers, force, on_result)
+
+
+def _run_rows(rows: list[ManifestRow], base: LocalizeOptions, workers: int, force: bool,
+              on_result: Callable[[RowResult], None] | None) -> list[RowResult]:
     results: dict[int, RowResult] = {}
     todo = []
     for row in rows:
@@ -167,8 +215,9 @@ def run_manifest(manifest: str | os.PathLike, base: LocalizeOptions = LocalizeOp
     elif todo:
         import multiprocessing as mp
 
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(base,)) as pool:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(base, os.getpid()))
+        try:
             futures = {pool.submit(run_row, row, base): row for row in todo}
             for fut in as_completed(futures):
                 row = futures[fut]
@@ -179,7 +228,79 @@ def run_manifest(manifest: str | os.PathLike, base: LocalizeOptions = LocalizeOp
                 results[row.line] = r
                 if on_result:
                     on_result(r)
+        except BaseException:
+            # Ctrl-C, SIGTERM or an error here: stop the workers now (each removes its temp files), keep
+            # the finished lines; a rerun skips them.
+            _stop_workers(pool)
+            raise
+        pool.shutdown(wait=True)
     return [results[row.line] for row in rows]
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+            p.join(1)
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+LOCK_NAME = ".dubtool-batch.lock"
+
+
+@contextlib.contextmanager
+def batch_lock(rows: list[ManifestRow]) -> Iterator[None]:
+    """One batch at a time per output folder: a second run writing into a folder that a running batch
+    writes to refuses (instead of the last writer silently winning). An flock on a lock file in each
+    output folder, released (and the file removed) when the batch ends, however it ends."""
+    import fcntl
+
+    held: list[tuple[int, Path]] = []
+    try:
+        for folder in sorted({Path(os.path.abspath(r.output)).parent for r in rows}):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                continue  # the row itself will report the unwritable folder
+            lock = folder / LOCK_NAME
+            while True:
+                try:
+                    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+                except OSError:
+                    fd = None
+                    break
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    other = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+                    os.close(fd)
+                    raise InputError(f"another dubtool batch (pid {other}) is writing to {folder}; wait for it to "
+                                     f"finish (or stop it) before starting this one") from None
+                try:  # the file we locked must still be the one at that name (a finishing batch removes it)
+                    same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    break
+                os.close(fd)
+            if fd is None:
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            held.append((fd, lock))
+        yield
+    finally:
+        for fd, lock in reversed(held):
+            try:
+                os.unlink(lock)
+            except OSError:
+                pass
+            os.close(fd)
 
 
 def results_paths(manifest: str | os.PathLike) -> tuple[Path, Path]:

@@ -59,12 +59,31 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 
-def _error_line(message: str) -> None:
-    """One red line on stderr, whatever the message holds (newlines folded, no rich markup)."""
+# Commands whose `--json` is a flag (a result object on stdout): on failure they print an error object there.
+JSON_FLAG_COMMANDS = ("extract", "align", "localize")
+_json_errors = False
+
+
+def _json_requested(argv: list[str]) -> bool:
+    words = [a for a in argv if not a.startswith("-")]
+    return bool(words) and words[0] in JSON_FLAG_COMMANDS and "--json" in argv[argv.index(words[0]) + 1:]
+
+
+def _error_line(message: str, exit_code: int | None = None) -> None:
+    """One red line on stderr, whatever the message holds (newlines folded, no rich markup); with
+    `--json`, also {"error": ..., "exit_code": ...} on stdout for a script to parse."""
     from rich.markup import escape
 
     text = " ".join(part.strip() for part in str(message).splitlines() if part.strip()) or "unknown error"
     err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    if _json_errors and exit_code is not None:
+        import json
+
+        try:
+            sys.stdout.write(json.dumps({"error": text, "exit_code": exit_code}) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
@@ -120,7 +139,8 @@ def main() -> None:
 
     import warnings
 
-    global _MAIN_PID
+    global _MAIN_PID, _json_errors
+    _json_errors = _json_requested(sys.argv[1:])
     if not os.environ.get("DUBTOOL_DEBUG"):
         warnings.showwarning = _warning_line
     if threading_main():
@@ -131,22 +151,22 @@ def main() -> None:
         code = app(standalone_mode=False)
         sys.stdout.flush()
         if code == EXIT_INTERRUPTED:
-            _error_line("interrupted; no partial output was left")
+            _error_line("interrupted; no partial output was left", EXIT_INTERRUPTED)
         if isinstance(code, int) and code:
             sys.exit(code)
     except _Terminated:
-        _error_line("terminated; no partial output was left")
+        _error_line("terminated; no partial output was left", EXIT_TERMINATED)
         sys.exit(EXIT_TERMINATED)
     except DubtoolError as e:
-        _error_line(str(e))
+        _error_line(str(e), e.exit_code)
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
-        _error_line("aborted")
+        _error_line("aborted", EXIT_INTERRUPTED)
         sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:
-        _error_line("interrupted; no partial output was left")
+        _error_line("interrupted; no partial output was left", EXIT_INTERRUPTED)
         sys.exit(EXIT_INTERRUPTED)
     except BrokenPipeError:
         # stdout was closed early (`dubtool ... | head`): not an error worth a traceback.
@@ -155,22 +175,24 @@ def main() -> None:
         sys.exit(1)
     except Exception as e:
         click_types = _click_exception_types()
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `dubtool` (or a group alone): the help was shown
+            sys.exit(0)
         if click_types and isinstance(e, click_types):  # usage errors: bad option value, missing argument
-            _error_line(_usage_message(e))
+            _error_line(_usage_message(e), e.exit_code or EXIT_USER_ERROR)
             sys.exit(e.exit_code or EXIT_USER_ERROR)
         if type(e).__name__ == "Exit" and hasattr(e, "exit_code"):  # click's Exit (e.g. --help)
             sys.exit(e.exit_code)
         if os.environ.get("DUBTOOL_DEBUG"):
             raise
         if isinstance(e, MemoryError):
-            _error_line("out of memory; try a shorter input or smaller sizes")
+            _error_line("out of memory; try a shorter input or smaller sizes", EXIT_USER_ERROR)
             sys.exit(EXIT_USER_ERROR)
         if isinstance(e, OSError) and e.strerror:
             where = f": {e.filename}" if e.filename else ""
-            _error_line(f"{e.strerror}{where}")
+            _error_line(f"{e.strerror}{where}", EXIT_USER_ERROR)
             sys.exit(EXIT_USER_ERROR)
         _error_line(f"internal error: {type(e).__name__}: {e} (run again with DUBTOOL_DEBUG=1 for the "
-                    f"traceback, and please report it)")
+                    f"traceback, and please report it)", EXIT_INTERNAL_ERROR)
         sys.exit(EXIT_INTERNAL_ERROR)
 
 

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import socket
-import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -92,40 +91,116 @@ def build_messages(script_text: str, duration_s: float, words: tuple[Word, ...])
             {"role": "user", "content": json.dumps(user, ensure_ascii=False)}]
 
 
+# CSI/OSC/other escape sequences and C0/C1 control characters (tab and newline kept): a server's text is
+# printed on the user's terminal, where these could move the cursor, retitle the window or hide text.
+_TERMINAL_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?"
+                               r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def strip_terminal_control(text: str) -> str:
+    """`text` without terminal escape sequences or control characters (tabs and newlines stay)."""
+    return _TERMINAL_CONTROL.sub("", text)
+
+
 class _Redactor:
+    """Makes text from (or about) the server safe to print: the API key replaced where it occurs as a
+    whole token (a key 'k' leaves "known" alone), terminal control sequences removed."""
+
     def __init__(self, secret: str | None) -> None:
         self.secret = secret
+        self._pattern = (re.compile(r"(?<![A-Za-z0-9_-])" + re.escape(secret) + r"(?![A-Za-z0-9_-])")
+                         if secret else None)
 
     def __call__(self, text: str) -> str:
-        return text.replace(self.secret, "***") if self.secret else text
+        text = strip_terminal_control(text)
+        return self._pattern.sub("***", text) if self._pattern else text
+
+
+MAX_REDIRECTS = 5
+
+
+def _origin(parts: urllib.parse.SplitResult) -> tuple:
+    return (parts.scheme, (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80))
 
 
 def _post(cfg: LLMConfig, payload: dict, redact: _Redactor) -> tuple[int, str]:
-    """POST JSON; (status, body). Network failures become one-line LLMErrors."""
+    """POST JSON; (status, body). The whole exchange (connect, redirects, headers, body) ends within
+    cfg.timeout_s: a watchdog closes the connection at the deadline, so a server trickling one byte a
+    second cannot hold it open. Redirects are followed (at most 5, http/https only); the Authorization
+    header goes only to the origin the user named. Network failures become one-line LLMErrors."""
+    import http.client
+    import threading
+    import time
+
     url = endpoint(cfg.url)
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    key = os.environ.get(cfg.key_env) if cfg.key_env else None
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    req = urllib.request.Request(url, data=json.dumps(payload).encode("utf-8"), headers=headers, method="POST")
     shown = _shown(url)
-    try:
-        with urllib.request.urlopen(req, timeout=cfg.timeout_s) as resp:
-            return resp.status, resp.read(MAX_RESPONSE_BYTES).decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        body = e.read(4000).decode("utf-8", "replace") if e.fp else ""
-        return e.code, body
-    except (socket.timeout, TimeoutError):
-        raise LLMError(f"language model at {shown} did not answer within {cfg.timeout_s:g} s "
-                       f"(raise --llm-timeout or check the server)") from None
-    except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, (socket.timeout, TimeoutError)):
-            raise LLMError(f"language model at {shown} did not answer within {cfg.timeout_s:g} s "
-                           f"(raise --llm-timeout or check the server)") from None
-        raise LLMError(redact(f"cannot reach language model at {shown}: {reason}")) from None
-    except (ConnectionError, OSError) as e:
-        raise LLMError(redact(f"cannot reach language model at {shown}: {e}")) from None
+    data = json.dumps(payload).encode("utf-8")
+    key = os.environ.get(cfg.key_env) if cfg.key_env else None
+    first = urllib.parse.urlsplit(url)
+    deadline = time.monotonic() + cfg.timeout_s
+    timed_out = LLMError(f"language model at {shown} did not answer within {cfg.timeout_s:g} s "
+                         f"(raise --llm-timeout or check the server)")
+    for _hop in range(MAX_REDIRECTS + 1):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise LLMError(redact(f"language model at {shown} redirected to a non-http(s) address"))
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "dubtool"}
+        if key and _origin(parts) == _origin(first):
+            headers["Authorization"] = f"Bearer {key}"
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise timed_out
+        conn_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = conn_type(parts.hostname, parts.port, timeout=remaining)
+        expired = threading.Event()
+
+        def on_deadline(conn=conn) -> None:
+            expired.set()
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        watchdog = threading.Timer(remaining, on_deadline)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+            conn.request("POST", path, body=data, headers=headers)
+            resp = conn.getresponse()
+            status = resp.status
+            location = resp.getheader("Location")
+            limit = MAX_RESPONSE_BYTES if status == 200 else 4000
+            chunks, size = [], 0
+            while size < limit:
+                chunk = resp.read1(min(65536, limit - size)) if hasattr(resp, "read1") else resp.read(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if time.monotonic() > deadline:
+                    raise timed_out
+            if expired.is_set():
+                raise timed_out
+        except LLMError:
+            raise
+        except (socket.timeout, TimeoutError):
+            raise timed_out from None
+        except (http.client.HTTPException, ConnectionError, OSError) as e:
+            if expired.is_set() or time.monotonic() > deadline:
+                raise timed_out from None
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            raise LLMError(redact(f"cannot reach language model at {shown}: {reason}")) from None
+        finally:
+            watchdog.cancel()
+            conn.close()
+        if status in (301, 302, 303, 307, 308) and location:
+            url = urllib.parse.urljoin(url, location)
+            continue
+        return status, b"".join(chunks).decode("utf-8", "replace")
+    raise LLMError(f"language model at {shown} redirected more than {MAX_REDIRECTS} times")
 
 
 def chat(cfg: LLMConfig, messages: list[dict], redact: _Redactor | None = None) -> str:

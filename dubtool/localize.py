@@ -29,7 +29,7 @@ from .arkit import EYE_ROT_IDX, HEAD_IDX, UPPER_IDX, Animation
 from .audio import Audio, load_audio, require_speech
 from .errors import DubtoolError, InputError, ModelError
 from .export import check_export_paths
-from .fileio import require_file, require_writable, write_text_atomic
+from .fileio import require_distinct_outputs, require_file, require_writable, staged_outputs, write_text_atomic
 from .timemap import TimeMap, compact_json, uniform_timemap
 
 REPORT_VERSION = 1
@@ -540,6 +540,15 @@ def localize_files(source_path: str | os.PathLike, dub_path: str | os.PathLike, 
                    generator=None) -> dict:
     """Load, localize, write the outputs. Returns the report (with `outputs` filled in).
 
+    All or nothing: the outputs are staged and appear together (the CSV last) only when every one
+    was written; a failure leaves none of them."""
+    with staged_outputs(fbx, gltf, preview, report_path or default_report_path(Path(out_csv)), out_csv):
+        return _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, gltf, preview, generator)
+
+
+def _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, gltf, preview, generator) -> dict:
+    """localize_files' work (inside its staging).
+
     Order matters for resuming batches: extras and the report are written first, the CSV last, so
     an existing CSV means the whole line finished."""
     from .livelink import write_csv
@@ -552,6 +561,10 @@ def localize_files(source_path: str | os.PathLike, dub_path: str | os.PathLike, 
     if preview and Path(preview).suffix.lower() != ".mp4":
         raise InputError(f"--preview must be an .mp4 file, got {preview}")
     check_export_paths(fbx, gltf)
+    require_distinct_outputs({"SOURCE": source_path, "DUB": dub_path, "--keyframes": options.keyframes,
+                              "--model-path": options.model_path},
+                             {"-o": out_csv, "--report": report_path or default_report_path(out_csv), "--fbx": fbx,
+                              "--gltf": gltf, "--preview": preview})
     require_writable(out_csv, report_path or default_report_path(out_csv), fbx, gltf, preview)
     dub = load_audio(dub_path, what="dub audio")
     require_speech(dub, str(dub_path))

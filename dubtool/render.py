@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .arkit import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, Animation, index
+from .audio import ffmpeg_path
 from .errors import DependencyError, DubtoolError, InputError
 from .fileio import atomic_path
 
@@ -442,7 +443,7 @@ def media_duration_s(path: str | os.PathLike) -> float:
     exe = shutil.which("ffprobe")
     if not exe:
         raise DependencyError("ffprobe not found on PATH; install ffmpeg")
-    r = subprocess.run([exe, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+    r = subprocess.run([exe, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", ffmpeg_path(path)],
                        capture_output=True, text=True)
     try:
         return float(r.stdout.strip().splitlines()[0])
@@ -460,10 +461,10 @@ class VideoEncoder:
         cmd = [_ffmpeg(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgba",
                "-s", f"{width}x{height}", "-r", f"{fps:.6f}", "-i", "-"]
         if audio is not None:
-            cmd += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k",
+            cmd += ["-i", ffmpeg_path(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "160k",
                     "-af", "apad", "-t", f"{duration_s:.6f}"]
         cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-                "-movflags", "+faststart", "-f", "mp4", str(path)]
+                "-movflags", "+faststart", "-f", "mp4", ffmpeg_path(path)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def write(self, frame: np.ndarray) -> None:
@@ -497,7 +498,7 @@ class VideoFrames:
     def __init__(self, path: str | os.PathLike, width: int, height: int,
                  crop: tuple[int, int, int, int] | None = None):
         r = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=r_frame_rate",
-                            "-of", "csv=p=0", str(path)], capture_output=True, text=True)
+                            "-of", "csv=p=0", ffmpeg_path(path)], capture_output=True, text=True)
         try:
             num, den = r.stdout.strip().split("/")
             self.fps = float(num) / float(den)
@@ -509,7 +510,7 @@ class VideoFrames:
         else:  # whole frame, aspect kept, letterboxed
             vf = (f"scale={width}:{height}:force_original_aspect_ratio=decrease,"
                   f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2")
-        self.proc = subprocess.Popen([_ffmpeg(), "-loglevel", "error", "-i", str(path), "-vf", vf,
+        self.proc = subprocess.Popen([_ffmpeg(), "-loglevel", "error", "-i", ffmpeg_path(path), "-vf", vf,
                                       "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self._index = -1

@@ -98,6 +98,8 @@ def load_config(path) -> FlowConfig:
         raw = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise InputError(f"{p}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: not a text file; --config takes a training config JSON (see configs/)") from None
     if not isinstance(raw, dict):
         raise InputError(f"{p}: expected a JSON object")
     if raw.pop("version", FLOW_CONFIG_VERSION) != FLOW_CONFIG_VERSION:

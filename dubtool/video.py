@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .audio import ffmpeg_binary
+from .audio import ffmpeg_binary, ffmpeg_path
 from .errors import DependencyError, InputError
 from .fileio import require_file
 
@@ -80,7 +80,7 @@ def _timecode_tag(info: dict) -> str | None:
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Probe a video file; InputError for missing, corrupt, or audio-only files."""
     p = require_file(path, "video file")
-    cmd = [ffprobe_binary(), "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(p)]
+    cmd = [ffprobe_binary(), "-v", "error", "-print_format", "json", "-show_streams", "-show_format", ffmpeg_path(p)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         lines = r.stderr.strip().splitlines()
@@ -134,7 +134,7 @@ def iter_frames(path: str | os.PathLike, fps: float | None = None, size: tuple[i
     vf = f"fps={out_fps:.6f}"
     if (w, h) != (info.width, info.height):
         vf += f",scale={w}:{h}:flags=area"
-    cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-threads", str(threads), "-i", str(info.path),
+    cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-threads", str(threads), "-i", ffmpeg_path(info.path),
            "-map", "0:v:0", "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo", "-"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     nbytes = w * h * 3

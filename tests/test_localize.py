@@ -189,7 +189,7 @@ def test_long_dub_warns_and_keyframes_drive_the_brows(files, tiny_model, dub, tm
     from dubtool.performance import load_performance
 
     perf = load_performance(files / "src.perf")
-    long_dub = Audio(np.tile(dub[0].samples, 4), SR)
+    long_dub = Audio(np.tile(dub[0].samples, 5), SR)  # 5x: clearly past LONG_DUB_RATIO (4x was 2.99-3.0x)
     kf = {"version": 1, "duration_s": long_dub.duration_s, "blinks_per_min": 0,
           "keyframes": [{"time_s": 2.0, "description": "worried", "channels": {"browInnerUp": 1.0}, "hold_s": 30}]}
     (tmp_path / "kf.json").write_text(json.dumps(kf))

@@ -31,8 +31,9 @@ def align_command(
     from ..localize import load_source_audio
     from ..timemap import save_timemap, timemap_json_text
 
-    from ..fileio import require_writable
+    from ..fileio import require_distinct_outputs, require_writable, staged_outputs
 
+    require_distinct_outputs({"SOURCE": source, "DUB": dub}, {"-o": output, "--plot": plot, "--fit": fit})
     require_writable(output, plot, fit)
     if fit_mode not in ("phrase", "uniform"):
         raise InputError(f"--fit-mode must be 'phrase' or 'uniform', got {fit_mode!r}")
@@ -44,11 +45,12 @@ def align_command(
     require_speech(dub_audio, f"{dub}")
     tm = align(src_audio, dub_audio, source_text=source_text, dub_text=dub_text, source_voice=source_voice,
                dub_voice=dub_voice)
-    save_timemap(tm, output)
-    if plot:
-        plot_alignment(src_audio, dub_audio, tm, plot)
-    if fit:
-        write_wav(fit_dub(load_audio(dub, sample_rate=48000, what="dub audio"), tm, fit_mode), fit)
+    with staged_outputs(plot, fit, output):  # all or nothing
+        save_timemap(tm, output)
+        if plot:
+            plot_alignment(src_audio, dub_audio, tm, plot)
+        if fit:
+            write_wav(fit_dub(load_audio(dub, sample_rate=48000, what="dub audio"), tm, fit_mode), fit)
     if as_json:
         print(timemap_json_text(tm), end="")
         return

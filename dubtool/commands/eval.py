@@ -125,15 +125,17 @@ def eval_command(
     from rich.console import Console
 
     from ..errors import InputError
-    from ..fileio import write_text_atomic
+    from ..fileio import require_distinct_outputs, write_text_atomic
 
+    require_distinct_outputs({"GENERATED": generated, "--dub": dub, "--phonemes": phonemes, "--source": source,
+                              "--timemap": timemap, "--set": eval_set, "--model": model}, {"--json": json_out})
     console = Console()
     if eval_set is not None:
         from rich.progress import Progress
 
         from ..evaluate import evaluate_set
 
-        with Progress(transient=True, console=console) as bar:
+        with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:
             task = bar.add_task("evaluating", total=None)
 
             def progress(k, n, item):
@@ -151,7 +153,7 @@ def eval_command(
             if line:
                 console.print(line)
         for note in report.notes:
-            console.print(f"[yellow]note:[/] {note}")
+            console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     elif reference is not None:
         data = _score_reference(console, generated, reference, dub, max_lag)
     else:
@@ -180,7 +182,7 @@ def eval_command(
         if line:
             console.print(line)
         for note in report.notes:
-            console.print(f"[yellow]note:[/] {note}")
+            console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
         console.print(f"wrote {json_out}")

@@ -20,10 +20,11 @@ def export(
     """Export ARKit curves on the face rig: FBX for Maya/Blender/Unreal, glTF for engines and the web."""
     from ..errors import InputError
     from ..export import export_animation, load_animation
-    from ..fileio import require_writable
+    from ..fileio import require_distinct_outputs, require_writable
 
     if not fbx and not gltf:
         raise InputError("nothing to write: give --fbx OUT.fbx and/or --gltf OUT.glb")
+    require_distinct_outputs({"ANIMATION": animation}, {"--fbx": fbx, "--gltf": gltf})
     require_writable(fbx, gltf)
     if not take.strip():
         raise InputError("--take must be a non-empty name")

@@ -32,13 +32,14 @@ def extract(
 
     from ..errors import InputError
     from ..extract import ExtractOptions, extract as run_extract, summary
-    from ..fileio import require_writable
+    from ..fileio import require_distinct_outputs, require_writable, staged_outputs
     from ..livelink import start_timecode_s, write_csv
     from ..performance import save_performance
     from ..smoothing import OneEuroConfig
 
     if output is None and csv is None:
         output = video.with_suffix(".perf")
+    require_distinct_outputs({"VIDEO": video}, {"-o": output, "--csv": csv})
     require_writable(output, csv)
     if not (0 < min_cutoff < float("inf") and 0 <= beta < float("inf")):
         raise InputError(f"--min-cutoff must be > 0 and --beta >= 0 (got {min_cutoff}, {beta})")
@@ -71,10 +72,11 @@ def extract(
     if timecode is not None:
         perf.animation.timecode_start_s = start_timecode_s(timecode, perf.animation.fps)
     outputs = {}
-    if output is not None:
-        outputs["perf"] = str(save_performance(perf, output))
-    if csv is not None:
-        outputs["csv"] = str(write_csv(perf.animation, csv))
+    with staged_outputs(output, csv):  # both or neither
+        if output is not None:
+            outputs["perf"] = str(save_performance(perf, output))
+        if csv is not None:
+            outputs["csv"] = str(write_csv(perf.animation, csv))
     info = summary(perf, outputs)
     if as_json:
         sys.stdout.write(json.dumps(info) + "\n")
@@ -85,6 +87,6 @@ def extract(
                       + (f", {len(held)} longer than 0.5 s (held)" if held else "")
                       + f"; {info['fps_processed']:.0f} fps", highlight=False)
     for g in held:
-        err_console.print(f"[yellow]  no face {g['start_s']:.2f}-{g['end_s']:.2f} s[/]", highlight=False)
+        err_console.print(f"[yellow]  no face {g['start_s']:.2f}-{g['end_s']:.2f} s[/]", highlight=False, soft_wrap=True)
     for kind, path in outputs.items():
         print(f"{kind}: {path}")

@@ -31,8 +31,10 @@ def keyframes(
     llm_fallback: bool = typer.Option(True, "--llm-fallback/--no-llm-fallback", help="If the model fails or returns unusable output, fall back to the offline planner (with a warning) instead of stopping."),
 ) -> None:
     """Plan upper-face semantic keyframes (brows, lids, gaze, head) for a line from its script."""
+    from rich.markup import escape
+
     from ..errors import InputError
-    from ..fileio import require_file, require_writable
+    from ..fileio import require_distinct_outputs, require_file, require_writable, staged_outputs
     from ..keyframes import (PlanOptions, estimate_word_times, keyframe_curves, parse_script, plan_keyframes,
                              plot_curves, save_keyframes, words_from_audio)
 
@@ -47,6 +49,7 @@ def keyframes(
         return
     if columns:
         raise InputError("--columns is for CSV/TSV scripts")
+    require_distinct_outputs({"SCRIPT": script, "--audio": audio}, {"-o": output, "--csv": csv, "--plot": plot})
     require_writable(output, csv, plot)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -81,22 +84,25 @@ def keyframes(
     options = PlanOptions(fps=fps, seed=seed, blinks_per_min=blink_rate, use_embedding=not no_embedding)
 
     def log(msg: str) -> None:
-        err_console.print(f"[yellow]{msg}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]{escape(msg)}[/]", highlight=False, soft_wrap=True)
 
     track = plan_keyframes(text, dur, words, options, llm=llm, log=log)
-    save_keyframes(track, output)
-    print(f"keyframes: {output} ({len(track.keyframes)} keyframes over {track.duration_s:.2f} s, {track.source})")
-    if csv or plot:
-        anim = keyframe_curves(track, fps, track.duration_s)
-        anim.timecode_start_s = start_tc
-        if csv:
-            from ..livelink import write_csv
+    with staged_outputs(csv, plot, output):  # all or nothing
+        save_keyframes(track, output)
+        if csv or plot:
+            anim = keyframe_curves(track, fps, track.duration_s)
+            anim.timecode_start_s = start_tc
+            if csv:
+                from ..livelink import write_csv
 
-            write_csv(anim, csv)
-            print(f"curves: {csv} ({anim.num_frames} frames at {fps:g} fps, {len(anim.meta['auto_blinks_s'])} auto blinks)")
-        if plot:
-            plot_curves(anim, track, plot)
-            print(f"plot: {plot}")
+                write_csv(anim, csv)
+            if plot:
+                plot_curves(anim, track, plot)
+    print(f"keyframes: {output} ({len(track.keyframes)} keyframes over {track.duration_s:.2f} s, {track.source})")
+    if csv:
+        print(f"curves: {csv} ({anim.num_frames} frames at {fps:g} fps, {len(anim.meta['auto_blinks_s'])} auto blinks)")
+    if plot:
+        print(f"plot: {plot}")
 
 
 def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding, llm_url, llm_model, llm_key_env,
@@ -106,9 +112,11 @@ def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding,
     import io
     from pathlib import Path
 
+    from rich.markup import escape
+
     from ..errors import InputError
     from ..expressions import PrototypeMatcher
-    from ..fileio import write_text_atomic
+    from ..fileio import require_distinct_outputs, write_text_atomic
     from ..keyframes import PlanOptions, plan_keyframes, save_keyframes
     from ..script_reading import parse_columns, read_script_table
 
@@ -116,6 +124,8 @@ def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding,
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise InputError(f"-o {output}: for a CSV/TSV script -o must be a folder (one keyframes file per row)")
+    require_distinct_outputs({"SCRIPT": path}, {"-o index": out / "index.csv",
+                                                **{f"row {r.row}": out / f"{r.id}.keyframes.json" for r in rows}})
     out.mkdir(parents=True, exist_ok=True)
     llm = None
     if llm_url:
@@ -126,7 +136,7 @@ def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding,
     matcher = PrototypeMatcher(use_embedding=not no_embedding)  # one model load for the whole table
 
     def log(msg: str) -> None:
-        err_console.print(f"[yellow]{msg}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]{escape(msg)}[/]", highlight=False, soft_wrap=True)
 
     index = io.StringIO()
     w = csvmod.writer(index, lineterminator="\n")

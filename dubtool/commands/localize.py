@@ -46,6 +46,7 @@ def localize_command(
 ) -> None:
     """Lip-sync the dub while keeping the source actor's upper-face performance, head and eyes."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ..errors import InputError
     from ..localize import LocalizeOptions
@@ -71,9 +72,14 @@ def localize_command(
         raise InputError("localize needs an output CSV: -o out.csv")
     from ..localize import localize_files
 
-    rep = localize_files(source, dub, output, options, report, fbx=fbx, gltf=gltf, preview=preview)
+    import contextlib
+
+    # A spinner on a terminal (a job with --preview runs for a minute); nothing when stderr is piped.
+    busy = err.status(f"localizing {dub}") if err.is_terminal and not as_json else contextlib.nullcontext()
+    with busy:
+        rep = localize_files(source, dub, output, options, report, fbx=fbx, gltf=gltf, preview=preview)
     for w in rep["warnings"]:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if as_json:
         summary = {k: rep[k] for k in ("source", "dub", "lang", "model", "fps", "frames", "dub_duration_s",
                                        "metrics", "warnings", "outputs", "realtime_factor")}
@@ -96,15 +102,17 @@ def _run_batch(manifest: str, options, workers: int, force: bool, as_json: bool,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from ..batch import read_manifest, run_manifest, write_results
+    from ..batch import read_manifest, results_paths, run_manifest, write_results
+    from ..fileio import require_writable
 
     n = len(read_manifest(manifest))
     if review:
         from ..review import check_page_path
 
         check_page_path(review)
+    require_writable(*results_paths(manifest))  # before the batch runs, not after
     with Progress(TextColumn("localize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                  transient=True, disable=as_json) as bar:
+                  transient=True, disable=as_json or not err.is_terminal) as bar:
         task = bar.add_task("rows", total=n)
         results = run_manifest(manifest, options, workers=workers, force=force,
                                on_result=lambda r: bar.advance(task))

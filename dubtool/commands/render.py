@@ -34,11 +34,12 @@ def render(
     from pathlib import Path
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..errors import InputError
     from ..export import load_animation
-    from ..fileio import require_writable
+    from ..fileio import require_distinct_outputs, require_writable
     from ..plots import parse_channels, plot_curves_png
     from ..render import Comparison, RenderOptions, parse_color, parse_size, render_video, source_on_dub_timeline
 
@@ -47,13 +48,21 @@ def render(
         raise InputError("--no-video needs --curves-png")
     if not no_video and output and Path(output).suffix.lower() not in (".mp4", ".mov", ".m4v"):
         raise InputError(f"{output}: render writes an H.264 mp4; give an output ending in .mp4")
+    require_distinct_outputs({"ANIMATION": animation, "--audio": audio, "--compare": compare, "--timemap": timemap,
+                              "--source-video": source_video},
+                             {"-o": None if no_video else (output or str(Path(animation).with_suffix(".mp4"))),
+                              "--curves-png": curves_png})
     require_writable(None if no_video else (output or str(Path(animation).with_suffix(".mp4"))), curves_png)
     if not 0 < zoom < float("inf"):
         raise InputError(f"--zoom must be a positive number, got {zoom}")
     if not (-180 <= yaw <= 180 and -90 <= pitch <= 90):
         raise InputError(f"--yaw must be -180..180 and --pitch -90..90 degrees, got {yaw}, {pitch}")
-    anim = load_animation(animation)
+    if fps is not None and not 0 < fps <= 240:
+        raise InputError(f"--fps must be above 0 and at most 240, got {fps:g}")
     w, h = parse_size(size)
+    if not (16 <= w <= 4096 and 16 <= h <= 4096 and w % 2 == 0 and h % 2 == 0):
+        raise InputError(f"--size must be WIDTHxHEIGHT in even numbers from 16 to 4096, got {size}")
+    anim = load_animation(animation)
     options = RenderOptions(width=w, height=h, fps=fps, background=parse_color(background), zoom=zoom,
                             yaw_deg=yaw, pitch_deg=pitch)
     chans = parse_channels(channels)
@@ -110,7 +119,7 @@ def render(
         result = render_video(anim, out, audio=audio, options=options, compare=comp,
                               progress=lambda i, n: bar.update(task, completed=i, total=n))
     for w_ in result.warnings:
-        console.print(f"[yellow]warning:[/] {w_}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(w_)}", highlight=False, soft_wrap=True)
     print(f"video: {result.path} ({result.num_frames} frames at {result.fps:g} fps, {result.width}x{result.height}, "
           f"{result.num_frames / max(result.total_s, 1e-9):.0f} fps end to end)")
 

@@ -21,11 +21,26 @@ def train(
     rebuild_corpus: bool = typer.Option(False, "--rebuild-corpus", help="Rebuild the corpus even if cached."),
 ) -> None:
     """Train the keypoint-conditioned flow generator and write its checkpoint."""
+    import math
+    from pathlib import Path
+
     from ..assets import REPO_ROOT
     from ..corpus import build_corpus
+    from ..errors import InputError
+    from ..fileio import require_distinct_outputs, require_writable
     from ..train import load_config, train as run_train
 
-    cfg = load_config(config or REPO_ROOT / "configs" / "flow_v4.json")
+    # Every path and option is checked before the corpus is built (that takes minutes).
+    config_path = config or REPO_ROOT / "configs" / "flow_v4.json"
+    if Path(corpus).exists() and not Path(corpus).is_dir():
+        raise InputError(f"--corpus must be a folder, got a file: {corpus}")
+    require_distinct_outputs({"--config": config_path, "--corpus": Path(corpus) / "corpus.npz"}, {"--out": out})
+    require_writable(out)
+    if steps is not None and steps < 1:
+        raise InputError(f"--steps must be >= 1, got {steps}")
+    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+        raise InputError(f"--time-limit must be a positive number of seconds, got {time_limit}")
+    cfg = load_config(config_path)
     if rebuild_corpus:
         build_corpus(cfg.corpus, corpus)
     path = run_train(cfg, corpus, out, device=device, steps=steps, time_limit_s=time_limit)
