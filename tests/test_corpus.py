@@ -228,3 +228,21 @@ def test_viseme_labels_mark_each_frame_by_the_phoneme_under_its_centre():
     assert names[:3] == ["silence"] * 3  # centres 17, 50, 83 ms
     assert names[3:6] == ["bilabial"] * 3  # 117, 150, 183 ms
     assert names[6:12] == ["open_vowel"] * 6 and names[12:] == ["silence"] * 3
+
+
+def test_shipped_recipe_never_trains_or_validates_on_a_benchmark_language():
+    """The unseen-language benchmark's languages (and the external check's, cs/nl games) stay out of the
+    shipped recipe's training and validation languages, and its real speech out of the corpus."""
+    import importlib.util
+    import json
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("bench_unseen_lang", root / "benchmarks" / "bench_unseen_lang.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    unseen = {code.split("-")[0] for code in bench.KLETTRES_LANGS.values()} | {"cs"}
+    cfg = json.loads((root / "configs" / "flow_v4.json").read_text())["corpus"]
+    used = {code.split("-")[0] for code in cfg["train_languages"] + cfg["val_languages"] + cfg["asterisk_languages"]}
+    assert unseen and not unseen & used, unseen & used
+    source = (root / "dubtool" / "corpus.py").read_text()
+    assert "klettres" not in source and "fillets" not in source and '"it": "it_IT' not in source
