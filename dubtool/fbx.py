@@ -165,6 +165,24 @@ def _props70(*ps: Node) -> Node:
     return Node("Properties70", children=ps)
 
 
+def _geometry(geom_id: int, name: str, vertices, polygon_vertex_index, normals, layer: Node) -> Node:
+    """A mesh Geometry: vertices, polygons, per-vertex normals and one more layer element (UVs or colours)."""
+    return Node("Geometry", L(geom_id), _name(name, "Geometry"), S("Mesh"), children=[
+        Node("Properties70"),
+        Node("GeometryVersion", I(124)),
+        Node("Vertices", arr("d", vertices)),
+        Node("PolygonVertexIndex", arr("i", polygon_vertex_index)),
+        Node("LayerElementNormal", I(0), children=[
+            Node("Version", I(101)), Node("Name", S("")), Node("MappingInformationType", S("ByVertice")),
+            Node("ReferenceInformationType", S("Direct")), Node("Normals", arr("d", normals))]),
+        layer,
+        Node("Layer", I(0), children=[
+            Node("Version", I(100)),
+            Node("LayerElement", children=[Node("Type", S("LayerElementNormal")), Node("TypedIndex", I(0))]),
+            Node("LayerElement", children=[Node("Type", S(layer.name)), Node("TypedIndex", I(0))])]),
+    ])
+
+
 def euler_xyz_degrees(rot: np.ndarray) -> np.ndarray:
     """(T,3,3) rotation matrices -> (T,3) FBX Euler XYZ angles in degrees (R = Rz @ Ry @ Rx),
     unwrapped so curves don't jump by 360."""
@@ -284,23 +302,10 @@ def build_scene(anim: Animation, rig, take_name: str = "dub") -> list[Node]:
     oo(face_id, head_id)
 
     geom_id = ids()
-    objects.children.append(Node("Geometry", L(geom_id), _name("face", "Geometry"), S("Mesh"), children=[
-        Node("Properties70"),
-        Node("GeometryVersion", I(124)),
-        Node("Vertices", arr("d", neutral)),
-        Node("PolygonVertexIndex", arr("i", pvi)),
-        Node("LayerElementNormal", I(0), children=[
-            Node("Version", I(101)), Node("Name", S("")), Node("MappingInformationType", S("ByVertice")),
-            Node("ReferenceInformationType", S("Direct")), Node("Normals", arr("d", normals))]),
-        Node("LayerElementUV", I(0), children=[
-            Node("Version", I(101)), Node("Name", S("UVMap")), Node("MappingInformationType", S("ByPolygonVertex")),
-            Node("ReferenceInformationType", S("IndexToDirect")), Node("UV", arr("d", uvs)),
-            Node("UVIndex", arr("i", tri))]),
-        Node("Layer", I(0), children=[
-            Node("Version", I(100)),
-            Node("LayerElement", children=[Node("Type", S("LayerElementNormal")), Node("TypedIndex", I(0))]),
-            Node("LayerElement", children=[Node("Type", S("LayerElementUV")), Node("TypedIndex", I(0))])]),
-    ]))
+    objects.children.append(_geometry(geom_id, "face", neutral, pvi, normals, Node("LayerElementUV", I(0), children=[
+        Node("Version", I(101)), Node("Name", S("UVMap")), Node("MappingInformationType", S("ByPolygonVertex")),
+        Node("ReferenceInformationType", S("IndexToDirect")), Node("UV", arr("d", uvs)),
+        Node("UVIndex", arr("i", tri))])))
     oo(geom_id, face_id)
 
     blend_id = ids()
@@ -379,24 +384,11 @@ def build_scene(anim: Animation, rig, take_name: str = "dub") -> list[Node]:
             Node("Version", I(232)),
             _props70(_p("DefaultAttributeIndex", "int", "Integer", "", I(0))),
             Node("Shading", C(True)), Node("Culling", S("CullingOff"))]))
-        objects.children.append(Node("Geometry", L(eye_geom_id), _name(ball.name + "ball", "Geometry"), S("Mesh"),
-                                     children=[
-            Node("Properties70"),
-            Node("GeometryVersion", I(124)),
-            Node("Vertices", arr("d", ball_v)),
-            Node("PolygonVertexIndex", arr("i", ball_pvi)),
-            Node("LayerElementNormal", I(0), children=[
-                Node("Version", I(101)), Node("Name", S("")), Node("MappingInformationType", S("ByVertice")),
-                Node("ReferenceInformationType", S("Direct")), Node("Normals", arr("d", ball_n))]),
-            Node("LayerElementColor", I(0), children=[
-                Node("Version", I(101)), Node("Name", S("Col")), Node("MappingInformationType", S("ByPolygonVertex")),
-                Node("ReferenceInformationType", S("IndexToDirect")), Node("Colors", arr("d", rgba)),
-                Node("ColorIndex", arr("i", ball_t))]),
-            Node("Layer", I(0), children=[
-                Node("Version", I(100)),
-                Node("LayerElement", children=[Node("Type", S("LayerElementNormal")), Node("TypedIndex", I(0))]),
-                Node("LayerElement", children=[Node("Type", S("LayerElementColor")), Node("TypedIndex", I(0))])]),
-        ]))
+        objects.children.append(_geometry(eye_geom_id, ball.name + "ball", ball_v, ball_pvi, ball_n,
+                                          Node("LayerElementColor", I(0), children=[
+            Node("Version", I(101)), Node("Name", S("Col")), Node("MappingInformationType", S("ByPolygonVertex")),
+            Node("ReferenceInformationType", S("IndexToDirect")), Node("Colors", arr("d", rgba)),
+            Node("ColorIndex", arr("i", ball_t))])))
         oo(joint_id, head_id)
         oo(mesh_id, joint_id)
         oo(eye_geom_id, mesh_id)
