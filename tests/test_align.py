@@ -226,8 +226,10 @@ def test_cli_align_outputs_and_errors(lines, tmp_path):
     write_wav(Audio(np.zeros(SR, np.float32), SR), tmp_path / "silence.wav")
     r = run("src.wav", "silence.wav", "-o", "tm3.json")
     assert r.returncode != 0 and "no speech" in r.stderr and not (tmp_path / "tm3.json").exists()
-    r = run("src.wav", "dub.wav", "--lang", "xx")
-    assert r.returncode != 0 and "fr" in r.stderr and "Traceback" not in r.stderr
+    # without transcripts any language aligns (audio only); a transcript needs a language espeak-ng speaks
+    r = run("src.wav", "dub.wav", "--lang", "xx", "--dub-text", "bonjour", "-o", "tm4.json")
+    assert r.returncode != 0 and "unsupported language 'xx'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "tm4.json").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
