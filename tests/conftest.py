@@ -24,3 +24,15 @@ def assimp_info():
         return stats
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A real flow checkpoint (untrained, tiny) exercising load_model/generate; it says nothing about
+    lip quality, only about the pipeline around it."""
+    from dubtool.generate import ModelDimensions, SamplerConfig, build_net, identity_stats, save_checkpoint
+
+    dims = ModelDimensions(d_model=32, n_layers=1, n_heads=2, ff_mult=2)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, build_net(dims), dims, SamplerConfig(steps=2), identity_stats(dims), {"name": "tiny-untrained"})
+    return str(path)

@@ -84,22 +84,6 @@ def synthetic_performance(src: Audio, fps: float = 25.0) -> Performance:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A real flow checkpoint (untrained, tiny) exercising load_model/generate; it says nothing about
-    lip quality, only about the pipeline around it."""
-    from dubtool.generate import STYLE_DIM, ModelDimensions, SamplerConfig, build_net, save_checkpoint
-    from dubtool.keypoints import KEYPOINT_DIM
-
-    dims = ModelDimensions(d_model=32, n_layers=1, n_heads=2, ff_mult=2)
-    stats = {}
-    for name, n in (("mel", 80), ("kp", KEYPOINT_DIM), ("style", STYLE_DIM), ("target", NUM_CHANNELS)):
-        stats[f"{name}_mean"], stats[f"{name}_std"] = np.zeros(n, np.float32), np.ones(n, np.float32)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, build_net(dims), dims, SamplerConfig(steps=2), stats, {"name": "tiny-untrained"})
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def files(tmp_path_factory, dub):
     d = tmp_path_factory.mktemp("loc")
     src = source_line()

@@ -38,21 +38,6 @@ def _cli(*args, cwd):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A real flow checkpoint (untrained, tiny): the batch mechanics, not lip quality."""
-    from dubtool.generate import STYLE_DIM, ModelDimensions, SamplerConfig, build_net, save_checkpoint
-    from dubtool.keypoints import KEYPOINT_DIM
-
-    dims = ModelDimensions(d_model=32, n_layers=1, n_heads=2, ff_mult=2)
-    stats = {}
-    for name, n in (("mel", 80), ("kp", KEYPOINT_DIM), ("style", STYLE_DIM), ("target", NUM_CHANNELS)):
-        stats[f"{name}_mean"], stats[f"{name}_std"] = np.zeros(n, np.float32), np.ones(n, np.float32)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, build_net(dims), dims, SamplerConfig(steps=2), stats, {"name": "tiny-untrained"})
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def batch(tmp_path_factory, tiny_model):
     """A 3-line batch run by `localize --manifest`: fr, a slow es dub (stretched), a missing dub (fails). The source take is the bundled actor's voice (first 2.6 s) with a
     tracking gap held still, and its .perf points at the actor video (the page plays it)."""
