@@ -12,7 +12,6 @@ all frames, speech and pauses alike, as in the reference.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -24,12 +23,8 @@ from dubtool.arkit import CHANNEL_NAMES, LOWER_IDX  # noqa: E402
 from dubtool.audio import load_audio  # noqa: E402
 from dubtool.corpus import asterisk_training_prompts  # noqa: E402
 from dubtool.phonealign import align_phonemes  # noqa: E402
+from dubtool.reference import parse_stats_markdown  # noqa: E402
 from dubtool.teacher import lower_face_from_phonemes  # noqa: E402
-
-
-def reference_std(path: Path) -> dict[str, float]:
-    rows = (re.match(r"\|\s*(\w+)\s*\|\s*([-\d.]+)\s*\|\s*([-\d.]+)\s*\|", line) for line in path.read_text().splitlines())
-    return {m[1]: float(m[3]) for m in rows if m}
 
 
 def main() -> None:
@@ -37,9 +32,7 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, required=True, help="markdown table of real ARKit speech std per channel")
     ap.add_argument("--per-lang", type=int, default=40)
     args = ap.parse_args()
-    ref = reference_std(args.reference)
-    if not ref:
-        raise SystemExit(f"{args.reference}: no '| channel | mean | std |' rows")
+    ref = {name: std for name, (_, std) in parse_stats_markdown(args.reference.read_text()).items()}
     values, seconds = [], 0.0
     for lang in ("en", "fr", "es"):
         prompts = asterisk_training_prompts(lang)
