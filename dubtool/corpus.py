@@ -53,12 +53,6 @@ def asterisk_dir(lang: str) -> Path:
 def asterisk_text_file(lang: str) -> Path:
     return Path(f"/usr/share/doc/asterisk-core-sounds-{lang}/core-sounds-{lang}.txt.gz")
 
-# espeak voice per sentence file.
-VOICES = {"en": "en-us", "en-gb": "en-gb", "fr": "fr-fr", "es": "es", "de": "de", "nl": "nl", "pl": "pl",
-          "ru": "ru", "it": "it", "pt": "pt"}
-# Languages whose sentence file's name is the espeak voice itself (dubtool/data/sentences/<code>.txt).
-VOICES.update({c: c for c in ("el", "tr", "fi", "hi", "vi", "ar", "sw", "ca", "bg", "sk", "ro", "sv", "ko",
-                              "ta", "fa", "ka", "et")})
 
 
 @dataclass(frozen=True)
@@ -466,6 +460,8 @@ def asterisk_training_prompts(lang: str = "en") -> list[tuple[str, Path]]:
 
 
 def _espeak_jobs(cfg: CorpusConfig) -> list[dict]:
+    from .lang import voice_for  # the espeak voice of each sentence file's language
+
     rng = np.random.default_rng(cfg.seed)
     jobs = []
     plan = [("train", cfg.train_languages, cfg.train_variants, cfg.espeak_clips),
@@ -475,7 +471,7 @@ def _espeak_jobs(cfg: CorpusConfig) -> list[dict]:
         for i in range(count):
             lang = langs[i % len(langs)]
             jobs.append({"id": f"espeak-{split}-{i:04d}", "source": "espeak", "split": split, "lang": lang,
-                         "voice": VOICES[lang], "variant": str(variants[rng.integers(len(variants))]),
+                         "voice": voice_for(lang), "variant": str(variants[rng.integers(len(variants))]),
                          "rate": int(rng.integers(*cfg.rate_wpm)), "pitch": int(rng.integers(*cfg.pitch)),
                          "range": int(rng.integers(*cfg.pitch_range)), "seed": int(rng.integers(2 ** 31))})
     return jobs

@@ -395,10 +395,11 @@ def clean_speech_report(gen: Generator, corpus_cfg: dict) -> dict:
     variants = corpus_cfg.get("val_variants", ("m7", "f4"))
     rows = {k: [] for k in ("closure", "closure_teacher", "lve", "lag_vs_audio", "lag_teacher_vs_audio")}
     for li, lang in enumerate(langs):
-        from .corpus import VOICES, load_sentences
+        from .corpus import load_sentences
+        from .lang import voice_for
 
         for si, text in enumerate(load_sentences(lang)[:10]):
-            syn = synthesize(text, VOICES[lang], 165, 50, 50, variants[(li + si) % len(variants)])
+            syn = synthesize(text, voice_for(lang), 165, 50, 50, variants[(li + si) % len(variants)])
             dur = syn.audio.duration_s
             up = procedural_upper_face(dur, gen.fps, np.random.default_rng(si), emotion="neutral").animation.values
             pred = gen.generate(syn.audio, keypoints_from_curves(up), style_context(up), seed=si).values
