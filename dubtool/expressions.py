@@ -10,6 +10,7 @@ offline switches set before transformers is imported, so nothing touches the net
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import re
@@ -51,6 +52,9 @@ class Prototype:
     hold_s: float
     ease_s: float
     pattern: tuple[tuple[float, float], ...] = ((0.0, 1.0),)
+    # Routine formulas (thanks, apologies, "of course", "finally"): they name the prototype only when
+    # marked ("Thank you so much!!"), never as said in passing ("Thank you for waiting.").
+    formulas: tuple[str, ...] = ()
 
     @property
     def targets(self) -> dict[str, float]:
@@ -62,8 +66,11 @@ def _compile_phrase(phrase: str) -> re.Pattern:
     core = phrase.rstrip("?!.")
     punct = phrase[len(core):]
     pat = r"(?<![\w'])" + r"\s+".join(re.escape(w) for w in core.split()) + r"(?![\w'])"
-    if punct:
-        pat += r"\s*" + "".join(r"[?!]" if c in "?!" else re.escape(c) for c in punct)
+    if punct and set(punct) <= set("?!"):  # "what?!" also as "what!?", but "what!" never as "what?"
+        pat += r"\s*(?:" + "|".join(sorted({"".join(p) for p in itertools.permutations(punct)})) \
+            .replace("?", r"\?") + ")"
+    elif punct:
+        pat += r"\s*" + re.escape(punct)
     return re.compile(pat, re.IGNORECASE)
 
 
@@ -102,6 +109,7 @@ def load_library(path: str | None = None) -> tuple[Prototype, ...]:
             hold_s=float(item.get("hold_s", 0.0)),
             ease_s=float(item.get("ease_s", DEFAULT_PULSE_EASE_S if ease == "pulse" else DEFAULT_EASE_S)),
             pattern=tuple((float(a), float(b)) for a, b in item.get("pattern", [[0.0, 1.0]])),
+            formulas=tuple(item.get("formulas", ())),
         ))
     if not out:
         raise InputError(f"{p}: expression library has no prototypes")
@@ -123,8 +131,31 @@ def prototype(name: str, library: tuple[Prototype, ...] | None = None) -> Protot
 
 
 @functools.lru_cache(maxsize=4)
-def _spoken_patterns(library: tuple[Prototype, ...]) -> tuple[tuple[Prototype, re.Pattern], ...]:
-    return tuple((pr, _compile_phrase(k)) for pr in library for k in pr.spoken)
+def _spoken_patterns(library: tuple[Prototype, ...]) -> tuple[tuple[Prototype, re.Pattern, bool], ...]:
+    """(prototype, pattern, is a routine formula) of every spoken cue of the library."""
+    return tuple((pr, _compile_phrase(k), False) for pr in library for k in pr.spoken) + \
+        tuple((pr, _compile_phrase(k), True) for pr in library for k in pr.formulas)
+
+
+@functools.lru_cache(maxsize=4)
+def _formula_markers(path: str | None = None) -> re.Pattern:
+    """Words that turn a routine formula into an expression ("so much", "mille fois", "muchísimas")."""
+    p = Path(path) if path else LIBRARY_PATH
+    words = json.loads(p.read_text(encoding="utf-8")).get("formula_markers", ())
+    alt = "|".join(r"\s+".join(re.escape(w) for w in m.split()) for m in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<![\w'])(?:{alt})(?![\w'])" if alt else r"(?!)", re.IGNORECASE)
+
+
+def formula_marked(text: str, start: int, end: int) -> bool:
+    """Whether the routine formula at text[start:end] is said with feeling: its clause ends in '!'
+    (or opens with '¡'), it is written in capitals, or a marker word stands in the two words before it
+    or directly after it ("I'm so sorry", "thank you so much", "merci mille fois"). Said in passing
+    ("Thank you for waiting.", "Of course, the form is on the desk.") it is not."""
+    before, after = text[:start], text[end:]
+    if "!" in after or "¡" in before or (text[start:end].isupper() and len(text[start:end]) > 1):
+        return True
+    markers = _formula_markers()
+    return bool(markers.search(" ".join(re.findall(r"[\w']+", before)[-2:])) or markers.match(after.lstrip()))
 
 
 @functools.lru_cache(maxsize=4)
@@ -158,14 +189,21 @@ def keyword_matches(text: str, library: tuple[Prototype, ...] | None = None) -> 
 
 
 def spoken_cues(text: str, library: tuple[Prototype, ...] | None = None) -> list[tuple[int, Prototype]]:
-    """Interjections in dialogue ("wow", "hmm", "oh no", "really?") as (char offset, prototype)."""
+    """Interjections in dialogue ("wow", "hmm", "oh no", "really?") as (char offset, prototype).
+
+    `text` is one clause with its trailing punctuation. Routine formulas (politeness, apologies,
+    discourse markers: "thank you", "of course") count only when `formula_marked`; an unmarked one
+    still covers its words, so nothing shorter inside it keys either. The longest phrase at a
+    place wins ("thanks for nothing" over "thanks")."""
     library = library or load_library()
-    hits = [(m.start(), m.end(), pr) for pr, pat in _spoken_patterns(library) for m in pat.finditer(text)]
+    hits = [(m.start(), m.end(), pr, formula) for pr, pat, formula in _spoken_patterns(library)
+            for m in pat.finditer(text)]
     hits.sort(key=lambda h: (h[0], -(h[1] - h[0])))
     out, last_end = [], -1
-    for s, e, pr in hits:
+    for s, e, pr, formula in hits:
         if s >= last_end:
-            out.append((s, pr))
+            if not formula or formula_marked(text, s, e):
+                out.append((s, pr))
             last_end = e
     return out
 

@@ -53,7 +53,8 @@ Rules:
 - A keyframe keys only the channels it lists; they hold until a later keyframe changes them, so return channels to 0 when an expression ends. Channels start at 0.
 - ease "pulse" is a transient (blink, nod, glance, brow flash) that returns by itself; for a nod key HeadPitch ~0.12 twice, 0.3 s apart; for a head shake alternate HeadYaw +-0.12.
 - Typical: surprise = browInnerUp/browOuterUp* ~0.8 + eyeWide* ~0.7; anger = browDown* ~0.8 + eyeSquint* ~0.35; sadness = browInnerUp ~0.7 + gaze down; blink = eyeBlinkLeft/Right 1.0 pulse.
-- 2 to 10 keyframes for a short line."""
+- A line with no emotional content stays neutral: routine thanks, greetings, apologies and logistics ("Thanks for calling.", "Sorry, the office closes at six.") get no emotion unless the script marks one ("Thank you so much!!", a cue, a context); then give one keyframe at time_s 0, description "face relaxes to neutral", "channels": {}.
+- 2 to 10 keyframes for a short line that does carry expression."""
 
 
 def endpoint(url: str) -> str:
