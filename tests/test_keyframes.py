@@ -514,6 +514,28 @@ def test_lines_without_emotional_content_stay_neutral(matcher, script):
     assert all(k.ease != "pulse" and max(k.channels.values(), default=0) < 0.5 for k in track.keyframes)
 
 
+def _keyed(script):
+    trace = []
+    plan_offline(script, options=LEXICON, trace=trace)
+    return {e.name for e in trace if e.origin != "emphasis" and e.name != "question"}
+
+
+@pytest.mark.parametrize("script", [
+    "Thanks for calling, the store opens at nine.", "I'm sorry, the lift is out of order.",
+    "Of course, the form is on the desk.", "Finally, sign at the bottom.", "May I see your ticket?",
+    "Goodbye, see you on Monday.", "Merci de votre appel.", "Gracias por su visita.", "Sorry, what?"])
+def test_routine_thanks_apologies_and_discourse_words_key_nothing(script):
+    assert not _keyed(script)
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("Thank you so much!! You saved me.", "joy"), ("THANK YOU.", "joy"), ("Merci mille fois !", "joy"),
+    ("¡Muchísimas gracias!", "joy"), ("Oh, thanks for nothing.", "contempt"), ("Merci pour rien.", "contempt"),
+    ("Gracias por nada.", "contempt"), ("I'm so sorry for your loss.", "sadness"), ("Finally! We made it.", "relief")])
+def test_the_same_formulas_said_with_feeling_key_their_emotion(script, expected):
+    assert _keyed(script) == {expected}
+
+
 @pytest.mark.parametrize("script", ["ANNA: (fronce les sourcils) Je ne sais pas.", "LUIS: (frunce el ceño) No lo sé."])
 def test_french_and_spanish_stage_directions(script):
     track, a = curves(script)
