@@ -62,6 +62,16 @@ class TrainConfig:
     mel_freq_masks: int = 0  # SpecAugment frequency masks per window
     mel_freq_mask_bins: int = 8  # widest mask, in mel bins
     mel_augment_p: float = 1.0  # share of windows that get the augmentations above
+    # Room and channel (v5), applied in the power domain of the gain-normalised log-mel before the
+    # augmentations above: real dialogue is recorded in rooms, over noise, through band-limited channels;
+    # the corpus is close-miked and clean.
+    room_reverb_p: float = 0.0  # share of windows given an exponential reverberation tail
+    room_rt60_s: tuple[float, float] = (0.2, 0.9)  # its reverberation time, uniform in this range
+    room_drr_db: tuple[float, float] = (-3.0, 12.0)  # direct-to-reverberant ratio, uniform
+    room_noise_p: float = 0.0  # share of windows given additive coloured noise
+    room_snr_db: tuple[float, float] = (3.0, 30.0)  # speech loud-frame level over the noise, uniform
+    room_lowpass_p: float = 0.0  # share of windows band-limited (phone, lavalier, codec)
+    room_lowpass_bins: tuple[int, int] = (45, 72)  # mel bin where the roll-off starts, uniform
     # Auxiliary per-frame viseme classification from the audio features alone (needs model
     # viseme_classes = len(phonemes.VISEME_CLASSES)): the audio encoder must tell /p b m/ from its
     # neighbours on every frame, not only where the flow loss happens to weigh it.
@@ -152,11 +162,12 @@ def _device(name: str) -> str:
 class _Batcher:
     """Random training windows with audio/keypoint swaps, built on the training device."""
 
-    def __init__(self, corpus, stats: dict, cfg: TrainConfig, device: str, seed: int, n_mels: int = 80):
+    def __init__(self, corpus, stats: dict, cfg: TrainConfig, device: str, seed: int, n_mels: int = 80,
+                 fps: float = 30.0):
         import torch
 
         self.torch = torch
-        self.cfg, self.device, self.n_mels = cfg, device, n_mels
+        self.cfg, self.device, self.n_mels, self.fps = cfg, device, n_mels, float(fps)
         t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=device)
         self.mel = t(corpus.mel)
         self.target = t(corpus.target)
@@ -213,6 +224,58 @@ class _Batcher:
         drops = [self.rand(b) < p for p in (cfg.p_drop_audio, cfg.p_drop_keypoints, cfg.p_drop_style)]
         return mel, kp, style, y, drops, frame_w, vis
 
+    def _uniform(self, b: int, lo_hi, *shape):
+        lo, hi = lo_hi
+        return lo + (hi - lo) * self.rand(b, *shape)
+
+    def augment_room(self, x):
+        """Reverberation, additive noise and band-limiting on gain-normalised log-mel windows
+        x (B, T, subframes, n_mels); each window drawn afresh, then re-levelled like `normalize_mel`
+        (loud-frame level back to where it was) so the network sees what inference would give it."""
+        torch, cfg = self.torch, self.cfg
+        b, t, sub, m = x.shape
+        seq = x.reshape(b, t * sub, m)  # subframes are evenly spaced: one time axis at fps * sub
+        rate = self.fps * sub
+        level = torch.quantile(seq.mean(dim=2), 0.95, dim=1)  # (B,) as normalize_mel measures it
+        out = seq
+        if cfg.room_reverb_p > 0:
+            # Power-domain exponential tail h[k] = g * 10^(-6 k / (rate * RT60)), k >= 1, causal.
+            k = min(int(rate * cfg.room_rt60_s[1]), t * sub - 1)
+            if k >= 1:
+                rt60 = self._uniform(b, cfg.room_rt60_s, 1)
+                drr = self._uniform(b, cfg.room_drr_db, 1)
+                lags = torch.arange(1, k + 1, device=self.device, dtype=torch.float32)[None]
+                decay = torch.pow(10.0, -6.0 * lags / (rate * rt60))
+                kern = decay / decay.sum(dim=1, keepdim=True) * torch.pow(10.0, -drr / 10.0)  # tail energy vs direct
+                power = torch.exp(out).transpose(1, 2).reshape(1, b * m, t * sub)
+                w = kern.repeat_interleave(m, dim=0).flip(1)[:, None, :]  # (B*m, 1, k), conv1d correlates
+                tail = torch.nn.functional.conv1d(torch.nn.functional.pad(power, (k, 0))[..., :-1], w, groups=b * m)
+                wet = torch.log(power + tail).reshape(b, m, t * sub).transpose(1, 2)
+                out = torch.where((self.rand(b) < cfg.room_reverb_p)[:, None, None], wet, out)
+        if cfg.room_noise_p > 0:
+            # Coloured stationary noise: a random tilt (white .. brown) and a slow bumpy spectrum, with
+            # a little level wander over time, at the drawn SNR below the speech's loud-frame level.
+            snr = self._uniform(b, cfg.room_snr_db, 1, 1)
+            bins = torch.linspace(-1, 1, m, device=self.device)
+            tilt = self._uniform(b, (-3.0, 0.5), 1, 1) * bins
+            bumps = torch.nn.functional.interpolate(torch.randn(b, 1, 6, generator=self.gen, device=self.device),
+                                                    size=m, mode="linear", align_corners=True)[:, 0][:, None, :]
+            wander = 0.3 * torch.nn.functional.interpolate(
+                torch.randn(b, 1, 4, generator=self.gen, device=self.device), size=t * sub, mode="linear",
+                align_corners=True)[:, 0][:, :, None]
+            floor = level[:, None, None] - snr / 10.0 * np.log(10.0) + tilt - tilt.mean(dim=2, keepdim=True)
+            noise = floor + 0.7 * bumps + wander + 0.5 * torch.randn(out.shape, generator=self.gen, device=self.device)
+            out = torch.where((self.rand(b) < cfg.room_noise_p)[:, None, None], torch.logaddexp(out, noise), out)
+        if cfg.room_lowpass_p > 0:
+            start = self._uniform(b, cfg.room_lowpass_bins, 1, 1).floor()
+            over = (torch.arange(m, device=self.device)[None, None] - start).clamp(min=0)
+            low = torch.minimum(out.amin(dim=(1, 2), keepdim=True), level[:, None, None] - 12.0)  # the silence floor
+            limited = torch.maximum(out - 1.5 * over, low)
+            out = torch.where((self.rand(b) < cfg.room_lowpass_p)[:, None, None], limited, out)
+        new_level = torch.quantile(out.mean(dim=2), 0.95, dim=1)
+        out = out - (new_level - level)[:, None, None]
+        return out.reshape(b, t, sub, m)
+
     def augment_mel(self, mel):
         """Raw log-mel windows (B, T, subframes * n_mels) -> normalised and augmented."""
         torch, cfg, m = self.torch, self.cfg, self.n_mels
@@ -225,6 +288,8 @@ class _Batcher:
             w = (pos - lo)[:, None, None, :]
             pick = lambda i: torch.gather(x, 3, i[:, None, None, :].expand_as(x))
             x = pick(lo) * (1 - w) + pick(hi) * w
+        if cfg.room_reverb_p > 0 or cfg.room_noise_p > 0 or cfg.room_lowpass_p > 0:
+            x = self.augment_room(x)
         s = self.stats
         x = (x - s["mel_mean"].view(width // m, m)) / s["mel_std"].view(width // m, m)
         bins = torch.arange(m, device=self.device)
@@ -453,7 +518,7 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / max(1, tc.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
-    batch = _Batcher(corpus, stats, tc, device, tc.seed, cfg.model.n_mels)
+    batch = _Batcher(corpus, stats, tc, device, tc.seed, cfg.model.n_mels, cfg.model.fps)
     weights = torch.as_tensor(channel_weights(tc), device=device)
     gap_basis, _ = lip_gap_basis(device)
     t_mean, t_std = (torch.as_tensor(stats[k], device=device) for k in ("target_mean", "target_std"))

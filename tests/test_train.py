@@ -88,3 +88,42 @@ def test_viseme_labels_follow_the_audio_through_swaps():
     for b in range(0, 64, 8):
         row = int(((raw[None] - (mel[b, :1] * 2.0 + 1.0)) ** 2).sum(-1).argmin())
         assert torch.equal(vis[b], bt.viseme[row:row + vis.shape[1]])
+
+
+def _room(**aug):
+    """augment_room on a loud burst (frames 2-9) in quiet (log-power -12), one window, 30 fps x 3 subframes."""
+    bt = _batcher(sub=3, **aug)
+    x = torch.full((1, 40, 3, M), -12.0)
+    x[:, 2:10] = 0.0
+    return x, bt.augment_room(x.clone())
+
+
+def test_reverberation_leaves_a_decaying_tail_after_the_sound_and_nothing_before():
+    x, out = _room(room_reverb_p=1.0, room_rt60_s=(0.6, 0.6), room_drr_db=(0.0, 0.0))
+    frame = out.mean(dim=(2, 3))[0]
+    assert (frame[:2] < -11.0).all()  # causal: before the burst only the quiet's own (weak) tail
+    tail = frame[10:20]  # after the burst: decays from near the burst's level towards the quiet
+    assert tail[0] > -3.0 and (tail[1:] <= tail[:-1] + 1e-4).all() and tail[-1] > -12.0 + 1.0
+    assert abs(float(torch.quantile(out.reshape(120, M).mean(1), 0.95)) - float(torch.quantile(x.reshape(120, M).mean(1), 0.95))) < 1e-4
+
+
+def test_noise_fills_the_pauses_at_the_drawn_snr_and_spares_the_loud_frames():
+    x, out = _room(room_noise_p=1.0, room_snr_db=(10.0, 10.0))
+    quiet = out[0, 20:].mean()
+    assert -6.5 < float(quiet) < -1.0  # ~10 dB (2.3 nats) below the speech level, not the -12 floor
+    assert float((out[0, 2:10] - x[0, 2:10]).abs().mean()) < 0.5
+
+
+def test_band_limiting_takes_the_top_of_the_spectrum_and_keeps_the_bottom():
+    x = torch.zeros(1, 10, 3, M)
+    out = _batcher(sub=3, room_lowpass_p=1.0, room_lowpass_bins=(50, 50)).augment_room(x.clone())
+    assert float(out[..., 70].mean()) < float(out[..., 10].mean()) - 10.0
+    assert torch.allclose(out[..., :50] - out[..., :50].mean(), torch.zeros_like(out[..., :50]), atol=1e-5)
+
+
+def test_room_augmentation_is_off_by_default_and_runs_inside_augment_mel():
+    bt = _batcher(sub=3)
+    x = torch.randn(4, 10, 3 * M)
+    assert torch.allclose(bt.augment_mel(x), (x - 1.0) / 2.0)
+    on = _batcher(sub=3, room_noise_p=1.0).augment_mel(x)
+    assert not torch.allclose(on, (x - 1.0) / 2.0)
