@@ -30,6 +30,7 @@ FORMAT_VERSION = 1
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v4.pt"
 STYLE_DIM = 2 * NUM_CHANNELS
 MAX_CHUNK_BATCH = 256  # chunks per network call (memory bound for very long takes)
+STYLE_Z_LIMIT = 3.0  # style context is clipped to +-3 std of the training corpus's (see normalize_inputs)
 
 
 @dataclass(frozen=True)
@@ -361,7 +362,10 @@ class Generator:
         mel_t = (torch.as_tensor(mel, device=self.device) - s["mel_mean"]) / s["mel_std"]
         kp_t = (torch.as_tensor(kp, device=self.device) - s["kp_mean"]) / s["kp_std"]
         st_t = (torch.as_tensor(st, device=self.device) - s["style_mean"]) / s["style_std"]
-        return mel_t, kp_t, st_t
+        # A real take's style (MediaPipe- or iPhone-tracked) sits up to ~6 std outside the corpus's on
+        # some channels (tracked blink and gaze baselines, tracked mouthPress); the network never saw
+        # such values and extrapolates (v4 pressed the lips 2.4x as much as real speakers).
+        return mel_t, kp_t, st_t.clamp(-STYLE_Z_LIMIT, STYLE_Z_LIMIT)
 
     def denormalize(self, x):
         return x * self._stats["target_std"] + self._stats["target_mean"]

@@ -242,3 +242,23 @@ def test_checkpoints_without_subframes_still_load_and_average_the_mel(tmp_path):
                         np.zeros(122, np.float32))
     assert anim.values.shape == (30, 61)
     assert load_model().dims.audio_subframes == 3
+
+
+def test_a_style_far_outside_the_training_range_is_held_at_its_edge(gen, speech):
+    """A real take's style can sit many std outside the corpus's (tracked blink/gaze baselines, tracked
+    mouthPress): the network gets it clipped to +-STYLE_Z_LIMIT std instead of extrapolating."""
+    from dubtool.generate import STYLE_Z_LIMIT
+
+    audio = Audio(speech[0].audio.samples[:32000], 16000)
+    up = _upper(2.0, 2, None)
+    kp, st = keypoints_from_curves(up), style_context(up)
+    mean, std = (gen._stats[k].cpu().numpy() for k in ("style_mean", "style_std"))
+    far = st.copy()
+    far[:4] = mean[:4] + 40 * std[:4]
+    edge = st.copy()
+    edge[:4] = mean[:4] + STYLE_Z_LIMIT * std[:4]
+    inside = st.copy()
+    inside[:4] = mean[:4] + 0.5 * STYLE_Z_LIMIT * std[:4]
+    out = lambda s: gen.generate(audio, kp, s, seed=1).values
+    assert np.allclose(out(far), out(edge), atol=1e-5)
+    assert not np.allclose(out(inside), out(edge), atol=1e-4)

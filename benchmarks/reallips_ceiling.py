@@ -1,0 +1,88 @@
+"""How much of the real tracked mouth in ../shared/realclips can audio predict at all? A diagnostic for the
+real-lips benchmark's target, not a model: a ridge regression from the clip's log-mel (±6 frames of context)
+to its tracked inner-lip gap, fitted on the other clips and scored on the held-out one (leave one clip out),
+with the benchmark's own score (Pearson r, best lag within ±3 frames). Nothing here is shipped or saved.
+
+    python benchmarks/reallips_ceiling.py [--cache build/realclips] [--json out.json]
+
+If a regressor fitted on these very speakers' real mouths scores r ≈ 0.4, a target of 0.6 for a model that
+never saw them is a statement about the tracked references as much as about the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+CONTEXT = tuple(range(-6, 7, 2))  # frames of mel context
+RIDGE = 3000.0
+
+
+def clip_features(perf, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, features) log-mel with context, (frames,) z-scored tracked lip gap, at `fps`."""
+    from dubtool import reference
+    from dubtool.audio import mel_features
+    from dubtool.generate import normalize_mel
+
+    ref = reference.reference_from_performance(perf)
+    n = int(round(perf.audio.duration_s * fps))
+    n = min(n, int(round(ref.animation.duration_s * fps)))
+    gap = reference.resample_curve(ref.lip_gap, ref.animation.fps, fps, n)
+    mel = normalize_mel(mel_features(perf.audio.samples, perf.audio.sample_rate, fps, 80, 1).numpy())
+    mel = mel[:n] if len(mel) >= n else np.pad(mel, ((0, n - len(mel)), (0, 0)), mode="edge")
+    x = np.concatenate([np.roll(mel, k, axis=0) for k in CONTEXT], axis=1)
+    return x, (gap - gap.mean()) / max(gap.std(), 1e-9)
+
+
+def leave_one_out(xs: list[np.ndarray], ys: list[np.ndarray]) -> list[float]:
+    from dubtool.reference import best_lag
+
+    rs = []
+    for i in range(len(xs)):
+        xtr = np.concatenate([x for j, x in enumerate(xs) if j != i])
+        ytr = np.concatenate([y for j, y in enumerate(ys) if j != i])
+        mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
+        a = (xtr - mu) / sd
+        w = np.linalg.solve(a.T @ a + RIDGE * np.eye(a.shape[1]), a.T @ ytr)
+        rs.append(best_lag(((xs[i] - mu) / sd) @ w, ys[i])[1])
+    return rs
+
+
+def main(argv=None) -> int:
+    import bench_reallips as bench
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", default=str(bench.DEFAULT_CLIPS))
+    ap.add_argument("--cache", default=str(bench.DEFAULT_CACHE))
+    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    names, xs, ys = [], [], []
+    for video in sorted(Path(args.clips).glob("*.mp4")):
+        perf = bench.load_or_extract(video, Path(args.cache))
+        if perf.audio is None:
+            continue
+        x, y = clip_features(perf, args.fps)
+        names.append(video.stem)
+        xs.append(x)
+        ys.append(y)
+    rs = leave_one_out(xs, ys)
+    res = {"benchmark": "reallips_ceiling", "clips": len(rs), "median_r_best_lag": round(float(np.median(rs)), 3),
+           "mean_r_best_lag": round(float(np.mean(rs)), 3), "per_clip": dict(zip(names, [round(r, 3) for r in rs]))}
+    print(f"leave-one-clip-out ridge (log-mel ±6 frames -> tracked lip gap), {len(rs)} clips: "
+          f"median r {res['median_r_best_lag']:.2f}, mean {res['mean_r_best_lag']:.2f} (best lag ±3)")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
