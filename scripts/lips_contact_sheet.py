@@ -34,6 +34,13 @@ INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 3
 STABLE = (1, 4, 6, 33, 133, 263, 362, 168)  # nose and eye corners: where the two faces are aligned
 
 
+def short_name(stem: str) -> str:
+    for a, b in (("videoretalking_", "vr "), ("pcavs_", ""), ("Audio_Source_", "A"), ("Pose_Source_", "P"),
+                 ("Input_", "I"), ("_mouth_with_audio", "m")):
+        stem = stem.replace(a, b)
+    return stem
+
+
 def pick_moments(real_gap: np.ndarray, speech: np.ndarray, per_kind: int) -> list[tuple[str, int]]:
     """(kind, frame) for the widest-open, most-closed and median real mouths during speech."""
     idx = np.flatnonzero(speech)
@@ -116,7 +123,7 @@ def main() -> None:
             ax.plot(pts[:, 0], pts[:, 1], color="tab:red", lw=0.8, ls="--")
         ax.set_xlim(-4.2, 4.2)
         ax.set_ylim(-6.8, -1.4)
-        ax.set_title(f"{p['clip'][-14:]} {p['t']:.1f}s\nreal {10 * p['real_gap']:.0f} mm / gen {10 * p['gen_gap']:.0f} mm",
+        ax.set_title(f"{short_name(p['clip'])} {p['t']:.1f}s\nreal {10 * p['real_gap']:.0f} mm / gen {10 * p['gen_gap']:.0f} mm",
                      fontsize=6)
     if args.with_frames:
         _add_frames(axes, panels, order)
