@@ -12,6 +12,8 @@ review (approve | flag | empty) and comment; its flagged rows are redone, approv
   keeping finished lines. A second batch writing into the same output folder meanwhile refuses.
 * A failing row is reported and the rest go on; results are written as CSV and JSON beside the
   manifest (`<manifest>.results.csv/.json`).
+* `ray=ADDRESS` runs the rows on a Ray cluster instead of local processes, same semantics
+  (`raybatch`, imported only then; docs/ray.md).
 """
 
 from __future__ import annotations
@@ -181,19 +183,23 @@ def _worker_init(base: LocalizeOptions, parent_pid: int | None = None) -> None:
             pass  # each row then reports the model error itself
 
 
-def run_manifest(manifest: str | os.PathLike, base: LocalizeOptions = LocalizeOptions(), workers: int = 1,
-                 force: bool = False, on_result: Callable[[RowResult], None] | None = None) -> list[RowResult]:
+def run_manifest(manifest: str | os.PathLike, base: LocalizeOptions = LocalizeOptions(), workers: int | None = 1,
+                 force: bool = False, on_result: Callable[[RowResult], None] | None = None,
+                 ray: str | None = None, ray_device: str | None = None) -> list[RowResult]:
     """Process every row; returns one result per row in manifest order. Rows a reviewer flagged are
-    redone even though their output exists (that is what the flag asks for); approved ones are skipped."""
+    redone even though their output exists (that is what the flag asks for); approved ones are skipped.
+    `ray` (an address, or "local"): run the rows on a Ray cluster (`raybatch`), `workers` actors
+    (None: one per CPU, or per GPU, of the cluster) on `ray_device` (None: cuda where it has GPUs)."""
     rows = read_manifest(manifest)
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     with batch_lock(rows):
-        return _run_rows(rows, base, workers, force, on_result)
+        return _run_rows(rows, base, workers, force, on_result, ray, ray_device, Path(manifest).resolve().parent)
 
 
-def _run_rows(rows: list[ManifestRow], base: LocalizeOptions, workers: int, force: bool,
-              on_result: Callable[[RowResult], None] | None) -> list[RowResult]:
+def _run_rows(rows: list[ManifestRow], base: LocalizeOptions, workers: int | None, force: bool,
+              on_result: Callable[[RowResult], None] | None, ray: str | None = None,
+              ray_device: str | None = None, shared_folder: Path | None = None) -> list[RowResult]:
     results: dict[int, RowResult] = {}
     todo = []
     for row in rows:
@@ -207,7 +213,14 @@ def _run_rows(rows: list[ManifestRow], base: LocalizeOptions, workers: int, forc
                 on_result(results[row.line])
         else:
             todo.append(row)
-    if todo and workers == 1:
+    if todo and ray is not None:
+        from .raybatch import run_rows
+
+        for r in run_rows(todo, base, ray, workers, ray_device, shared_folder or Path.cwd()):
+            results[r.line] = r
+            if on_result:
+                on_result(r)
+    elif todo and (workers or 1) == 1:
         for row in todo:
             results[row.line] = r = run_row(row, base)
             if on_result:
@@ -215,7 +228,7 @@ def _run_rows(rows: list[ManifestRow], base: LocalizeOptions, workers: int, forc
     elif todo:
         import multiprocessing as mp
 
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+        pool = ProcessPoolExecutor(max_workers=min(workers or 1, len(todo)), mp_context=mp.get_context("spawn"),
                                    initializer=_worker_init, initargs=(base, os.getpid()))
         try:
             futures = {pool.submit(run_row, row, base): row for row in todo}
