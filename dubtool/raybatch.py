@@ -59,36 +59,51 @@ def _host_port(address: str, default_port: int) -> tuple[str, int]:
         raise InputError(f"--ray: bad address {address!r}; give host:port, ray://host:port or auto") from None
 
 
-def connect(address: str, num_cpus: int) -> bool:
-    """ray.init for `--ray ADDRESS`; returns whether this call started the Ray instance itself.
-    `local` joins the Ray on this machine (`ray start` or RAY_ADDRESS) or starts one with `num_cpus`."""
+def _running_local_address() -> str | None:
+    """The address of the Ray that `ray start` (or RAY_ADDRESS) made known on this machine, if any."""
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+
+    try:
+        return canonicalize_bootstrap_address_or_die("auto")
+    except ConnectionError:
+        return None
+
+
+def connect(address: str, num_cpus: int) -> None:
+    """ray.init for `--ray ADDRESS`. `local` joins the Ray running on this machine or starts one
+    with `num_cpus` (stopped again by ray.shutdown); `auto` must find one running. An address that
+    does not answer fails within CONNECT_TIMEOUT_S instead of ray.init's minute of retries."""
+    import signal
+    import threading
+
     ray = import_ray()
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
-    if address == LOCAL:
-        try:
-            ray.init(address="auto", **quiet)
-            return False
-        except ConnectionError:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
-            return True
-    if address.startswith("ray://"):
+    start_local = False
+    if address in (LOCAL, "auto"):
+        target = _running_local_address()
+        if target is None and address == "auto":
+            raise InputError("--ray auto: no running Ray cluster found on this machine (start one with "
+                             "`ray start --head`, or give its address)")
+        if target is None:
+            start_local = True
+        else:
+            _probe(*_host_port(target, 6379), target)
+            address = target
+    elif address.startswith("ray://"):
         _probe(*_host_port(address[len("ray://"):], 10001), address)
     else:
-        target = address
-        if address == "auto":
-            try:
-                from ray._private.services import canonicalize_bootstrap_address_or_die
-
-                target = canonicalize_bootstrap_address_or_die("auto")
-            except ConnectionError:
-                raise InputError("--ray auto: no running Ray cluster found on this machine (start one with "
-                                 "`ray start --head`, or give its address)") from None
-        _probe(*_host_port(target, 6379), address)
+        _probe(*_host_port(address, 6379), address)
+    on_term = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with sys.exit; the CLI's own stays
     try:
-        ray.init(address=address, **quiet)
+        if start_local:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
     except ConnectionError as e:
-        raise InputError(f"cannot connect to the Ray cluster at {address}: {e}") from None
-    return False
+        raise InputError(f"cannot connect to the Ray cluster at {address}: {_first_line(e)}") from None
+    finally:
+        if on_term is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_term)
 
 
 class LocalizeWorker:

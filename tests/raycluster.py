@@ -88,9 +88,36 @@ class LocalCluster:
         if r.returncode != 0:
             raise TimeoutError(f"the Ray cluster did not reach {n} nodes: {r.stderr[-1500:]} {self.logs()}")
 
+    def processes(self, title: str) -> list[int]:
+        """Pids of this cluster's processes whose command line holds `title` (an actor's process is
+        titled ray::ClassName): the nodes' process groups and their descendants (raylet starts its
+        workers in process groups of their own)."""
+        procs = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    stat = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+                    procs[int(d)] = (int(stat[1]), int(stat[2]), Path(f"/proc/{d}/cmdline").read_text(errors="replace"))
+                except (OSError, IndexError, ValueError):
+                    continue
+        groups = {p.pid for p in self.procs}
+        ours = {pid for pid, (_, pgid, _) in procs.items() if pgid in groups}
+        while True:
+            more = {pid for pid, (ppid, _, _) in procs.items() if ppid in ours} - ours
+            if not more:
+                break
+            ours |= more
+        return sorted(pid for pid in ours if title in procs[pid][2])
+
     def stop(self) -> None:
+        workers = self.processes("") if self.procs else []  # raylet's workers, in groups of their own
         for p in reversed(self.procs):
             _stop_group(p)
+        for pid in workers:  # they exit when their raylet does; any still here is killed by its id
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.procs = []
         shutil.rmtree(self.tmp, ignore_errors=True)
 

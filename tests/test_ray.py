@@ -5,6 +5,7 @@ a failing row is reported on its own, and a rerun skips the finished rows."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ def cluster():
     except FileNotFoundError as e:
         pytest.skip(str(e))
     try:
-        yield c.address
+        yield c
     finally:
         c.stop()
 
@@ -61,13 +62,15 @@ def lines(tmp_path_factory):
     return d
 
 
-def _manifest(folder: Path, lines: Path) -> Path:
+def _manifest(folder: Path, lines: Path, more: int = 0, name: str = "lines.csv") -> Path:
+    """Rows a (fr), b (a corrupt dub), c (es), then `more` rows d0, d1, ..."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = ["source,dub,lang,output",
             f"{lines / 'src.perf'},{EXAMPLE_DUB},fr,out/a.csv",
             f"{lines / 'src.perf'},{lines / 'corrupt.wav'},fr,out/b.csv",
             f"{lines / 'src.perf'},{EXAMPLE_DUB},es,out/c.csv"]
-    m = folder / "lines.csv"
+    rows += [f"{lines / 'src.perf'},{EXAMPLE_DUB},fr,out/d{i}.csv" for i in range(more)]
+    m = folder / name
     m.write_text("\n".join(rows) + "\n")
     return m
 
@@ -85,7 +88,7 @@ def test_ray_batch_on_two_nodes_equals_the_local_batch(cluster, lines, tiny_mode
     run_manifest(local, LocalizeOptions(model_path=tiny_model, seed=3), workers=1)
 
     on_ray = _manifest(tmp_path / "ray", lines)
-    r = _dubtool("localize", "--manifest", on_ray, "--ray", cluster, "--model-path", tiny_model, "--seed", "3",
+    r = _dubtool("localize", "--manifest", on_ray, "--ray", cluster.address, "--model-path", tiny_model, "--seed", "3",
                  "--json", cwd=on_ray.parent)
     assert r.returncode == 1, r.stderr  # one row failed
     summary = json.loads(r.stdout)
@@ -101,11 +104,41 @@ def test_ray_batch_on_two_nodes_equals_the_local_batch(cluster, lines, tiny_mode
     assert not (on_ray.parent / "out" / "b.csv").exists()
     assert not [p.name for p in (on_ray.parent / "out").iterdir() if p.name.startswith(".")]  # no temp left
 
-    # resume: the finished rows are skipped (untouched), the failed one is tried again
+    # SIGTERM while the actors work on a longer manifest: exit 143, the finished lines stay whole,
+    # nothing half written is left, the actors are gone
     before = (on_ray.parent / "out" / "a.csv").stat().st_mtime_ns
-    again = run_manifest(on_ray, LocalizeOptions(model_path=tiny_model, seed=3), workers=None, ray=cluster)
-    assert [x.status for x in again] == ["skipped", "failed", "skipped"]
-    assert (on_ray.parent / "out" / "a.csv").stat().st_mtime_ns == before
+    big = _manifest(on_ray.parent, lines, more=16, name="big.csv")
+    cmd = [sys.executable, "-m", "dubtool", "localize", "--manifest", str(big), "--ray", cluster.address,
+           "--model-path", tiny_model, "--seed", "3"]
+    p = subprocess.Popen(cmd, cwd=big.parent, env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = on_ray.parent / "out"
+    deadline = time.time() + 120
+    while not list(out.glob("d*.csv")) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert cluster.processes("LocalizeWorker"), err_of(p)  # the actors, seen while they work
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    finished = sorted(out.glob("d*.csv"))
+    assert 1 <= len(finished) < 16, err
+    assert all(read_csv(f).num_frames > 0 for f in finished)
+    assert not [f.name for f in out.iterdir() if f.name.startswith(".")]  # no temp file of a line in flight
+    deadline = time.time() + 20
+    while cluster.processes("LocalizeWorker") and time.time() < deadline:
+        time.sleep(0.2)
+    assert not cluster.processes("LocalizeWorker")
+
+    # resume: the finished rows are skipped (untouched), the failed one is tried again, the rest done
+    again = run_manifest(big, LocalizeOptions(model_path=tiny_model, seed=3), workers=1, ray=cluster.address)
+    status = {Path(x.output).stem: x.status for x in again}
+    assert status["a"] == status["c"] == "skipped" and status["b"] == "failed"
+    assert all(status[f.stem] == "skipped" for f in finished)
+    assert all(status[f"d{i}"] in ("done", "skipped") for i in range(16))
+    assert (out / "a.csv").stat().st_mtime_ns == before
+
+
+def err_of(p: subprocess.Popen) -> str:
+    return "" if p.poll() is None else p.stderr.read()
 
 
 def test_ray_errors_are_one_line(tmp_path, lines):
