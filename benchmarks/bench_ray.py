@@ -121,6 +121,11 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print("bench_ray: skipped, Ray is not installed (pip install 'dubtool[ray]')")
+        return
 
     import torch
 
