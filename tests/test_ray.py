@@ -156,3 +156,38 @@ def test_ray_is_imported_only_for_ray():
     code = "import sys, dubtool.cli, dubtool.batch; print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
     r = subprocess.run([sys.executable, "-c", code], env=ray_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+class _FakeCluster:
+    """Just the cluster_resources() of a Ray cluster, for the actor plan."""
+
+    def __init__(self, **resources) -> None:
+        self.resources = resources
+
+    def cluster_resources(self) -> dict:
+        return self.resources
+
+
+def test_actor_plan_uses_gpus_when_the_cluster_has_them():
+    from dubtool.errors import InputError
+    from dubtool.raybatch import _plan
+
+    assert _plan(_FakeCluster(CPU=16.0, GPU=2.0), None, None, 100) == (2, {"num_cpus": 1, "num_gpus": 1}, "cuda")
+    assert _plan(_FakeCluster(CPU=16.0, GPU=2.0), None, "cpu", 100) == (16, {"num_cpus": 1}, "cpu")
+    assert _plan(_FakeCluster(CPU=4.0), None, None, 3) == (3, {"num_cpus": 1}, "cpu")  # no more actors than rows
+    assert _plan(_FakeCluster(CPU=4.0), 2, None, 10)[0] == 2
+    with pytest.raises(InputError, match="has 4 CPU"):
+        _plan(_FakeCluster(CPU=4.0), 8, None, 10)
+    with pytest.raises(InputError, match="no GPU"):
+        _plan(_FakeCluster(CPU=4.0), None, "cuda", 10)
+
+
+def test_a_node_that_does_not_see_the_shared_folder_fails_its_rows(tmp_path):
+    from dubtool.batch import ManifestRow
+    from dubtool.localize import LocalizeOptions
+    from dubtool.raybatch import LocalizeWorker
+
+    w = LocalizeWorker(LocalizeOptions(model="teacher"), str(tmp_path / "not-mounted"))
+    r = w.run(ManifestRow(2, "a.perf", "a.wav", "fr", str(tmp_path / "out" / "a.csv")))
+    assert r.status == "failed" and "not-mounted" in r.message and "same path" in r.message
+    assert not (tmp_path / "out").exists()
