@@ -4,6 +4,7 @@ a failing row is reported on its own, and a rerun skips the finished rows."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -191,3 +192,29 @@ def test_a_node_that_does_not_see_the_shared_folder_fails_its_rows(tmp_path):
     r = w.run(ManifestRow(2, "a.perf", "a.wav", "fr", str(tmp_path / "out" / "a.csv")))
     assert r.status == "failed" and "not-mounted" in r.message and "same path" in r.message
     assert not (tmp_path / "out").exists()
+
+
+def test_object_store_outputs_upload_the_csv_last_and_resume(lines, tiny_model, tmp_path):
+    """Outputs named by an fsspec URL (memory:// here; s3:// with s3fs on a cluster) — the same code
+    path on the local batch and on Ray actors."""
+    import fsspec
+
+    from dubtool.batch import run_manifest
+    from dubtool.localize import LocalizeOptions
+
+    m = tmp_path / "uri.csv"
+    m.write_text("source,dub,lang,output\n"
+                 f"{lines / 'src.perf'},{EXAMPLE_DUB},fr,memory://dubtool-test/fr/a.csv\n"
+                 f"{lines / 'src.perf'},{lines / 'corrupt.wav'},fr,memory://dubtool-test/fr/b.csv\n"
+                 f"{lines / 'src.perf'},{EXAMPLE_DUB},fr,local/a.csv\n")
+    fs = fsspec.filesystem("memory")
+    first = run_manifest(m, LocalizeOptions(model_path=tiny_model, seed=3))
+    assert [r.status for r in first] == ["done", "failed", "done"]
+    assert fs.isfile("/dubtool-test/fr/a.csv") and not fs.exists("/dubtool-test/fr/b.csv")
+    report = json.loads(fs.cat("/dubtool-test/fr/a.report.json"))
+    assert report["outputs"]["csv"] == "memory://dubtool-test/fr/a.csv"
+    (tmp_path / "a_uploaded.csv").write_bytes(fs.cat("/dubtool-test/fr/a.csv"))
+    np.testing.assert_array_equal(read_csv(tmp_path / "a_uploaded.csv").values, read_csv(tmp_path / "local/a.csv").values)
+    again = run_manifest(m, LocalizeOptions(model_path=tiny_model, seed=3))
+    assert [r.status for r in again] == ["skipped", "failed", "skipped"]
+    fs.rm("/dubtool-test", recursive=True)
