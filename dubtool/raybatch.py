@@ -18,6 +18,7 @@ Ray is an optional extra (`pip install 'dubtool[ray]'`); this module is imported
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -46,9 +47,9 @@ def _probe(host: str, port: int, address: str) -> None:
     try:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as e:
-        why = "timed out" if isinstance(e, socket.timeout) else (e.strerror or str(e))
-        raise InputError(f"cannot reach the Ray cluster at {address} ({why} after {CONNECT_TIMEOUT_S:g} s); "
-                         f"is it running (`ray status`)? is the port open?") from None
+        why = f"no answer in {CONNECT_TIMEOUT_S:g} s" if isinstance(e, socket.timeout) else (e.strerror or str(e)).lower()
+        raise InputError(f"cannot reach the Ray cluster at {address} ({why}); is it running (`ray status`)? "
+                         f"is the port open?") from None
 
 
 def _host_port(address: str, default_port: int) -> tuple[str, int]:
@@ -71,8 +72,9 @@ def _running_local_address() -> str | None:
 
 def connect(address: str, num_cpus: int) -> None:
     """ray.init for `--ray ADDRESS`. `local` joins the Ray running on this machine or starts one
-    with `num_cpus` (stopped again by ray.shutdown); `auto` must find one running. An address that
-    does not answer fails within CONNECT_TIMEOUT_S instead of ray.init's minute of retries."""
+    with `num_cpus` (stopped again by ray.shutdown); `auto` must find one running. An address nothing
+    listens on fails at once, one that does not answer within CONNECT_TIMEOUT_S (ray.init alone
+    retries for a minute); something listening that is no Ray head fails when ray.init gives up (~20 s)."""
     import signal
     import threading
 
@@ -95,15 +97,36 @@ def connect(address: str, num_cpus: int) -> None:
         _probe(*_host_port(address, 6379), address)
     on_term = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with sys.exit; the CLI's own stays
     try:
-        if start_local:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
-        else:
-            ray.init(address=address, **quiet)
+        with _quiet_stderr() if not start_local else contextlib.nullcontext():
+            _init(ray, address if not start_local else None, num_cpus, quiet)
     except ConnectionError as e:
         raise InputError(f"cannot connect to the Ray cluster at {address}: {_first_line(e)}") from None
     finally:
         if on_term is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, on_term)
+
+
+def _init(ray, address: str | None, num_cpus: int, quiet: dict) -> None:
+    if address is None:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+    else:
+        ray.init(address=address, **quiet)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Ray's C++ client logs every connection retry on file descriptor 2, past Python's logging; the
+    user gets one line from us instead (what went wrong is in the exception)."""
+    import tempfile
+
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class LocalizeWorker:
