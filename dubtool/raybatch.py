@@ -95,6 +95,8 @@ def connect(address: str, num_cpus: int) -> None:
         _probe(*_host_port(address[len("ray://"):], 10001), address)
     else:
         _probe(*_host_port(address, 6379), address)
+    if not start_local:
+        _token_auth_like_ray_start()
     on_term = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with sys.exit; the CLI's own stays
     try:
         with _quiet_stderr() if not start_local else contextlib.nullcontext():
@@ -104,6 +106,21 @@ def connect(address: str, num_cpus: int) -> None:
     finally:
         if on_term is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, on_term)
+
+
+def _token_auth_like_ray_start() -> None:
+    """`ray start` turns token auth on when RAY_AUTH_MODE is unset and a token exists (~/.ray/auth_token,
+    RAY_AUTH_TOKEN[_PATH]); a driver must do the same to be let in (ray.init alone does not)."""
+    try:
+        from ray._private.authentication.authentication_token_setup import \
+            maybe_enable_token_auth_if_token_available
+    except ImportError:
+        return
+    logging.disable(logging.WARNING)  # its "token authentication is enabled" notice
+    try:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _init(ray, address: str | None, num_cpus: int, quiet: dict) -> None:
@@ -207,7 +224,7 @@ def run_rows(rows: list[ManifestRow], base: LocalizeOptions, address: str, worke
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayActorError as e:
-                result = RowResult(row.line, row.output, "failed", 0.0, f"worker died: {_first_line(e)}")
+                result = RowResult(row.line, row.output, "failed", 0.0, _actor_death(e))
                 actors.remove(actor)
                 actor = None
                 if replacements > 0 and queue:
@@ -242,6 +259,19 @@ def run_rows(rows: list[ManifestRow], base: LocalizeOptions, address: str, worke
     finally:
         if ray.is_initialized():
             ray.shutdown()  # disconnects; a Ray that connect() started is stopped
+
+
+def _actor_death(e: BaseException) -> str:
+    """What a row's result says when its actor died: the exception inside, when Ray's message has one
+    (a node without dubtool fails to import it), else Ray's first line."""
+    import re
+
+    found = [ln.strip() for ln in str(e).splitlines() if re.match(r"\s*\w+(Error|Exception): ", ln)]
+    cause = re.sub(r"\x1b\[[0-9;]*m", "", found[-1] if found else _first_line(e))
+    if "No module named" in cause or "failed to import" in cause:
+        return (f"worker could not start: {cause} (install this dubtool, with the ray extra, on every Ray "
+                f"node: docs/ray.md)")
+    return f"worker died: {cause}"
 
 
 def _first_line(e: BaseException) -> str:

@@ -27,7 +27,10 @@ def free_port() -> int:
 
 def ray_env() -> dict:
     """The environment of the nodes and drivers: no usage stats, this checkout's dubtool importable."""
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_DEDUP_LOGS="0", PYTHONUNBUFFERED="1")
+    # RAY_AUTH_MODE: Ray 2.5x turns token auth on for a cluster when ~/.ray/auth_token exists (which a
+    # local `ray.init()` leaves behind); this throw-away cluster on 127.0.0.1 and its drivers agree on none.
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_DEDUP_LOGS="0", PYTHONUNBUFFERED="1",
+               RAY_AUTH_MODE="disabled")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env.pop("RAY_ADDRESS", None)
     return env
