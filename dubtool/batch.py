@@ -273,10 +273,12 @@ def _run_rows(rows: list[ManifestRow], base: LocalizeOptions, workers: int | Non
     if todo and ray is not None:
         from .raybatch import run_rows
 
-        for r in run_rows(todo, base, ray, workers, ray_device, shared_folder or Path.cwd()):
-            results[r.line] = r
-            if on_result:
-                on_result(r)
+        # closing: a Ctrl-C that lands here (not inside the generator) still stops the actors at once
+        with contextlib.closing(run_rows(todo, base, ray, workers, ray_device, shared_folder or Path.cwd())) as done:
+            for r in done:
+                results[r.line] = r
+                if on_result:
+                    on_result(r)
     elif todo and (workers or 1) == 1:
         for row in todo:
             results[row.line] = r = run_row(row, base)
