@@ -12,6 +12,10 @@ review (approve | flag | empty) and comment; its flagged rows are redone, approv
   keeping finished lines. A second batch writing into the same output folder meanwhile refuses.
 * A failing row is reported and the rest go on; results are written as CSV and JSON beside the
   manifest (`<manifest>.results.csv/.json`).
+* `ray=ADDRESS` runs the rows on a Ray cluster instead of local processes, same semantics
+  (`raybatch`, imported only then; docs/ray.md).
+* An output may be an fsspec URL (s3://bucket/fr/a.csv; needs that scheme's package, e.g. s3fs): the
+  line is made in a local temp folder, then its report and, last, its CSV are uploaded.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import DubtoolError, InputError
+from .errors import DependencyError, DubtoolError, InputError
 from .fileio import require_file, write_text_atomic
 from .localize import LocalizeOptions, localize_files
 
@@ -99,7 +103,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
         review = cells.get("review", "").lower() or None
         if review is not None and review not in REVIEW_MARKS:
             raise InputError(f"{p}: line {line}: review must be {' or '.join(REVIEW_MARKS)} (or empty), got '{review}'")
-        output = path_of(cells["output"])
+        output = cells["output"] if is_uri(cells["output"]) else path_of(cells["output"])
         if output in seen:
             raise InputError(f"{p}: line {line}: output {cells['output']} is also the output of line {seen[output]}")
         seen[output] = line
@@ -120,13 +124,68 @@ def run_row(row: ManifestRow, base: LocalizeOptions) -> RowResult:
     """One manifest row, errors caught into the result (runs inside a worker)."""
     t0 = time.perf_counter()
     try:
-        report = localize_files(row.source, row.dub, row.output, _row_options(row, base))
+        if is_uri(row.output):
+            report = _localize_to_uri(row, _row_options(row, base))
+        else:
+            report = localize_files(row.source, row.dub, row.output, _row_options(row, base))
         return RowResult(row.line, row.output, "done", time.perf_counter() - t0, "", report["frames"])
     except DubtoolError as e:
         return RowResult(row.line, row.output, "failed", time.perf_counter() - t0, str(e))
     except Exception as e:  # an unexpected failure on one line must not stop the batch
         return RowResult(row.line, row.output, "failed", time.perf_counter() - t0,
                          f"internal error: {type(e).__name__}: {e}")
+
+
+def is_uri(output: str) -> bool:
+    """An output named by an fsspec URL (s3://bucket/fr/a.csv, gs://..., memory://...) instead of a path."""
+    scheme, sep, _ = output.partition("://")
+    return bool(sep) and scheme.isidentifier()
+
+
+def _filesystem(uri: str):
+    try:
+        from fsspec.core import url_to_fs
+
+        return url_to_fs(uri)
+    except ImportError as e:  # fsspec itself, or the package of that scheme (s3fs, gcsfs, adlfs)
+        raise DependencyError(f"output {uri}: {e}") from None
+    except ValueError as e:
+        raise InputError(f"output {uri}: {e}") from None
+
+
+def output_exists(output: str) -> bool:
+    """Whether a row's output CSV is there (a finished line: it is written last)."""
+    if not is_uri(output):
+        return Path(output).is_file()
+    fs, path = _filesystem(output)
+    return fs.isfile(path)
+
+
+def _localize_to_uri(row: ManifestRow, options: LocalizeOptions) -> dict:
+    """A row whose output is a URI: localize into a local temp folder, then upload the report and,
+    last, the CSV (an object store shows an object only once its upload is complete, so an existing
+    CSV still means a finished line)."""
+    import posixpath
+    import tempfile
+
+    from .localize import default_report_path
+    from .timemap import compact_json
+
+    fs, path = _filesystem(row.output)
+    remote_report = posixpath.join(posixpath.dirname(path), default_report_path(posixpath.basename(path)).name)
+    with tempfile.TemporaryDirectory(prefix="dubtool-") as td:
+        local_csv = Path(td) / posixpath.basename(path)
+        report = localize_files(row.source, row.dub, local_csv, options)
+        report["outputs"] = {"csv": row.output, "report": fs.unstrip_protocol(remote_report)}
+        local_report = default_report_path(local_csv)
+        local_report.write_text(compact_json(report), encoding="utf-8")
+        try:
+            fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            fs.put_file(str(local_report), remote_report)
+            fs.put_file(str(local_csv), path)
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot write {row.output}: {e}") from None
+    return report
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -181,19 +240,23 @@ def _worker_init(base: LocalizeOptions, parent_pid: int | None = None) -> None:
             pass  # each row then reports the model error itself
 
 
-def run_manifest(manifest: str | os.PathLike, base: LocalizeOptions = LocalizeOptions(), workers: int = 1,
-                 force: bool = False, on_result: Callable[[RowResult], None] | None = None) -> list[RowResult]:
+def run_manifest(manifest: str | os.PathLike, base: LocalizeOptions = LocalizeOptions(), workers: int | None = 1,
+                 force: bool = False, on_result: Callable[[RowResult], None] | None = None,
+                 ray: str | None = None, ray_device: str | None = None) -> list[RowResult]:
     """Process every row; returns one result per row in manifest order. Rows a reviewer flagged are
-    redone even though their output exists (that is what the flag asks for); approved ones are skipped."""
+    redone even though their output exists (that is what the flag asks for); approved ones are skipped.
+    `ray` (an address, or "local"): run the rows on a Ray cluster (`raybatch`), `workers` actors
+    (None: one per CPU, or per GPU, of the cluster) on `ray_device` (None: cuda where it has GPUs)."""
     rows = read_manifest(manifest)
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     with batch_lock(rows):
-        return _run_rows(rows, base, workers, force, on_result)
+        return _run_rows(rows, base, workers, force, on_result, ray, ray_device, Path(manifest).resolve().parent)
 
 
-def _run_rows(rows: list[ManifestRow], base: LocalizeOptions, workers: int, force: bool,
-              on_result: Callable[[RowResult], None] | None) -> list[RowResult]:
+def _run_rows(rows: list[ManifestRow], base: LocalizeOptions, workers: int | None, force: bool,
+              on_result: Callable[[RowResult], None] | None, ray: str | None = None,
+              ray_device: str | None = None, shared_folder: Path | None = None) -> list[RowResult]:
     results: dict[int, RowResult] = {}
     todo = []
     for row in rows:
@@ -201,13 +264,22 @@ def _run_rows(rows: list[ManifestRow], base: LocalizeOptions, workers: int, forc
             results[row.line] = RowResult(row.line, row.output, "skipped", 0.0, "approved in review")
             if on_result:
                 on_result(results[row.line])
-        elif not force and row.review != "flag" and Path(row.output).is_file():
+        elif not force and row.review != "flag" and output_exists(row.output):
             results[row.line] = RowResult(row.line, row.output, "skipped", 0.0, "output exists (use --force to redo)")
             if on_result:
                 on_result(results[row.line])
         else:
             todo.append(row)
-    if todo and workers == 1:
+    if todo and ray is not None:
+        from .raybatch import run_rows
+
+        # closing: a Ctrl-C that lands here (not inside the generator) still stops the actors at once
+        with contextlib.closing(run_rows(todo, base, ray, workers, ray_device, shared_folder or Path.cwd())) as done:
+            for r in done:
+                results[r.line] = r
+                if on_result:
+                    on_result(r)
+    elif todo and (workers or 1) == 1:
         for row in todo:
             results[row.line] = r = run_row(row, base)
             if on_result:
@@ -215,7 +287,7 @@ def _run_rows(rows: list[ManifestRow], base: LocalizeOptions, workers: int, forc
     elif todo:
         import multiprocessing as mp
 
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+        pool = ProcessPoolExecutor(max_workers=min(workers or 1, len(todo)), mp_context=mp.get_context("spawn"),
                                    initializer=_worker_init, initargs=(base, os.getpid()))
         try:
             futures = {pool.submit(run_row, row, base): row for row in todo}
@@ -262,7 +334,7 @@ def batch_lock(rows: list[ManifestRow]) -> Iterator[None]:
 
     held: list[tuple[int, Path]] = []
     try:
-        for folder in sorted({Path(os.path.abspath(r.output)).parent for r in rows}):
+        for folder in sorted({Path(os.path.abspath(r.output)).parent for r in rows if not is_uri(r.output)}):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError:

@@ -133,6 +133,19 @@ def _on_sigterm(signum, frame) -> None:
     raise _Terminated()
 
 
+# Options whose value may be left out (Typer has none): `--ray` alone means the Ray on this machine.
+OPTIONAL_VALUES = {"--ray": "local"}
+
+
+def _fill_optional_values(argv: list[str]) -> list[str]:
+    out = []
+    for i, a in enumerate(argv):
+        out.append(a)
+        if a in OPTIONAL_VALUES and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUES[a])
+    return out
+
+
 def main() -> None:
     import os
     import signal
@@ -140,6 +153,7 @@ def main() -> None:
     import warnings
 
     global _MAIN_PID, _json_errors
+    sys.argv[1:] = _fill_optional_values(sys.argv[1:])
     _json_errors = _json_requested(sys.argv[1:])
     if not os.environ.get("DUBTOOL_DEBUG"):
         warnings.showwarning = _warning_line

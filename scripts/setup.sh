@@ -29,7 +29,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     $PIP install -q "$(ls ${PIP_FIND_LINKS:-/opt/wheels}/torch-*+cpu-cp311-*.whl | sort | tail -n1)"
   fi
 fi
-EXTRAS="keyframes"; [ "$DEV" = 1 ] && EXTRAS="keyframes,dev"
+EXTRAS="keyframes"; [ "$DEV" = 1 ] && EXTRAS="keyframes,dev,ray"  # ray: tests/test_ray.py runs a real 2-node cluster
 $PIP install -q -e ".[$EXTRAS]"
 .venv/bin/dubtool setup-models
 echo "[setup] ready: .venv/bin/dubtool --help"
