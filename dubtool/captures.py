@@ -397,9 +397,13 @@ def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps:
         if base_c.mel.shape[1] != gen.dims.mel_width:
             raise InputError(f"{base_corpus}: corpus mel features are {base_c.mel.shape[1]} wide, the model reads "
                              f"{gen.dims.mel_width}; give the corpus the base model was trained on")
-    regulariser = (f"L2-SP to the base weights (l2_base {cfg.l2_base:g})"
-                   + (f" + {cfg.base_share:.0%} of every batch from the base corpus {base_dir}" if base_c is not None else
-                      "; no base corpus found (build/corpus*/), so no corpus mix"))
+    if base_c is None:
+        mix = "; no base corpus found (build/corpus*/), so no corpus mix"
+    elif cfg.base_share > 0:
+        mix = f" + {cfg.base_share:.0%} of every batch from the base corpus {base_dir}"
+    else:
+        mix = f"; base corpus {base_dir} only measured (base_share 0), not mixed"
+    regulariser = f"L2-SP to the base weights (l2_base {cfg.l2_base:g})" + mix
     log(f"regularisation: {regulariser}")
     meta_cfg = gen.meta.get("config", {}).get("train", {})
     try:
@@ -488,7 +492,10 @@ def model_card(run: CaptureRun, base_name: str) -> str:
             if all(x is None for x in cells):
                 continue
             lines.append(f"| {c} | " + " | ".join(_fmt(x, "{:.2f}" if i < 2 else "{:.2f}x") for i, x in enumerate(cells)) + " |")
-        lines += ["", "Amplitude ratios are generated / real during speech (1.00x = the real take's)."]
+        lines += ["", "Amplitude ratios are generated / real during speech (1.00x = the real take's).", "",
+                  "| held-out take | mouth-opening r base | fine-tuned |", "|---|---:|---:|"]
+        lines += [f"| {r['take']} | {_fmt(r['base_mouth_r'])} | {_fmt(r['fine_tuned_mouth_r'])} |"
+                  for r in run.scores["per_take"]]
     lines += ["", "## Base model", "", f"`{run.base}` ({base_name}); its card: `{run.base.with_suffix('.md').name}`.", ""]
     return "\n".join(lines)
 

@@ -562,6 +562,8 @@ class FinetuneConfig:
     l2_base: float = 0.01  # L2-SP (Li et al. 2018): + l2_base x sum of squared changes of the weights from the base's
     base_share: float = 0.5  # share of each batch drawn from the base corpus, when one is given
     eval_windows: int = 32  # fixed windows on which the loss is measured before and after
+    time_limit_s: float = 480.0  # default safety net: the whole job stays within 10 minutes on a 2-core CPU
+    cpu_threads: int = 1  # torch threads on CPU: 2 threads on 2 busy cores ran 4x slower per step than 1
     seed: int = 0
 
 
@@ -573,14 +575,13 @@ def fine_tune(gen: Generator, corpus, cfg: FinetuneConfig = FinetuneConfig(), *,
     `base_corpus` (the training corpus) supplies `cfg.base_share` of every batch when given; the
     L2-SP term always pulls the weights to the base's. Returns (fine-tuned Generator (the EMA
     weights), report dict: steps, seconds, losses on fixed capture/held-out/base windows before and after)."""
-    import copy
-
     import torch
 
     device = _device(device)
     total = int(cfg.steps if steps is None else steps)
     if total < 1:
         raise InputError(f"fine-tuning steps must be >= 1, got {total}")
+    time_limit_s = cfg.time_limit_s if time_limit_s is None else time_limit_s
     if time_limit_s is not None and not (math.isfinite(time_limit_s) and time_limit_s > 0):
         raise InputError(f"--time-limit must be a positive number of seconds, got {time_limit_s}")
     train_rows = corpus.split == SPLITS.index("train")
@@ -594,6 +595,20 @@ def fine_tune(gen: Generator, corpus, cfg: FinetuneConfig = FinetuneConfig(), *,
     # no phoneme labels).
     tc = replace(train_cfg or TrainConfig(), window_frames=window, batch_size=cfg.batch_size, lr=cfg.lr,
                  viseme_weight=0.0, lip_gap_weight=0.0, seed=cfg.seed)
+    threads = torch.get_num_threads()
+    if device == "cpu" and cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    try:
+        return _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_limit_s, device, progress, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_limit_s, device, progress, log):
+    import copy
+
+    import torch
+
     torch.manual_seed(cfg.seed)
     stats = gen.stats()
     net = copy.deepcopy(gen.net).to(device)
