@@ -128,7 +128,7 @@ def test_fine_tune_end_to_end(capture_dir, tiny_model, tmp_path):
     assert (tmp_path / "dub.csv").is_file()
 
 
-def test_no_valid_pair_and_bad_options_fail_in_one_line_before_any_work(capture_dir, tiny_model, tmp_path):
+def test_no_valid_pair_fails_in_one_line_exit_2(capture_dir, tiny_model, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     for name in ("short.csv", "short.wav", "lonely.csv"):
@@ -138,11 +138,23 @@ def test_no_valid_pair_and_bad_options_fail_in_one_line_before_any_work(capture_
     err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "no valid capture pair" in err[0]
     assert len([line for line in r.stderr.splitlines() if line.startswith("rejected ")]) == 2
-    for args, says in ((["--holdout", "1.5"], "--holdout"), (["--steps", "0"], "--steps"),
-                       (["--base", "nothere.pt"], "base checkpoint not found"), (["--device", "tpu"], "unknown device"),
-                       (["--config", "x.json"], "--config trains from scratch")):
-        r = _cli("train", "--captures", str(capture_dir), "--out", "a.pt", *args, cwd=tmp_path)
-        assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    r = _cli("train", "--captures", str(capture_dir), cwd=tmp_path)
-    assert r.returncode == 2 and "--captures needs --out" in r.stderr
     assert not (tmp_path / "a.pt").exists() and not (tmp_path / "a.md").exists()
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"holdout": 1.5}, "--holdout must be a share"), ({"holdout": float("nan")}, "--holdout must be a share"),
+    ({"base": "nothere.pt"}, "base checkpoint not found"), ({"device": "tpu"}, "unknown device"),
+    ({"unused": {"--config": "x.json"}}, "--config trains from scratch"), ({"out": None}, "--captures needs --out"),
+    ({"captures": "nothere"}, "captures folder not found"), ({"base_corpus": "nothere"}, "--base-corpus: no corpus.npz"),
+    ({"out": "actor.md"}, "--out is the checkpoint"),
+])
+def test_options_are_checked_before_any_work(capture_dir, tmp_path, monkeypatch, change, says):
+    from dubtool.commands.train import _train_captures
+    from dubtool.errors import InputError
+
+    monkeypatch.chdir(tmp_path)
+    args = {"captures": str(capture_dir), "out": "a.pt", "base": None, "holdout": 0.2, "base_corpus": None,
+            "steps": None, "time_limit": None, "device": "cpu", "as_json": False, "unused": {}, **change}
+    with pytest.raises(InputError, match=says):
+        _train_captures(**args)
+    assert list(tmp_path.iterdir()) == []  # nothing written
