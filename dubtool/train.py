@@ -559,7 +559,7 @@ class FinetuneConfig:
     warmup_steps: int = 20
     ema_decay: float = 0.99
     grad_clip: float = 1.0
-    l2_base: float = 0.01  # L2-SP (Li et al. 2018): + l2_base x sum of squared changes of the weights from the base's
+    l2_base: float = 0.01  # L2-SP (Li et al. 2018): + l2_base x sum of squared changes of the weights from the base's (1.0 held the base closer but lost the held-out real clips: docs/captures.md)
     base_share: float = 0.5  # share of each batch drawn from the base corpus, when one is given
     eval_windows: int = 32  # fixed windows on which the loss is measured before and after
     time_limit_s: float = 480.0  # default safety net: the whole job stays within 10 minutes on a 2-core CPU
@@ -652,8 +652,11 @@ def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_l
     losses = []
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from rich.console import Console
+
     bar = Progress(TextColumn("[bold]fine-tune"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), disable=not progress)
+                   TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), disable=not progress,
+                   console=Console(stderr=True))  # stdout keeps the results (--json)
     done, stopped = 0, False
     with bar:
         task = bar.add_task("fine-tune", total=total, loss=float("nan"))

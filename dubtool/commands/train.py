@@ -108,7 +108,7 @@ def _train_captures(captures, out, base, holdout, base_corpus, steps, time_limit
     require_distinct_outputs({"--base": base_path}, {"--out": out, "model card": card})
     require_writable(out, card)
     _device(device)
-    log = (lambda m: print(m, file=sys.stderr)) if as_json else print
+    log = lambda m: print(m, file=sys.stderr)  # progress and rejected pairs; stdout keeps the results
     run = train_on_captures(folder, out, base_path, holdout=holdout, steps=steps, time_limit_s=time_limit,
                             device=device, base_corpus=corpus_arg, progress=sys.stderr.isatty(), log=log)
     if as_json:
