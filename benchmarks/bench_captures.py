@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -159,8 +160,9 @@ def main() -> None:
         results = []
         for path in args.plot:
             for res in json.loads(path.read_text()):
-                res["label"] = f"split {res['split']}, " + ("corpus mix" if "of every batch" in res["regulariser"]
-                                                            else "L2-SP only")
+                l2 = re.search(r"l2_base ([0-9.e-]+)", res["regulariser"])
+                res["label"] = (f"split {res['split']}, L2-SP {l2.group(1) if l2 else '?'}"
+                                + (" + corpus mix" if "of every batch" in res["regulariser"] else ""))
                 results.append(res)
         plot(results, args.png or Path("captures_benchmark.png"))
         return
