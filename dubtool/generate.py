@@ -334,6 +334,10 @@ class Generator:
     def fps(self) -> float:
         return float(self.dims.fps)
 
+    def stats(self) -> dict:
+        """The normalisation statistics as numpy arrays (what `save_checkpoint` stores)."""
+        return {k: v.detach().cpu().numpy() for k, v in self._stats.items()}
+
     # -- conditioning preparation (numpy in, normalised torch out)
 
     def _prepare(self, audio, keypoints: np.ndarray, style: np.ndarray):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -316,6 +316,52 @@ def channel_weights(cfg: TrainConfig) -> np.ndarray:
     return w / w.mean()
 
 
+def flow_loss(net, batch, tc: TrainConfig, weights, gen, lip_gap=None):
+    """The training objective on one batch from `_Batcher`: channel- and closure-weighted rectified-flow
+    velocity error, plus the auxiliary viseme and lip-gap losses where `tc` turns them on
+    (`lip_gap` = (gap basis, target mean, target std) as tensors, needed only then)."""
+    import torch
+
+    mel, kp, style, y, (da, dk, ds), frame_w, vis = batch
+    x0 = torch.randn(y.shape, generator=gen, device=y.device)
+    t = RectifiedFlow.sample_time(y.shape[0], gen, y.device)
+    xt = RectifiedFlow.interpolate(x0, y, t)
+    if tc.viseme_weight > 0:
+        v, logits = net(xt, t, mel, kp, style, da, dk, ds, viseme=True)
+    else:
+        v = net(xt, t, mel, kp, style, da, dk, ds)
+    err = ((v - RectifiedFlow.target_velocity(x0, y)) ** 2) * weights
+    loss = (err * frame_w[:, :, None]).sum() / (frame_w.sum() * err.shape[-1])
+    if tc.viseme_weight > 0:
+        loss = loss + tc.viseme_weight * torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), vis.reshape(-1))
+    if tc.lip_gap_weight > 0:
+        # x1 predicted from this velocity (straight path): x1 = x_t + (1 - t) v; compare the
+        # rig's inner-lip gaps with the target's, where lip closures are decided.
+        gap_basis, t_mean, t_std = lip_gap
+        x1 = xt + (1 - t)[:, None, None] * v
+        w_pred = (x1 * t_std + t_mean)[:, :, :52]
+        w_true = (y * t_std + t_mean)[:, :, :52]
+        gap_err = ((w_pred - w_true) @ gap_basis) ** 2
+        loss = loss + tc.lip_gap_weight * (gap_err.mean(-1) * frame_w).sum() / frame_w.sum()
+    return loss
+
+
+def warmup_cosine(total: int, warmup_steps: int):
+    """Learning-rate factor per step: linear warm-up, then a cosine decay to 0 at `total`."""
+    return lambda i: min(1.0, (i + 1) / max(1, warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(i, total) / total))
+
+
+def ema_update(ema, net, step: int, decay: float) -> None:
+    """Exponential moving average of the weights, with a short ramp so early steps are not frozen."""
+    import torch
+
+    with torch.no_grad():
+        d = min(decay, (1 + step) / (10 + step))
+        for pe, pn in zip(ema.parameters(), net.parameters()):
+            pe.lerp_(pn, 1 - d)
+
+
 # Inner-lip vertex pairs (MediaPipe mesh: upper, lower) whose vertical gap the auxiliary loss matches.
 LIP_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
 
@@ -516,8 +562,7 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
     ema.load_state_dict(net.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / max(1, tc.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(i, total) / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, tc.warmup_steps))
     batch = _Batcher(corpus, stats, tc, device, tc.seed, cfg.model.n_mels, cfg.model.fps)
     weights = torch.as_tensor(channel_weights(tc), device=device)
     gap_basis, _ = lip_gap_basis(device)
@@ -535,36 +580,13 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
         task = bar.add_task("train", total=total, loss=float("nan"))
         for step in range(1, total + 1):
             net.train()
-            mel, kp, style, y, (da, dk, ds), frame_w, vis = batch(tc.batch_size)
-            x0 = torch.randn(y.shape, generator=batch.gen, device=device)
-            t = RectifiedFlow.sample_time(y.shape[0], batch.gen, device)
-            xt = RectifiedFlow.interpolate(x0, y, t)
-            if tc.viseme_weight > 0:
-                v, logits = net(xt, t, mel, kp, style, da, dk, ds, viseme=True)
-            else:
-                v = net(xt, t, mel, kp, style, da, dk, ds)
-            err = ((v - RectifiedFlow.target_velocity(x0, y)) ** 2) * weights
-            loss = (err * frame_w[:, :, None]).sum() / (frame_w.sum() * err.shape[-1])
-            if tc.viseme_weight > 0:
-                loss = loss + tc.viseme_weight * torch.nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), vis.reshape(-1))
-            if tc.lip_gap_weight > 0:
-                # x1 predicted from this velocity (straight path): x1 = x_t + (1 - t) v; compare the
-                # rig's inner-lip gaps with the target's, where lip closures are decided.
-                x1 = xt + (1 - t)[:, None, None] * v
-                w_pred = (x1 * t_std + t_mean)[:, :, :52]
-                w_true = (y * t_std + t_mean)[:, :, :52]
-                gap_err = ((w_pred - w_true) @ gap_basis) ** 2
-                loss = loss + tc.lip_gap_weight * (gap_err.mean(-1) * frame_w).sum() / frame_w.sum()
+            loss = flow_loss(net, batch(tc.batch_size), tc, weights, batch.gen, (gap_basis, t_mean, t_std))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
             opt.step()
             sched.step()
-            with torch.no_grad():
-                d = min(tc.ema_decay, (1 + step) / (10 + step))
-                for pe, pn in zip(ema.parameters(), net.parameters()):
-                    pe.lerp_(pn, 1 - d)
+            ema_update(ema, net, step, tc.ema_decay)
             lv = float(loss.detach()) if step % 25 == 0 or step == total else None
             if lv is not None:
                 loss_avg = lv if loss_avg is None else 0.9 * loss_avg + 0.1 * lv
@@ -586,6 +608,157 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
             "train_steps": total, "device": device, "train_seconds": round(time.time() - t0, 1),
             "torch": torch.__version__}
     return save_checkpoint(out, ema, cfg.model, cfg.sampler, stats, meta)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning a trained generator on a small set of real takes (`dubtool train --captures`), sized
+    for minutes on a 2-core CPU: small batches, a low learning rate, a fast EMA, and a pull back
+    to the base model so it does not forget what the real takes do not show."""
+
+    steps: int = 300
+    batch_size: int = 16
+    window_frames: int = 128  # cut to the shortest training take when that is shorter
+    min_window_frames: int = 30
+    lr: float = 2e-4
+    warmup_steps: int = 20
+    ema_decay: float = 0.99
+    grad_clip: float = 1.0
+    l2_base: float = 0.01  # L2-SP (Li et al. 2018): + l2_base x sum of squared changes of the weights from the base's (1.0 held the base closer but lost the held-out real clips: docs/captures.md)
+    base_share: float = 0.5  # share of each batch drawn from the base corpus, when one is given
+    eval_windows: int = 32  # fixed windows on which the loss is measured before and after
+    time_limit_s: float = 480.0  # default safety net: the whole job stays within 10 minutes on a 2-core CPU
+    cpu_threads: int = 1  # torch threads on CPU: 2 threads on 2 busy cores ran 4x slower per step than 1
+    seed: int = 0
+
+
+def fine_tune(gen: Generator, corpus, cfg: FinetuneConfig = FinetuneConfig(), *, base_corpus=None,
+              train_cfg: TrainConfig | None = None, heldout=None, steps: int | None = None,
+              time_limit_s: float | None = None, device: str = "cpu", progress: bool = True, log=print):
+    """Fine-tune `gen` (a loaded Generator) on the 'train' clips of `corpus` (laid out like the training
+    corpus, normalised with the checkpoint's own statistics) with the training objective of `flow_loss`.
+    `base_corpus` (the training corpus) supplies `cfg.base_share` of every batch when given; the
+    L2-SP term always pulls the weights to the base's. Returns (fine-tuned Generator (the EMA
+    weights), report dict: steps, seconds, losses on fixed capture/held-out/base windows before and after)."""
+    import torch
+
+    device = _device(device)
+    total = int(cfg.steps if steps is None else steps)
+    if total < 1:
+        raise InputError(f"fine-tuning steps must be >= 1, got {total}")
+    time_limit_s = cfg.time_limit_s if time_limit_s is None else time_limit_s
+    if time_limit_s is not None and not (math.isfinite(time_limit_s) and time_limit_s > 0):
+        raise InputError(f"--time-limit must be a positive number of seconds, got {time_limit_s}")
+    train_rows = corpus.split == SPLITS.index("train")
+    if not train_rows.any():
+        raise InputError("no capture to fine-tune on")
+    shortest = int(corpus.lengths[train_rows].min())
+    window = min(cfg.window_frames, shortest)
+    if window < cfg.min_window_frames:
+        raise InputError(f"the shortest training take has {shortest} frames; fine-tuning needs {cfg.min_window_frames}")
+    # The base recipe's swaps, drops and audio augmentation; no viseme or lip-gap loss (real takes have
+    # no phoneme labels).
+    tc = replace(train_cfg or TrainConfig(), window_frames=window, batch_size=cfg.batch_size, lr=cfg.lr,
+                 viseme_weight=0.0, lip_gap_weight=0.0, seed=cfg.seed)
+    threads = torch.get_num_threads()
+    if device == "cpu" and cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    try:
+        return _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_limit_s, device, progress, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_limit_s, device, progress, log):
+    import copy
+
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    stats = gen.stats()
+    net = copy.deepcopy(gen.net).to(device)
+    ema = copy.deepcopy(net)
+    ema.requires_grad_(False)
+    base_params = [p.detach().clone() for p in net.parameters()]
+    n_params = sum(p.numel() for p in base_params)
+    weights = torch.as_tensor(channel_weights(tc), device=device)
+    n_mels = gen.dims.n_mels
+    n_base = int(round(cfg.batch_size * cfg.base_share)) if base_corpus is not None else 0
+    n_cap = max(1, cfg.batch_size - n_base)
+    cap_batch = _Batcher(corpus, stats, tc, device, cfg.seed, n_mels, gen.fps)
+    base_batch = _Batcher(base_corpus, stats, tc, device, cfg.seed + 1, n_mels, gen.fps) if n_base else None
+
+    def fixed(c, seed):  # the same windows, noise and flow times before and after
+        if c is None:
+            return None
+        try:
+            b = _Batcher(c, stats, replace(tc, window_frames=min(window, int(c.lengths.min()))), device, seed, n_mels, gen.fps)
+        except InputError:
+            return None
+        return b(cfg.eval_windows), torch.Generator(device=device).manual_seed(seed)
+
+    probes = {"capture": fixed(corpus, 1000), "heldout": fixed(heldout, 1001), "base_corpus": fixed(base_corpus, 1002)}
+
+    def probe_losses(model) -> dict:
+        model.eval()
+        out = {}
+        with torch.no_grad():
+            for name, pr in probes.items():
+                if pr is not None:
+                    batch, g = pr
+                    g = torch.Generator(device=device).manual_seed(int(g.initial_seed()))
+                    out[name] = round(float(flow_loss(model, batch, tc, weights, g)), 5)
+        return out
+
+    before = probe_losses(net)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, cfg.warmup_steps))
+    t0 = time.time()
+    losses = []
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rich.console import Console
+
+    bar = Progress(TextColumn("[bold]fine-tune"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), disable=not progress,
+                   console=Console(stderr=True))  # stdout keeps the results (--json)
+    done, stopped = 0, False
+    with bar:
+        task = bar.add_task("fine-tune", total=total, loss=float("nan"))
+        for step in range(1, total + 1):
+            net.train()
+            batch = cap_batch(n_cap)
+            if base_batch is not None:
+                other = base_batch(n_base)
+                batch = tuple([torch.cat([a, b]) for a, b in zip(x, y)] if isinstance(x, list) else torch.cat([x, y])
+                              for x, y in zip(batch, other))
+            loss = flow_loss(net, batch, tc, weights, cap_batch.gen)
+            if cfg.l2_base > 0:
+                loss = loss + cfg.l2_base * sum(((p - p0) ** 2).sum() for p, p0 in zip(net.parameters(), base_params))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            ema_update(ema, net, step, cfg.ema_decay)
+            losses.append(float(loss.detach()))
+            done = step
+            bar.update(task, advance=1, loss=float(np.mean(losses[-25:])))
+            if time_limit_s is not None and time.time() - t0 > time_limit_s and step < total:
+                log(f"time limit reached: stopping at step {step} of {total}")
+                stopped = True
+                break
+    seconds = time.time() - t0
+    after = probe_losses(ema)
+    with torch.no_grad():
+        drift = float(sum(((p - p0) ** 2).sum() for p, p0 in zip(ema.parameters(), base_params)) / n_params) ** 0.5
+    tuned = Generator(ema.eval(), gen.dims, gen.sampler, stats, dict(gen.meta), device)
+    report = {"steps": done, "steps_asked": total, "stopped_by_time_limit": stopped, "seconds": round(seconds, 1),
+              "window_frames": window, "batch": {"capture": n_cap, "base_corpus": n_base},
+              "loss_first_25": round(float(np.mean(losses[:25])), 5), "loss_last_25": round(float(np.mean(losses[-25:])), 5),
+              "probe_loss_before": before, "probe_loss_after": after,
+              "weight_drift_rms": round(drift, 6), "config": asdict(cfg), "device": device}
+    return tuned, report
 
 
 def main(argv=None) -> None:

@@ -1,5 +1,5 @@
 """`dubtool train`: train the flow generator from scratch (building the corpus first if missing; `dubtool corpus`
-builds it alone)."""
+builds it alone), or with `--captures DIR` fine-tune a trained one on a studio's own real takes."""
 
 from __future__ import annotations
 
@@ -9,39 +9,116 @@ import typer
 
 from ..cli import app
 
+DEFAULT_OUT = "runs/dubtool_flow_v4.pt"
+
 
 @app.command()
 def train(
     config: Optional[str] = typer.Option(None, "--config", help="Training config (JSON; default: the shipped configs/flow_v4.json)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    out: str = typer.Option("runs/dubtool_flow_v4.pt", "--out", help="Checkpoint to write (pass models/dubtool_flow_v4.pt to replace the shipped one)."),
+    out: Optional[str] = typer.Option(None, "--out", help=f"Checkpoint to write (default {DEFAULT_OUT}; pass "
+                                      "models/dubtool_flow_v4.pt to replace the shipped one; required with --captures)."),
     corpus: str = typer.Option("build/corpus", "--corpus", help="Corpus folder (built here when missing; see `dubtool corpus`)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Override the config's number of steps."),
-    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop early after this many seconds."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Override the number of steps (config's, or the fine-tune's 300)."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop early after this many seconds of training."),
     rebuild_corpus: bool = typer.Option(False, "--rebuild-corpus", help="Rebuild the corpus even if cached."),
+    captures: Optional[str] = typer.Option(None, "--captures", help="Fine-tune on the real takes in this folder: Live Link "
+                                           "Face CSV + .mov/.wav, .perf, or video with audio (see docs/captures.md)."),
+    base: Optional[str] = typer.Option(None, "--base", help="With --captures: checkpoint to fine-tune (default: the shipped model)."),
+    holdout: float = typer.Option(0.2, "--holdout", help="With --captures: share of the takes held out for the "
+                                  "before/after figures (at least 1; 0 = none)."),
+    base_corpus: Optional[str] = typer.Option(None, "--base-corpus", help="With --captures: the base model's corpus "
+                                              "folder to mix into every batch ('none' = L2-SP only; default: "
+                                              "build/corpus*/ when one fits)."),
+    as_json: bool = typer.Option(False, "--json", help="With --captures: print a JSON summary on stdout."),
 ) -> None:
-    """Train the keypoint-conditioned flow generator and write its checkpoint."""
+    """Train the keypoint-conditioned flow generator and write its checkpoint, or fine-tune it on real captures."""
     import math
     from pathlib import Path
 
-    from ..assets import REPO_ROOT
-    from ..corpus import build_corpus
     from ..errors import InputError
     from ..fileio import require_distinct_outputs, require_writable
+
+    if steps is not None and steps < 1:
+        raise InputError(f"--steps must be >= 1, got {steps}")
+    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+        raise InputError(f"--time-limit must be a positive number of seconds, got {time_limit}")
+    if captures is not None:
+        _train_captures(captures, out, base, holdout, base_corpus, steps, time_limit, device, as_json,
+                        {"--config": config, "--rebuild-corpus": rebuild_corpus})
+        return
+    for flag, value in (("--base", base), ("--base-corpus", base_corpus), ("--json", as_json or None)):
+        if value is not None:
+            raise InputError(f"{flag} goes with --captures DIR (fine-tuning on real takes)")
+    from ..assets import REPO_ROOT
+    from ..corpus import build_corpus
     from ..train import load_config, train as run_train
 
+    out = out or DEFAULT_OUT
     # Every path and option is checked before the corpus is built (that takes minutes).
     config_path = config or REPO_ROOT / "configs" / "flow_v4.json"
     if Path(corpus).exists() and not Path(corpus).is_dir():
         raise InputError(f"--corpus must be a folder, got a file: {corpus}")
     require_distinct_outputs({"--config": config_path, "--corpus": Path(corpus) / "corpus.npz"}, {"--out": out})
     require_writable(out)
-    if steps is not None and steps < 1:
-        raise InputError(f"--steps must be >= 1, got {steps}")
-    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
-        raise InputError(f"--time-limit must be a positive number of seconds, got {time_limit}")
     cfg = load_config(config_path)
     if rebuild_corpus:
         build_corpus(cfg.corpus, corpus)
     path = run_train(cfg, corpus, out, device=device, steps=steps, time_limit_s=time_limit)
     print(f"checkpoint: {path}")
+
+
+def _train_captures(captures, out, base, holdout, base_corpus, steps, time_limit, device, as_json, unused) -> None:
+    """`train --captures DIR --out actor.pt`: every path and option checked first, then the job."""
+    import json
+    import math
+    import sys
+    from pathlib import Path
+
+    from ..captures import train_on_captures
+    from ..errors import InputError
+    from ..fileio import require_distinct_outputs, require_file, require_writable
+    from ..generate import DEFAULT_MODEL
+    from ..train import _device
+
+    for flag, value in unused.items():
+        if value:
+            raise InputError(f"{flag} trains from scratch; it does not go with --captures")
+    if out is None:
+        raise InputError("--captures needs --out: the fine-tuned checkpoint to write (e.g. --out actor.pt)")
+    folder = Path(captures)
+    if not folder.exists():
+        raise InputError(f"captures folder not found: {folder}")
+    if not folder.is_dir():
+        raise InputError(f"--captures must be a folder of takes, got a file: {folder}")
+    if not (math.isfinite(holdout) and 0 <= holdout < 1):
+        raise InputError(f"--holdout must be a share from 0 to below 1 (e.g. 0.2), got {holdout}")
+    base_path = require_file(base if base is not None else DEFAULT_MODEL, "base checkpoint")
+    corpus_arg = "auto"
+    if base_corpus is not None:
+        if base_corpus.lower() == "none":
+            corpus_arg = None
+        elif not (Path(base_corpus) / "corpus.npz").is_file():
+            raise InputError(f"--base-corpus: no corpus.npz in {base_corpus} (give a `dubtool corpus` folder, or 'none')")
+        else:
+            corpus_arg = base_corpus
+    card = Path(out).with_suffix(".md")
+    if Path(out).suffix.lower() == ".md":
+        raise InputError(f"--out is the checkpoint (.pt); its model card is written beside it as {card.name}")
+    require_distinct_outputs({"--base": base_path}, {"--out": out, "model card": card})
+    require_writable(out, card)
+    _device(device)
+    log = lambda m: print(m, file=sys.stderr)  # progress and rejected pairs; stdout keeps the results
+    run = train_on_captures(folder, out, base_path, holdout=holdout, steps=steps, time_limit_s=time_limit,
+                            device=device, base_corpus=corpus_arg, progress=sys.stderr.isatty(), log=log)
+    if as_json:
+        print(json.dumps(run.to_json(), indent=1))
+        return
+    s = run.scores
+    if s:
+        b, t = s["base"], s["fine_tuned"]
+        f = lambda x: "–" if x is None else f"{x:.2f}"
+        print(f"held-out takes ({b['takes']}): mouth-opening r {f(b['mouth_r'])} (base) -> {f(t['mouth_r'])} (fine-tuned); "
+              f"jawOpen r {f(b['jaw_r'])} -> {f(t['jaw_r'])}")
+    print(f"checkpoint: {run.out}")
+    print(f"model card: {run.card}")

@@ -1,0 +1,504 @@
+"""A studio's own real takes as fine-tuning material (`dubtool train --captures DIR`).
+
+Pairs are found in DIR (and its sub-folders, as the Live Link Face app files takes) by file stem:
+  * Live Link Face CSV + the take's `.mov` (its audio read through ffmpeg) or any audio file
+    (`<Slate>_<Take>_<Subject>.csv` beside `<Slate>_<Take>_<Subject>.mov`);
+  * a `.perf` (`dubtool extract` output) with the audio stored in it, or a same-stem audio file;
+  * a video with its own audio track and no CSV beside it: tracked here by `dubtool extract`.
+Every pair is checked before any training (`validate_capture`) and a rejected one is one line.
+
+Each take becomes one clip laid out like the training corpus (corpus.Corpus): gain-normalised mel
+features of its audio, the take's 61 curves at the model's frame rate as the target, keypoints posed
+from the take's own upper face (`keypoints_from_curves`), the style of the whole take
+(`style_context`). A share of the takes (by a hash of the name, so the same folder always splits the
+same way) is held out and scored with `reference.score` (the `dubtool eval --reference` figures)
+for the base model and the fine-tuned one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .arkit import LOWER_IDX, NUM_BLENDSHAPES, Animation, index
+from .audio import Audio
+from .errors import DubtoolError, InputError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".mp3", ".m4a", ".ogg", ".opus")
+VIDEO_SUFFIXES = (".mov", ".mp4", ".m4v", ".mkv", ".avi", ".webm", ".mxf")
+CURVE_SUFFIXES = (".csv", ".perf")
+CARD_CHANNELS = ("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthLowerDownLeft", "mouthUpperUpLeft",
+                 "mouthPressLeft", "mouthRollLower", "mouthSmileLeft", "mouthStretchLeft")
+
+
+@dataclass(frozen=True)
+class CaptureLimits:
+    """What a pair must satisfy to be trained on."""
+
+    max_duration_mismatch_s: float = 0.5  # curves vs audio (reference.MAX_DURATION_MISMATCH_S)
+    min_duration_s: float = 1.0
+    min_fps: float = 15.0
+    max_fps: float = 240.0
+    min_face_share: float = 0.8  # frames with a tracked face
+    min_speech_dbfs: float = -50.0  # audio.require_speech's loudest-level floor
+    min_mouth_std: float = 0.005  # jawOpen/mouth channels must move (a take of a still face teaches nothing)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The files of one take: `curves` (.csv / .perf / video) and `audio` (None: the curves file's own)."""
+
+    name: str
+    kind: str  # "livelink" | "perf" | "video"
+    curves: Path
+    audio: Path | None = None
+
+
+@dataclass
+class Capture:
+    """A validated take: its 61 curves, its audio and (tracked from video) the tracked inner-lip gap."""
+
+    pair: Pair
+    animation: Animation
+    audio: Audio
+    lip_gap: np.ndarray | None = None
+    face_share: float | None = None  # share of frames with a tracked face (.perf / video)
+
+    @property
+    def name(self) -> str:
+        return self.pair.name
+
+    def reference(self):
+        from .reference import Reference
+
+        return Reference(self.animation, self.lip_gap, "perf" if self.lip_gap is not None else "livelink")
+
+
+@dataclass(frozen=True)
+class Rejected:
+    name: str
+    reason: str
+
+    def line(self) -> str:
+        return f"rejected {self.name}: {self.reason}"
+
+
+# ---------------------------------------------------------------------------------------- pairing
+
+def find_pairs(folder: str | os.PathLike) -> tuple[list[Pair], list[Rejected]]:
+    """Pairs by stem under `folder` (recursively), and one Rejected per stem that has curves but no
+    audio or audio but no curves. Other files (thumbnails, JSON) are ignored."""
+    root = Path(folder)
+    groups: dict[str, dict[str, Path]] = {}
+    for p in sorted(root.rglob("*")):
+        suffix = p.suffix.lower()
+        if not p.is_file() or p.name.startswith(".") or suffix not in CURVE_SUFFIXES + AUDIO_SUFFIXES + VIDEO_SUFFIXES:
+            continue
+        name = p.relative_to(root).with_suffix("").as_posix()
+        groups.setdefault(name, {}).setdefault(suffix, p)
+    pairs, rejected = [], []
+    for name, files in groups.items():
+        audio = next((files[s] for s in AUDIO_SUFFIXES if s in files), None)
+        video = next((files[s] for s in VIDEO_SUFFIXES if s in files), None)
+        if ".csv" in files:
+            if audio is None and video is None:
+                rejected.append(Rejected(name, f"{files['.csv'].name} has no audio beside it (expected {Path(name).name}.mov "
+                                               f"or {Path(name).name}.wav)"))
+            else:
+                pairs.append(Pair(name, "livelink", files[".csv"], video or audio))
+        elif ".perf" in files:
+            pairs.append(Pair(name, "perf", files[".perf"], audio or video))
+        elif video is not None:
+            pairs.append(Pair(name, "video", video, audio))
+        else:
+            rejected.append(Rejected(name, f"{audio.name} has no curves beside it (expected {Path(name).name}.csv, "
+                                           f"{Path(name).name}.perf or a video)"))
+    return pairs, rejected
+
+
+def load_capture(pair: Pair) -> Capture:
+    """Read a pair's curves and audio (a video is tracked by `dubtool extract`); InputError (or another
+    DubtoolError) says what is wrong with it."""
+    from .audio import load_audio
+
+    lip_gap, share = None, None
+    if pair.kind == "livelink":
+        import warnings
+
+        from .livelink import read_csv
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NaN cells are interpolated; extra columns ignored
+            anim = read_csv(pair.curves)
+        audio = load_audio(pair.audio, what="capture audio")
+    else:
+        from .reference import tracked_lip_gap
+
+        if pair.kind == "perf":
+            from .performance import load_performance
+
+            perf = load_performance(pair.curves)
+        else:
+            from .extract import extract
+
+            perf = extract(pair.curves)
+        share = float(np.mean(perf.face_found)) if perf.num_frames else 0.0
+        anim = perf.animation
+        lip_gap = tracked_lip_gap(perf.landmarks_canonical)
+        if pair.audio is not None:
+            audio = load_audio(pair.audio, what="capture audio")
+        elif perf.audio is not None:
+            audio = perf.audio
+        else:
+            raise InputError(f"{pair.curves.name} has no audio track and no audio file beside it")
+    return Capture(pair, anim, audio, lip_gap, share)
+
+
+def validate_capture(cap: Capture, limits: CaptureLimits = CaptureLimits()) -> None:
+    """InputError with the first reason the take cannot be trained on: durations that disagree, an
+    odd frame rate, too short, silent audio, no face tracked, or a mouth that does not move."""
+    from .audio import require_speech
+
+    anim, audio = cap.animation, cap.audio
+    if not (limits.min_fps <= anim.fps <= limits.max_fps):
+        raise InputError(f"curves at {anim.fps:g} fps (expected {limits.min_fps:g}..{limits.max_fps:g})")
+    gap = anim.duration_s - audio.duration_s
+    if abs(gap) > limits.max_duration_mismatch_s:
+        raise InputError(f"curves last {anim.duration_s:.2f} s but the audio {audio.duration_s:.2f} s "
+                         f"(they must agree within {limits.max_duration_mismatch_s:g} s)")
+    if min(anim.duration_s, audio.duration_s) < limits.min_duration_s:
+        raise InputError(f"take lasts {min(anim.duration_s, audio.duration_s):.2f} s (at least {limits.min_duration_s:g} s)")
+    require_speech(audio, cap.pair.curves.name if cap.pair.audio is None else cap.pair.audio.name,
+                   limits.min_speech_dbfs)
+    if cap.face_share is not None and cap.face_share < limits.min_face_share:
+        raise InputError(f"a face was tracked in {cap.face_share:.0%} of the frames (needs {limits.min_face_share:.0%})")
+    blend = anim.values[:, :NUM_BLENDSHAPES]
+    tracked = float(np.mean(blend.max(axis=1) > 1e-4))  # the app writes all-zero frames while the face is lost
+    if tracked < limits.min_face_share:
+        raise InputError(f"a face was tracked in {tracked:.0%} of the frames (all blendshapes 0 elsewhere; needs "
+                         f"{limits.min_face_share:.0%})")
+    mouth = max(float(anim.values[:, index(n)].std()) for n in ("jawOpen", "mouthClose", "mouthLowerDownLeft",
+                                                                 "mouthUpperUpLeft", "mouthFunnel"))
+    if mouth < limits.min_mouth_std:
+        raise InputError(f"the mouth channels do not move (largest std {mouth:.4f}; jawOpen etc. missing or flat?)")
+
+
+def collect(folder, limits: CaptureLimits = CaptureLimits(), log=print) -> tuple[list[Capture], list[Rejected]]:
+    """Every valid take in `folder`, sorted by name, and one Rejected per pair that is not (each logged
+    as one line as it is found)."""
+    pairs, rejected = find_pairs(folder)
+    for r in rejected:
+        log(r.line())
+    good = []
+    for pair in pairs:
+        try:
+            cap = load_capture(pair)
+            validate_capture(cap, limits)
+        except DubtoolError as e:
+            r = Rejected(pair.name, _short(str(e), pair))
+            rejected.append(r)
+            log(r.line())
+            continue
+        good.append(cap)
+    return sorted(good, key=lambda c: c.name), sorted(rejected, key=lambda r: r.name)
+
+
+def _short(message: str, pair: Pair) -> str:
+    """An error message without the full path of the pair's files (the line names the take already)."""
+    for p in (pair.curves, pair.audio):
+        if p is not None:
+            message = message.replace(f"{p}: ", "").replace(str(p), p.name)
+    return message
+
+
+def split_holdout(names: list[str], share: float) -> tuple[list[str], list[str]]:
+    """(train, held out): round(share x n) takes, at least 1 (while one is left to train on), picked
+    by a hash of the name, so the same folder always splits the same way whatever else is in it."""
+    if not 0 <= share < 1:
+        raise InputError(f"--holdout must be at least 0 and below 1, got {share}")
+    if share == 0 or len(names) < 2:
+        return sorted(names), []
+    k = min(len(names) - 1, max(1, int(round(share * len(names)))))
+    order = sorted(names, key=lambda n: hashlib.sha1(n.encode("utf-8")).hexdigest())
+    held = set(order[:k])
+    return sorted(n for n in names if n not in held), sorted(held)
+
+
+# --------------------------------------------------------------------------------------- features
+
+def capture_features(cap: Capture, dims) -> dict:
+    """One corpus clip (corpus.make_clip's layout) from a take, at the model's frame rate: mel of the
+    audio, target = the take's 61 curves, keypoints from its upper face, style of the whole take. The
+    real lower face carries its emotion itself, so the lower-face offset is zero; no viseme labels."""
+    from .audio import mel_features
+    from .generate import _fit_length, normalize_mel, style_context
+    from .keypoints import keypoints_from_curves
+
+    fps = float(dims.fps)
+    n = int(round(cap.audio.duration_s * fps))
+    mel = normalize_mel(mel_features(cap.audio.samples, cap.audio.sample_rate, fps, dims.n_mels,
+                                     dims.audio_subframes).numpy())
+    mel = _fit_length(mel, n, "mel features", tolerance=n)
+    values = cap.animation.resampled(fps).clamped().values.astype(np.float32)
+    values = _fit_length(values, n, f"{cap.name}: curves", tolerance=n)
+    return {"mel": mel.astype(np.float32), "target": values, "offset": np.zeros((n, len(LOWER_IDX)), np.float32),
+            "keypoints": keypoints_from_curves(values), "viseme": np.zeros(n, np.uint8), "style": style_context(values)}
+
+
+def capture_corpus(captures: list[Capture], dims, split: str = "train"):
+    """The takes as a corpus.Corpus (all in `split`), what train._Batcher samples windows from."""
+    from .corpus import SPLITS, Corpus
+
+    feats = [capture_features(c, dims) for c in captures]
+    lengths = np.array([len(f["mel"]) for f in feats], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    cat = lambda k: np.concatenate([f[k] for f in feats])
+    clips = [{"id": c.name, "source": c.pair.kind, "split": split} for c in captures]
+    return Corpus(cat("mel"), cat("target"), cat("offset"), cat("keypoints"), cat("viseme"),
+                  np.stack([f["style"] for f in feats]).astype(np.float32), starts, lengths,
+                  np.full(len(feats), SPLITS.index(split), np.int8), clips, {"fps": float(dims.fps)})
+
+
+def find_base_corpus(dims, search=None):
+    """The first build/corpus*/ (beside the current folder, then the checkout) whose mel features fit
+    the model, loaded; None when there is none (the fine-tune then relies on L2-SP alone)."""
+    from .assets import REPO_ROOT
+    from .corpus import load_corpus
+
+    roots = search if search is not None else [Path.cwd() / "build", Path(REPO_ROOT) / "build"]
+    seen = set()
+    for root in roots:
+        for npz in sorted(Path(root).glob("corpus*/corpus.npz")):
+            d = npz.parent.resolve()
+            if d in seen:
+                continue
+            seen.add(d)
+            try:
+                c = load_corpus(d)
+            except InputError:
+                continue
+            if c.mel.shape[1] == dims.mel_width:
+                return d, c
+    return None, None
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+def score_takes(gen, captures: list[Capture], seed: int = 0) -> list[dict]:
+    """`reference.score` of `gen`'s animation of each take's own audio (keypoints and style from the
+    take's own curves, as localize does with an identity time map) against the take."""
+    from .reference import score
+
+    rows = []
+    for cap in captures:
+        f = capture_features(cap, gen.dims)
+        anim = gen.generate(cap.audio, f["keypoints"], f["style"], seed=seed)
+        s = score(anim, cap.reference(), cap.audio.samples, cap.audio.sample_rate)
+        rows.append({"take": cap.name, **s.to_json()})
+    return rows
+
+
+def _median(xs) -> float | None:
+    xs = [float(x) for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
+    return round(float(np.median(xs)), 4) if xs else None
+
+
+def summarize_scores(rows: list[dict], channels=CARD_CHANNELS) -> dict:
+    """Medians over takes: mouth-opening r (lag 0 and best lag), jawOpen r, the loudness-envelope
+    baseline, and per channel r and amplitude (p95 and std ratio, generated / real)."""
+    out = {"takes": len(rows)}
+    for k in ("mouth_r", "mouth_r_best", "jaw_r", "envelope_r"):
+        out[k] = _median(r.get(k) for r in rows)
+    for k in ("channel_r", "amplitude_ratio", "std_ratio"):
+        out[k] = {c: _median(r.get(k, {}).get(c) for r in rows) for c in channels}
+    return out
+
+
+# ------------------------------------------------------------------------------------------ job
+
+@dataclass
+class CaptureRun:
+    """What a `train --captures` run did: the files, the split, the fine-tune and the held-out figures."""
+
+    out: Path
+    base: Path
+    captures_dir: Path
+    used: list[dict] = field(default_factory=list)
+    heldout: list[dict] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    regulariser: str = ""
+    fine_tune: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)  # {"base": summary, "fine_tuned": summary, "per_take": ...}
+    card: Path | None = None
+
+    def to_json(self) -> dict:
+        return {"out": str(self.out), "card": str(self.card) if self.card else None, "base": str(self.base),
+                "captures": str(self.captures_dir), "used": self.used, "heldout": self.heldout,
+                "rejected": [asdict(r) for r in self.rejected], "regulariser": self.regulariser,
+                "fine_tune": self.fine_tune, "scores": self.scores}
+
+
+def _take_row(cap: Capture) -> dict:
+    files = [cap.pair.curves.name] + ([cap.pair.audio.name] if cap.pair.audio is not None else [])
+    return {"take": cap.name, "kind": cap.pair.kind, "files": files, "seconds": round(cap.audio.duration_s, 2),
+            "fps": round(cap.animation.fps, 3)}
+
+
+def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps: int | None = None,
+                      time_limit_s: float | None = None, device: str = "cpu", base_corpus="auto",
+                      heldout_names: list[str] | None = None, limits: CaptureLimits = CaptureLimits(),
+                      cfg=None, progress: bool = True, log=print) -> CaptureRun:
+    """The whole job: collect and validate the pairs, split off the held-out takes, fine-tune the base
+    checkpoint, score the held-out takes with the base and the fine-tuned model, write the checkpoint
+    and its model card (`out` with .md) atomically. `base_corpus`: a corpus folder, "auto"
+    (build/corpus*/ when one fits) or None (L2-SP to the base weights only). `heldout_names`
+    replaces the automatic split (benchmarks split by speaker)."""
+    from .generate import DEFAULT_MODEL, load_model, save_checkpoint
+    from .train import FinetuneConfig, TrainConfig, fine_tune
+
+    cfg = cfg or FinetuneConfig()
+    base = Path(base) if base is not None else DEFAULT_MODEL
+    gen = load_model(base, device="cpu")
+    captures, rejected = collect(captures_dir, limits, log)
+    if not captures:
+        raise InputError(f"{captures_dir}: no valid capture pair to fine-tune on ({len(rejected)} rejected; see the lines "
+                         "above). A pair is a Live Link Face CSV + its .mov/.wav, a .perf, or a video with audio")
+    names = [c.name for c in captures]
+    if heldout_names is not None:
+        unknown = sorted(set(heldout_names) - set(names))
+        if unknown:
+            raise InputError(f"held-out take(s) not among the valid pairs: {', '.join(unknown)}")
+        held_set = set(heldout_names)
+        if len(held_set) >= len(names):
+            raise InputError("every take is held out: nothing left to fine-tune on")
+    else:
+        held_set = set(split_holdout(names, holdout)[1])
+    train_caps = [c for c in captures if c.name not in held_set]
+    held_caps = [c for c in captures if c.name in held_set]
+    if not held_caps:
+        log("warning: only one valid take (or --holdout 0): nothing held out, no held-out figures")
+    log(f"captures: {len(captures)} valid ({sum(c.audio.duration_s for c in train_caps):.1f} s to fine-tune on, "
+        f"{len(held_caps)} held out), {len(rejected)} rejected")
+    corpus = capture_corpus(train_caps, gen.dims)
+    held_corpus = capture_corpus(held_caps, gen.dims) if held_caps else None
+    base_dir, base_c = (None, None)
+    if base_corpus == "auto":
+        base_dir, base_c = find_base_corpus(gen.dims)
+    elif base_corpus is not None:
+        from .corpus import load_corpus
+
+        base_dir, base_c = Path(base_corpus), load_corpus(base_corpus)
+        if base_c.mel.shape[1] != gen.dims.mel_width:
+            raise InputError(f"{base_corpus}: corpus mel features are {base_c.mel.shape[1]} wide, the model reads "
+                             f"{gen.dims.mel_width}; give the corpus the base model was trained on")
+    if base_c is None:
+        mix = "; no base corpus found (build/corpus*/), so no corpus mix"
+    elif cfg.base_share > 0:
+        mix = f" + {cfg.base_share:.0%} of every batch from the base corpus {base_dir}"
+    else:
+        mix = f"; base corpus {base_dir} only measured (base_share 0), not mixed"
+    regulariser = f"L2-SP to the base weights (l2_base {cfg.l2_base:g})" + mix
+    log(f"regularisation: {regulariser}")
+    meta_cfg = gen.meta.get("config", {}).get("train", {})
+    try:
+        train_cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta_cfg.items()})
+    except TypeError:
+        train_cfg = TrainConfig()
+    tuned, report = fine_tune(gen, corpus, cfg, base_corpus=base_c, train_cfg=train_cfg, heldout=held_corpus,
+                              steps=steps, time_limit_s=time_limit_s, device=device, progress=progress, log=log)
+    scores = {}
+    if held_caps:
+        tuned_cpu = tuned if device == "cpu" else _to_cpu(tuned)
+        per_base, per_tuned = score_takes(gen, held_caps), score_takes(tuned_cpu, held_caps)
+        scores = {"base": summarize_scores(per_base), "fine_tuned": summarize_scores(per_tuned),
+                  "per_take": [{"take": b["take"], "base_mouth_r": b["mouth_r"], "fine_tuned_mouth_r": t["mouth_r"]}
+                               for b, t in zip(per_base, per_tuned)]}
+    run = CaptureRun(Path(out), base, Path(captures_dir), [_take_row(c) for c in train_caps],
+                     [_take_row(c) for c in held_caps], rejected, regulariser, report, scores)
+    base_name = gen.meta.get("name", base.stem)
+    meta = dict(gen.meta)
+    meta.update(name=f"{base_name}+{Path(out).stem}", base_model={"path": str(base), "name": base_name},
+                fine_tune={"captures": run.used, "heldout": run.heldout, "rejected": len(rejected),
+                           "regulariser": regulariser, **report, "heldout_scores": {k: v for k, v in scores.items()
+                                                                                   if k != "per_take"}})
+    meta.pop("history", None)
+    save_checkpoint(out, tuned.net, tuned.dims, tuned.sampler, tuned.stats(), meta)
+    from .fileio import write_text_atomic
+
+    run.card = Path(out).with_suffix(".md")
+    write_text_atomic(run.card, model_card(run, base_name))
+    return run
+
+
+def _to_cpu(gen):
+    from .generate import Generator
+
+    return Generator(gen.net.to("cpu"), gen.dims, gen.sampler, gen.stats(), gen.meta, "cpu")
+
+
+def _fmt(x, fmt="{:.2f}") -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
+
+
+def model_card(run: CaptureRun, base_name: str) -> str:
+    """The fine-tuned checkpoint's card: data, pairs used and rejected, held-out figures base vs fine-tuned."""
+    ft = run.fine_tune
+    secs = sum(r["seconds"] for r in run.used)
+    lines = [f"# {run.out.stem}: {base_name} fine-tuned on {run.captures_dir.name}/", "",
+             f"A `dubtool train --captures` fine-tune of `{run.base.name}` ({base_name}); a normal checkpoint: "
+             f"`dubtool localize ... --model-path {run.out.name}`.", "",
+             "## Data", "",
+             f"- captures: `{run.captures_dir}`: {len(run.used)} takes fine-tuned on ({secs:.1f} s), "
+             f"{len(run.heldout)} held out, {len(run.rejected)} rejected",
+             f"- targets: the takes' own 61 curves, normalised with the base checkpoint's statistics; keypoints "
+             f"from each take's upper face, style from the whole take",
+             f"- regularisation: {run.regulariser}",
+             f"- fine-tune: {ft['steps']} steps of {ft['steps_asked']} ({'stopped by the time limit, ' if ft['stopped_by_time_limit'] else ''}"
+             f"{ft['seconds']:.0f} s on {ft['device']}), batch {ft['batch']['capture']} capture + "
+             f"{ft['batch']['base_corpus']} base-corpus windows of {ft['window_frames']} frames, lr {ft['config']['lr']:g}, "
+             f"weights moved {ft['weight_drift_rms']:.2g} RMS from the base", "",
+             "| take | kind | files | s | fps | use |", "|---|---|---|---:|---:|---|"]
+    for use, rows in (("fine-tune", run.used), ("held out", run.heldout)):
+        lines += [f"| {r['take']} | {r['kind']} | {', '.join(r['files'])} | {r['seconds']:.1f} | {r['fps']:g} | {use} |"
+                  for r in rows]
+    if run.rejected:
+        lines += ["", "Rejected pairs:", ""] + [f"- {r.line()}" for r in run.rejected]
+    lines += ["", "## Loss (fixed windows, same noise, before → after)", "",
+              "| windows | base | fine-tuned |", "|---|---:|---:|"]
+    for k, v in ft["probe_loss_before"].items():
+        lines.append(f"| {k.replace('_', ' ')} | {v:.4f} | {ft['probe_loss_after'].get(k, float('nan')):.4f} |")
+    lines += ["", "## Held-out takes (`dubtool eval --reference` figures, median over takes)", ""]
+    if not run.scores:
+        lines.append("No take was held out (one valid take, or --holdout 0): no held-out figures.")
+    else:
+        b, t = run.scores["base"], run.scores["fine_tuned"]
+        lines += [f"{b['takes']} held-out takes: {', '.join(r['take'] for r in run.heldout)}. Mouth opening of the "
+                  "real take: tracked inner-lip landmarks (.perf / video) or the rig lip gap of its weights (CSV).", "",
+                  "| figure | base | fine-tuned |", "|---|---:|---:|"]
+        for key, label in (("mouth_r", "mouth-opening r, lag 0"), ("mouth_r_best", "mouth-opening r, best lag ±3"),
+                           ("jaw_r", "jawOpen r"), ("envelope_r", "loudness envelope r (baseline)")):
+            lines.append(f"| {label} | {_fmt(b[key])} | {_fmt(t[key])} |")
+        lines += ["", "| channel | r base | r fine-tuned | p95 ratio base | p95 ratio fine-tuned | std ratio base | "
+                  "std ratio fine-tuned |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for c in CARD_CHANNELS:
+            cells = [b["channel_r"][c], t["channel_r"][c], b["amplitude_ratio"][c], t["amplitude_ratio"][c],
+                     b["std_ratio"][c], t["std_ratio"][c]]
+            if all(x is None for x in cells):
+                continue
+            lines.append(f"| {c} | " + " | ".join(_fmt(x, "{:.2f}" if i < 2 else "{:.2f}x") for i, x in enumerate(cells)) + " |")
+        lines += ["", "Amplitude ratios are generated / real during speech (1.00x = the real take's).", "",
+                  "| held-out take | mouth-opening r base | fine-tuned |", "|---|---:|---:|"]
+        lines += [f"| {r['take']} | {_fmt(r['base_mouth_r'])} | {_fmt(r['fine_tuned_mouth_r'])} |"
+                  for r in run.scores["per_take"]]
+    lines += ["", "## Base model", "", f"`{run.base}` ({base_name}); its card: `{run.base.with_suffix('.md').name}`.", ""]
+    return "\n".join(lines)
+
+
+def run_summary_json(run: CaptureRun) -> str:
+    return json.dumps(run.to_json(), indent=1)

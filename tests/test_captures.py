@@ -1,0 +1,164 @@
+"""`dubtool train --captures`: pairs found and validated (one line per rejected pair), a deterministic
+hold-out, and an end-to-end fine-tune of a tiny model on takes cut from the bundled example (tracked
+once by `dubtool extract`): a loadable checkpoint that localize takes, a card with the held-out
+figures, and a training loss on the captures that goes down."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dubtool.arkit import Animation
+from dubtool.audio import Audio, ffmpeg_binary, write_wav
+from dubtool.captures import CaptureLimits, collect, find_pairs, split_holdout
+from dubtool.livelink import write_csv
+from dubtool.performance import Performance, save_performance
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples"
+
+
+@pytest.fixture(scope="module")
+def example_perf():
+    """The bundled example actor through `dubtool extract` (once)."""
+    from dubtool.errors import DubtoolError
+    from dubtool.extract import extract
+
+    try:
+        return extract(EXAMPLE / "actor_en.mp4")
+    except DubtoolError as e:  # no face tracker model installed
+        pytest.skip(f"extract unavailable: {e}")
+
+
+def _cut(perf, a: float, b: float):
+    fps, sr = perf.fps, perf.audio.sample_rate
+    i, j = int(round(a * fps)), int(round(b * fps))
+    return i, j, Animation(perf.animation.values[i:j], fps), Audio(perf.audio.samples[int(a * sr):int(b * sr)], sr)
+
+
+@pytest.fixture(scope="module")
+def capture_dir(example_perf, tmp_path_factory):
+    """Three good takes of the three kinds (Live Link CSV at 60 fps + .wav, Live Link CSV + .mov whose
+    audio ffmpeg reads, a .perf carrying its audio) and three bad pairs: curves 2 s against 7.5 s
+    of audio, a CSV with silent audio, a CSV with no audio beside it."""
+    d = tmp_path_factory.mktemp("captures")
+    perf = example_perf
+    _, _, anim, audio = _cut(perf, 0.0, 3.7)
+    write_csv(anim.resampled(60.0), d / "Slate1_1_Actor.csv")
+    write_wav(audio, d / "Slate1_1_Actor.wav")
+    _, _, anim, audio = _cut(perf, 3.7, 7.4)
+    write_csv(anim.resampled(60.0), d / "Slate1_2_Actor.csv")
+    write_wav(audio, d / "tmp.wav")
+    subprocess.run([ffmpeg_binary(), "-v", "error", "-y", "-i", str(d / "tmp.wav"), "-c:a", "aac",
+                    str(d / "Slate1_2_Actor.mov")], check=True)
+    (d / "tmp.wav").unlink()
+    i, j, anim, audio = _cut(perf, 1.5, 5.5)
+    save_performance(Performance(perf.landmarks_image[i:j], perf.landmarks_canonical[i:j], perf.head_pose[i:j], anim,
+                                 perf.face_found[i:j], perf.confidence[i:j], audio, dict(perf.meta)), d / "take3.perf")
+    _, _, anim, _ = _cut(perf, 0.0, 2.0)
+    write_csv(anim, d / "short.csv")
+    write_wav(perf.audio, d / "short.wav")
+    _, _, anim, audio = _cut(perf, 0.0, 3.0)
+    write_csv(anim, d / "quiet.csv")
+    write_wav(Audio(np.zeros_like(audio.samples), audio.sample_rate), d / "quiet.wav")
+    write_csv(anim, d / "lonely.csv")
+    return d
+
+
+def test_pairs_by_stem_and_one_line_per_rejected_pair(capture_dir):
+    pairs, lonely = find_pairs(capture_dir)
+    kinds = {p.name: (p.kind, p.audio.suffix if p.audio else None) for p in pairs}
+    assert kinds["Slate1_1_Actor"] == ("livelink", ".wav") and kinds["Slate1_2_Actor"] == ("livelink", ".mov")
+    assert kinds["take3"] == ("perf", None)
+    assert [r.line() for r in lonely] == ["rejected lonely: lonely.csv has no audio beside it (expected lonely.mov or "
+                                          "lonely.wav)"]
+    lines = []
+    good, rejected = collect(capture_dir, CaptureLimits(), log=lines.append)
+    assert [c.name for c in good] == ["Slate1_1_Actor", "Slate1_2_Actor", "take3"]
+    assert good[0].animation.fps == 60.0 and good[2].lip_gap is not None  # the .perf keeps its tracked lips
+    assert abs(good[1].audio.duration_s - 3.7) < 0.1  # the .mov's audio, read through ffmpeg
+    assert sorted(lines) == sorted(r.line() for r in rejected) and len(lines) == 3
+    by = {r.name: r.reason for r in rejected}
+    assert by["short"] == "curves last 2.00 s but the audio 7.49 s (they must agree within 0.5 s)"
+    assert "no speech found" in by["quiet"] and str(capture_dir) not in by["quiet"]
+
+
+def test_holdout_is_deterministic_by_name_and_leaves_takes_to_train_on():
+    names = [f"take_{i:02d}" for i in range(10)]
+    train, held = split_holdout(names, 0.2)
+    assert len(held) == 2 and sorted(train + held) == names
+    assert split_holdout(list(reversed(names)), 0.2) == (train, held)  # the order files come in does not matter
+    assert split_holdout(names[:2], 0.2)[1] and split_holdout(names[:2], 0.9)[0]  # at least one of each
+    assert split_holdout(names, 0.0) == (names, []) and split_holdout(names[:1], 0.5) == (names[:1], [])
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "dubtool", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_fine_tune_end_to_end(capture_dir, tiny_model, tmp_path):
+    from dubtool.generate import load_model
+
+    r = _cli("train", "--captures", str(capture_dir), "--base", tiny_model, "--out", "out/actor.pt", "--steps", "20",
+             "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    rejected = [line for line in r.stderr.splitlines() if line.startswith("rejected ")]
+    assert sorted(line.split(":")[0] for line in rejected) == ["rejected lonely", "rejected quiet", "rejected short"]
+    assert len(summary["used"]) == 2 and len(summary["heldout"]) == 1
+    ft = summary["fine_tune"]
+    assert ft["steps"] == 20 and "L2-SP" in summary["regulariser"]
+    assert ft["probe_loss_after"]["capture"] < ft["probe_loss_before"]["capture"]  # same windows and noise: it learnt
+    # A normal checkpoint, normalised with the base's statistics, that localize takes.
+    tuned, base = load_model(tmp_path / "out" / "actor.pt"), load_model(tiny_model)
+    assert all(np.array_equal(tuned.stats()[k], base.stats()[k]) for k in base.stats())
+    assert tuned.meta["base_model"]["name"] == "tiny-untrained"
+    card = (tmp_path / "out" / "actor.md").read_text()
+    held = summary["heldout"][0]["take"]
+    assert held in card and "| mouth-opening r, lag 0 |" in card and "rejected short: curves last 2.00 s" in card
+    row = next(line for line in card.splitlines() if line.startswith("| mouth-opening r, lag 0 |"))
+    assert row.count("|") == 4 and "–" not in row  # base and fine-tuned figures, both measured
+    assert summary["scores"]["fine_tuned"]["mouth_r"] == pytest.approx(float(row.split("|")[3]), abs=0.006)
+    # What `localize --model-path out/actor.pt` runs (in-process: one interpreter start less).
+    from dubtool.livelink import read_csv
+    from dubtool.localize import LocalizeOptions, localize_files
+
+    opts = LocalizeOptions(lang="en", model_path=str(tmp_path / "out" / "actor.pt"))
+    report = localize_files(capture_dir / "take3.perf", capture_dir / "Slate1_1_Actor.wav", tmp_path / "dub.csv", opts)
+    assert report["settings"]["generator"]["name"] == "tiny-untrained+actor"  # the fine-tuned model made the lips
+    assert read_csv(tmp_path / "dub.csv").num_frames == report["frames"] > 0
+
+
+def test_no_valid_pair_fails_in_one_line_exit_2(capture_dir, tiny_model, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("short.csv", "short.wav", "lonely.csv"):
+        (bad / name).write_bytes((capture_dir / name).read_bytes())
+    r = _cli("train", "--captures", "bad", "--base", tiny_model, "--out", "a.pt", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "no valid capture pair" in err[0]
+    assert len([line for line in r.stderr.splitlines() if line.startswith("rejected ")]) == 2
+    assert not (tmp_path / "a.pt").exists() and not (tmp_path / "a.md").exists()
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"holdout": 1.5}, "--holdout must be a share"), ({"holdout": float("nan")}, "--holdout must be a share"),
+    ({"base": "nothere.pt"}, "base checkpoint not found"), ({"device": "tpu"}, "unknown device"),
+    ({"unused": {"--config": "x.json"}}, "--config trains from scratch"), ({"out": None}, "--captures needs --out"),
+    ({"captures": "nothere"}, "captures folder not found"), ({"base_corpus": "nothere"}, "--base-corpus: no corpus.npz"),
+    ({"out": "actor.md"}, "--out is the checkpoint"),
+])
+def test_options_are_checked_before_any_work(capture_dir, tmp_path, monkeypatch, change, says):
+    from dubtool.commands.train import _train_captures
+    from dubtool.errors import InputError
+
+    monkeypatch.chdir(tmp_path)
+    args = {"captures": str(capture_dir), "out": "a.pt", "base": None, "holdout": 0.2, "base_corpus": None,
+            "steps": None, "time_limit": None, "device": "cpu", "as_json": False, "unused": {}, **change}
+    with pytest.raises(InputError, match=says):
+        _train_captures(**args)
+    assert list(tmp_path.iterdir()) == []  # nothing written
