@@ -160,6 +160,10 @@ def main() -> None:
 
     global _MAIN_PID, _json_errors
     _json_errors = _json_requested(sys.argv[1:])
+    # torch's OpenMP threads spin at every barrier by default; on a machine whose cores other jobs share,
+    # that made generation with 2 threads 8x slower than with 1 (docs/benchmarks.md). Waiting threads
+    # sleep instead; set OMP_WAIT_POLICY=ACTIVE to get the spinning back. Read when torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not os.environ.get("DUBTOOL_DEBUG"):
         warnings.showwarning = _warning_line
     if threading_main():
