@@ -14,7 +14,7 @@ Figures (medians of --runs passes, all in this one process unless said otherwise
       metrics, file I/O).
   (d) first run of new lines vs a repeat of the same lines in one process (the issue's 2.5x vs 13.6x).
 
-    python benchmarks/bench_batch.py [--lines 200] [--runs 3] [--oneshot 8] [--json out.json]
+    python benchmarks/bench_batch.py [--lines 200] [--runs 3] [--oneshot 8] [--no-workers2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-# As `dubtool` itself does (cli.main): torch's OpenMP threads sleep rather than spin while they wait.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# As `dubtool` itself does (cli.main): torch's OpenMP threads sleep rather than spin while they wait
+# (BENCH_OMP_DEFAULT=1 leaves OpenMP's default, to time code from before that change).
+if not os.environ.get("BENCH_OMP_DEFAULT"):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -129,6 +131,8 @@ def main() -> None:
     ap.add_argument("--five", type=int, default=60, help="number of 5 s lines for the lines/min goal")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--oneshot", type=int, default=8, help="lines run one-shot (fresh process each)")
+    ap.add_argument("--no-workers2", dest="workers2", action="store_false",
+                    help="skip the 2-worker batch (spawned processes)")
     ap.add_argument("--json", help="also write all figures here")
     args = ap.parse_args()
 
@@ -152,7 +156,7 @@ def main() -> None:
     audio5_s = sum(a.duration_s for _, a in five)
     print(f"# batch of distinct real lines: {len(lines)} lines of 2-10 s ({audio_s:.0f} s of speech, "
           f"{', '.join(sorted({l for l, _ in lines}))}), {len(five)} lines of 5 s; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     figures: dict = {"lines": len(lines), "audio_s": audio_s}
 
     options = LocalizeOptions()
@@ -176,6 +180,13 @@ def main() -> None:
           f"{len(lines) / wall * 60:.0f} lines/min, {audio_s / wall:.1f}x real time "
           f"(median of {args.runs}: {wall:.1f} s; {min(walls):.1f}-{max(walls):.1f})")
     figures["batch_lines_per_min"], figures["batch_x"] = len(lines) / wall * 60, audio_s / wall
+    if args.workers2:
+        walls2 = [batch_pass(manifest, options, workers=2)[0] for _ in range(args.runs)]
+        wall2 = statistics.median(walls2)
+        print(f"(a) batch, 2 spawned workers (1 thread each, incl. their start-up and model load): "
+              f"{len(lines) / wall2 * 60:.0f} lines/min, {audio_s / wall2:.1f}x real time "
+              f"(median of {args.runs}: {wall2:.1f} s; {min(walls2):.1f}-{max(walls2):.1f})")
+        figures["batch2_lines_per_min"], figures["batch2_x"] = len(lines) / wall2 * 60, audio_s / wall2
     walls5 = [batch_pass(manifest5, options)[0] for _ in range(args.runs)]
     wall5 = statistics.median(walls5)
     print(f"(a) batch of 5 s lines, model loaded: {len(five) / wall5 * 60:.0f} lines/min "
