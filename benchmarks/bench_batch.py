@@ -144,7 +144,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     perf = tmp / "actor_en.perf"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     dubtool = [sys.executable, "-m", "dubtool"]
     subprocess.run(dubtool + ["extract", str(ROOT / "examples" / "actor_en.mp4"), "-o", str(perf)], env=env,
                    check=True, capture_output=True)
@@ -248,6 +248,9 @@ def main() -> None:
         figures["oneshot_lines_per_min"], figures["oneshot_x"] = len(sub) / sum(times) * 60, secs / sum(times)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
