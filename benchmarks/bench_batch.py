@@ -125,14 +125,33 @@ def floor_pass(wavs: list[Path], gen, style, keypoints_for) -> float:
     return time.perf_counter() - t
 
 
+def generation_alone(gen, wavs, style, keypoints_for, audio_s, runs, figures) -> None:
+    """The network's sampling alone on the features of new lines (the >= 100x goal)."""
+    sc = gen.sampler
+    feats = []
+    for w in wavs:
+        a = load_audio(w)
+        feats.append((a.duration_s, gen._prepare(a, keypoints_for(int(round(a.duration_s * gen.fps))), style)))
+    gens = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        for _, (mel, kpt, st) in feats:
+            gen.sample(mel[None], kpt[None], st[None], steps=sc.steps, guidance=sc.guidance, seed=0)
+        gens.append(time.perf_counter() - t)
+    g = statistics.median(gens)
+    print(f"generation alone (network sampling, {sc.steps} steps, guidance {sc.guidance}), new lines: "
+          f"{audio_s / g:.0f}x real time (goal >= 100x; median of {runs}: {g:.1f} s)")
+    figures["generate_x"] = audio_s / g
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lines", type=int, default=200)
     ap.add_argument("--five", type=int, default=60, help="number of 5 s lines for the lines/min goal")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--oneshot", type=int, default=8, help="lines run one-shot (fresh process each)")
-    ap.add_argument("--no-workers2", dest="workers2", action="store_false",
-                    help="skip the 2-worker batch (spawned processes)")
+    ap.add_argument("--parts", default="first,batch,workers2,five,floor,generate,oneshot",
+                    help="comma list of the figures to measure")
     ap.add_argument("--json", help="also write all figures here")
     args = ap.parse_args()
 
@@ -164,34 +183,39 @@ def main() -> None:
     gen = get_generator(None, "cpu")
     log(f"model load {time.perf_counter() - t:.2f} s; sampler {gen.sampler}")
 
+    parts = set(args.parts.split(","))
     # (d) first run vs repeat, before anything else has run in this process: 8 new lines, then the same 8
-    first8 = write_lines(real_lines(8, seed=2), tmp / "first8", perf, "f")
-    t_first, n8 = batch_pass(first8, options)
-    t_repeat, _ = batch_pass(first8, options)
-    s8 = sum(load_audio(p).duration_s for p in sorted((tmp / "first8").glob("f*.wav")))
-    print(f"first run of 8 new lines (fresh process, model loaded): {s8 / t_first:.1f}x real time "
-          f"({t_first:.2f} s); the same 8 again: {s8 / t_repeat:.1f}x ({t_repeat:.2f} s)")
-    figures["first8_x"], figures["repeat8_x"] = s8 / t_first, s8 / t_repeat
+    if "first" in parts:
+        first8 = write_lines(real_lines(8, seed=2), tmp / "first8", perf, "f")
+        t_first, n8 = batch_pass(first8, options)
+        t_repeat, _ = batch_pass(first8, options)
+        s8 = sum(load_audio(p).duration_s for p in sorted((tmp / "first8").glob("f*.wav")))
+        print(f"first run of 8 new lines (fresh process, model loaded): {s8 / t_first:.1f}x real time "
+              f"({t_first:.2f} s); the same 8 again: {s8 / t_repeat:.1f}x ({t_repeat:.2f} s)")
+        figures["first8_x"], figures["repeat8_x"] = s8 / t_first, s8 / t_repeat
 
     # (a) batch with the model loaded
-    walls = [batch_pass(manifest, options)[0] for _ in range(args.runs)]
-    wall = statistics.median(walls)
-    print(f"(a) batch, model loaded, 1 worker in-process ({torch.get_num_threads()} threads): "
-          f"{len(lines) / wall * 60:.0f} lines/min, {audio_s / wall:.1f}x real time "
-          f"(median of {args.runs}: {wall:.1f} s; {min(walls):.1f}-{max(walls):.1f})")
-    figures["batch_lines_per_min"], figures["batch_x"] = len(lines) / wall * 60, audio_s / wall
-    if args.workers2:
+    wall = None
+    if "batch" in parts:
+        walls = [batch_pass(manifest, options)[0] for _ in range(args.runs)]
+        wall = statistics.median(walls)
+        print(f"(a) batch, model loaded, 1 worker in-process ({torch.get_num_threads()} threads): "
+              f"{len(lines) / wall * 60:.0f} lines/min, {audio_s / wall:.1f}x real time "
+              f"(median of {args.runs}: {wall:.1f} s; {min(walls):.1f}-{max(walls):.1f})")
+        figures["batch_lines_per_min"], figures["batch_x"] = len(lines) / wall * 60, audio_s / wall
+    if "workers2" in parts:
         walls2 = [batch_pass(manifest, options, workers=2)[0] for _ in range(args.runs)]
         wall2 = statistics.median(walls2)
         print(f"(a) batch, 2 spawned workers (1 thread each, incl. their start-up and model load): "
               f"{len(lines) / wall2 * 60:.0f} lines/min, {audio_s / wall2:.1f}x real time "
               f"(median of {args.runs}: {wall2:.1f} s; {min(walls2):.1f}-{max(walls2):.1f})")
         figures["batch2_lines_per_min"], figures["batch2_x"] = len(lines) / wall2 * 60, audio_s / wall2
-    walls5 = [batch_pass(manifest5, options)[0] for _ in range(args.runs)]
-    wall5 = statistics.median(walls5)
-    print(f"(a) batch of 5 s lines, model loaded: {len(five) / wall5 * 60:.0f} lines/min "
-          f"(goal >= 300), {audio5_s / wall5:.1f}x real time (median of {args.runs}: {wall5:.1f} s)")
-    figures["five_lines_per_min"], figures["five_x"] = len(five) / wall5 * 60, audio5_s / wall5
+    if "five" in parts:
+        walls5 = [batch_pass(manifest5, options)[0] for _ in range(args.runs)]
+        wall5 = statistics.median(walls5)
+        print(f"(a) batch of 5 s lines, model loaded: {len(five) / wall5 * 60:.0f} lines/min "
+              f"(goal >= 300), {audio5_s / wall5:.1f}x real time (median of {args.runs}: {wall5:.1f} s)")
+        figures["five_lines_per_min"], figures["five_x"] = len(five) / wall5 * 60, audio5_s / wall5
 
     # (c) the physical floor on the same lines
     src = load_performance(perf)
@@ -208,32 +232,19 @@ def main() -> None:
         return kp_src[idx]
 
     wavs = sorted((tmp / "lines").glob("line*.wav"))
-    floors = [floor_pass(wavs, gen, style, keypoints_for) for _ in range(args.runs)]
-    floor = statistics.median(floors)
-    print(f"(c) physical floor (decode + features + network sampling, same {len(wavs)} lines): "
-          f"{len(wavs) / floor * 60:.0f} lines/min, {audio_s / floor:.1f}x real time ({floor:.1f} s); "
-          f"batch / floor = {wall / floor:.2f}")
-    figures["floor_x"], figures["batch_over_floor"] = audio_s / floor, wall / floor
+    if "floor" in parts:
+        floors = [floor_pass(wavs, gen, style, keypoints_for) for _ in range(args.runs)]
+        floor = statistics.median(floors)
+        print(f"(c) physical floor (decode + features + network sampling, same {len(wavs)} lines): "
+              f"{len(wavs) / floor * 60:.0f} lines/min, {audio_s / floor:.1f}x real time ({floor:.1f} s)"
+              + (f"; batch / floor = {wall / floor:.2f}" if wall else ""))
+        figures["floor_x"] = audio_s / floor
+        if wall:
+            figures["batch_over_floor"] = wall / floor
 
-    # generation alone (the network's sampling) on new lines, for the >= 100x goal
-    sc = gen.sampler
-    feats = []
-    for w in wavs:
-        a = load_audio(w)
-        feats.append((a.duration_s, gen._prepare(a, keypoints_for(int(round(a.duration_s * gen.fps))), style)))
-    gens = []
-    for _ in range(args.runs):
-        t = time.perf_counter()
-        for _, (mel, kpt, st) in feats:
-            gen.sample(mel[None], kpt[None], st[None], steps=sc.steps, guidance=sc.guidance, seed=0)
-        gens.append(time.perf_counter() - t)
-    g = statistics.median(gens)
-    print(f"generation alone (network sampling, {sc.steps} steps, guidance {sc.guidance}), new lines: "
-          f"{audio_s / g:.0f}x real time (goal >= 100x; median of {args.runs}: {g:.1f} s)")
-    figures["generate_x"] = audio_s / g
-
-    # (b) one-shot per line, a fresh `dubtool localize` process each
-    if args.oneshot:
+    if "generate" in parts:  # the network's sampling alone on new lines, for the >= 100x goal
+        generation_alone(gen, wavs, style, keypoints_for, audio_s, args.runs, figures)
+    if "oneshot" in parts and args.oneshot:  # (b) a fresh `dubtool localize` process per line
         sub = [(w, lang) for w, (lang, _) in zip(wavs, lines)][:args.oneshot]
         times, secs = [], 0.0
         for w, lang in sub:
