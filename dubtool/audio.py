@@ -2,8 +2,8 @@
 atomically, and the model's front end (log-mel features at the animation frame rate).
 
 Mel features use torch.stft + a Slaney mel filter bank (the same matrix as librosa.filters.mel's
-defaults, computed here in numpy: importing librosa.filters pulls scipy.signal and numba, ~1 s of a
-one-shot run) rather than torchaudio, whose PyPI builds pull a CUDA torch (see README).
+defaults, bit for bit, computed here in numpy: importing librosa.filters pulls scipy.signal and numba,
+seconds of CPU on the first line of every run) rather than torchaudio, whose PyPI builds pull a CUDA torch (see README).
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ def extract(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..cli import err_console
-
     from ..errors import InputError
     from ..extract import ExtractOptions, extract as run_extract, summary
     from ..fileio import require_distinct_outputs, require_writable, staged_outputs
