@@ -198,7 +198,8 @@ def main() -> None:
         sys.exit(1)
     except Exception as e:
         click_types = _click_exception_types()
-        if type(e).__name__ == "NoArgsIsHelpError":  # bare `dubtool` (or a group alone): the help was shown
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `dubtool` (or a group alone): show the help
+            print(e.format_message())  # on stdout, as `dubtool --help` (plain help text: click leaves it to us)
             sys.exit(0)
         if click_types and isinstance(e, click_types):  # usage errors: bad option value, missing argument
             _error_line(_usage_message(e), e.exit_code or EXIT_USER_ERROR)

@@ -33,7 +33,7 @@ def assert_light(names: set[str]) -> None:
     assert not heavy, f"start-up imported {heavy}{hint}"
 
 
-@pytest.mark.parametrize("args", [["--help"], ["localize", "--help"], ["extract", "--help"]])
+@pytest.mark.parametrize("args", [[], ["--help"], ["localize", "--help"], ["extract", "--help"]])
 def test_help_imports_no_heavy_package(args, tmp_path):
     r, names = imported_packages(*args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-500:]
