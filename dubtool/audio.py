@@ -1,8 +1,9 @@
 """Audio in and out: decode anything ffmpeg reads to mono float32 at a chosen rate, write WAV
 atomically, and the model's front end (log-mel features at the animation frame rate).
 
-Mel features use torch.stft + librosa's mel filter bank rather than torchaudio, whose PyPI builds
-pull a CUDA torch (see README).
+Mel features use torch.stft + a Slaney mel filter bank (the same matrix as librosa.filters.mel's
+defaults, bit for bit, computed here in numpy: importing librosa.filters pulls scipy.signal and numba,
+seconds of CPU on the first line of every run) rather than torchaudio, whose PyPI builds pull a CUDA torch (see README).
 """
 
 from __future__ import annotations
@@ -117,6 +118,41 @@ def require_speech(audio: Audio, source: str, min_rms_db: float = -50.0) -> None
 N_MELS = 80
 N_FFT = 512
 WIN = 400  # 25 ms at 16 kHz
+MEL_FMIN, MEL_FMAX = 20.0, 7600.0
+
+# Slaney's Auditory Toolbox mel scale (librosa's default, htk=False): linear below 1 kHz, log above.
+_MEL_F_SP = 200.0 / 3
+_MEL_MIN_LOG_HZ = 1000.0
+_MEL_MIN_LOG_MEL = _MEL_MIN_LOG_HZ / _MEL_F_SP
+_MEL_LOGSTEP = np.log(6.4) / 27.0
+
+
+def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, np.float64)
+    mel = hz / _MEL_F_SP
+    log_part = _MEL_MIN_LOG_MEL + np.log(np.maximum(hz, _MEL_MIN_LOG_HZ) / _MEL_MIN_LOG_HZ) / _MEL_LOGSTEP
+    return np.where(hz >= _MEL_MIN_LOG_HZ, log_part, mel)
+
+
+def mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, np.float64)
+    log_part = _MEL_MIN_LOG_HZ * np.exp(_MEL_LOGSTEP * (np.maximum(mel, _MEL_MIN_LOG_MEL) - _MEL_MIN_LOG_MEL))
+    return np.where(mel >= _MEL_MIN_LOG_MEL, log_part, _MEL_F_SP * mel)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin_hz: float, fmax_hz: float) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) float32 triangular filters on the Slaney mel scale, each scaled to
+    unit area ("slaney" norm): what librosa.filters.mel gives with its defaults (tests compare)."""
+    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges_hz = mel_to_hz(np.linspace(hz_to_mel(fmin_hz), hz_to_mel(fmax_hz), n_mels + 2))
+    widths = np.diff(edges_hz)
+    ramps = edges_hz[:, None] - fft_hz[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    # float32 before the area scaling, in place, as librosa rounds: the features stay bit-identical.
+    weights = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    return weights
 
 
 def mel_features(samples: np.ndarray, sample_rate: int, fps: float, n_mels: int = N_MELS, subframes: int = 1):
@@ -128,20 +164,20 @@ def mel_features(samples: np.ndarray, sample_rate: int, fps: float, n_mels: int 
     subframes = K > 1: each row stacks K log-mel vectors sampled (linear interpolation of the 10 ms
     frames) at the centres of K equal parts of its frame, earliest first, so the network sees the
     timing of closures and bursts inside a frame."""
-    import librosa
     import torch
 
     if subframes < 1:
         raise InputError(f"mel subframes must be >= 1, got {subframes}")
     if sample_rate != SAMPLE_RATE:
+        import librosa
+
         samples = librosa.resample(np.asarray(samples, np.float32), orig_sr=sample_rate, target_sr=SAMPLE_RATE)
         sample_rate = SAMPLE_RATE
     x = torch.as_tensor(np.asarray(samples, np.float32))
     hop = sample_rate // 100
     spec = torch.stft(x, N_FFT, hop_length=hop, win_length=WIN, window=torch.hann_window(WIN),
                       center=True, return_complex=True).abs() ** 2
-    fb = torch.as_tensor(librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=n_mels, fmin=20, fmax=7600),
-                         dtype=torch.float32)
+    fb = torch.as_tensor(mel_filterbank(sample_rate, N_FFT, n_mels, MEL_FMIN, MEL_FMAX))
     mel = torch.log(torch.clamp(fb @ spec, min=1e-6)).T  # (stft_frames, n_mels); frame j centred at j*hop
     n_out = max(1, int(round(len(samples) / sample_rate * fps)))
     if subframes > 1:

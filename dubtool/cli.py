@@ -6,11 +6,11 @@ Errors a user can cause (DubtoolError) become one red line on stderr and a non-z
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 
 import typer
-from rich.console import Console
 
 from . import __version__
 from .errors import DubtoolError
@@ -22,8 +22,27 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help text: Typer's rich help formatter imports rich.markdown, markdown-it, pygments and attrs,
+    # which doubled the cost of `dubtool --help` (docs/benchmarks.md, start-up).
+    rich_markup_mode=None,
 )
-err_console = Console(stderr=True)
+
+
+@functools.cache
+def stderr_console():
+    """The rich Console on stderr, built on first use: importing rich.console costs ~40 ms of every
+    start-up, and `--help` or a finished command may never print to stderr."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def __getattr__(name: str):
+    # `from dubtool.cli import err_console` (PEP 562 module attribute): the same lazily built console.
+    if name == "err_console":
+        return stderr_console()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Command modules, in the order `dubtool --help` lists them. Each registers its commands on `app`
 # at import and keeps heavy imports (torch, mediapipe, moderngl) inside its functions.
@@ -75,7 +94,7 @@ def _error_line(message: str, exit_code: int | None = None) -> None:
     from rich.markup import escape
 
     text = " ".join(part.strip() for part in str(message).splitlines() if part.strip()) or "unknown error"
-    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    stderr_console().print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     if _json_errors and exit_code is not None:
         import json
 
@@ -91,7 +110,7 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     from rich.markup import escape
 
     text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
-    err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    stderr_console().print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 def _click_exception_types() -> tuple[type, ...]:
@@ -155,6 +174,10 @@ def main() -> None:
     global _MAIN_PID, _json_errors
     sys.argv[1:] = _fill_optional_values(sys.argv[1:])
     _json_errors = _json_requested(sys.argv[1:])
+    # torch's OpenMP threads spin at every barrier by default; on a machine whose cores other jobs share,
+    # that made generation with 2 threads 8x slower than with 1 (docs/benchmarks.md). Waiting threads
+    # sleep instead; set OMP_WAIT_POLICY=ACTIVE to get the spinning back. Read when torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not os.environ.get("DUBTOOL_DEBUG"):
         warnings.showwarning = _warning_line
     if threading_main():
@@ -189,7 +212,8 @@ def main() -> None:
         sys.exit(1)
     except Exception as e:
         click_types = _click_exception_types()
-        if type(e).__name__ == "NoArgsIsHelpError":  # bare `dubtool` (or a group alone): the help was shown
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `dubtool` (or a group alone): show the help
+            print(e.format_message())  # on stdout, as `dubtool --help` (plain help text: click leaves it to us)
             sys.exit(0)
         if click_types and isinstance(e, click_types):  # usage errors: bad option value, missing argument
             _error_line(_usage_message(e), e.exit_code or EXIT_USER_ERROR)

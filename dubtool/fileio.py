@@ -224,6 +224,15 @@ def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
     return p
 
 
+def require_inputs(*named: tuple[str | os.PathLike | None, str]) -> None:
+    """`require_file` on each (path, what) in order, skipping None. Commands call it before importing
+    their stage (numpy, torch, mediapipe), so a mistyped path fails in a fraction of a second; the
+    stage checks again with the same words."""
+    for path, what in named:
+        if path is not None:
+            require_file(path, what)
+
+
 def require_writable(*paths: str | os.PathLike | None) -> None:
     """Fail early, before any work, when an output cannot be created: a folder given as the file, a
     parent that is a file, or a read-only folder. Nothing is created (missing folders come later)."""

@@ -84,6 +84,8 @@ def lookup(code: str) -> Language | None:
     """The Language for a --lang code (case-insensitive, '_' or '-', ISO 639-1/2/3 or BCP 47), or None
     when espeak-ng has no voice for it."""
     raw = (code or "").strip().lower().replace("_", "-")
+    if ALIASES.get(raw, raw) in LANGUAGES:  # a curated code as typed: no langcodes or espeak look-up
+        return LANGUAGES[ALIASES.get(raw, raw)]
     key = _normalise(code)
     base = key.split("-")[0]
     voices = _espeak_voices()

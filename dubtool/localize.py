@@ -15,6 +15,7 @@ written before the CSV so an existing CSV means a finished line).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -139,17 +140,27 @@ def _usable_transcripts(options: LocalizeOptions, warnings_: list[str]) -> tuple
 
 def load_source(path: str | os.PathLike):
     """A Performance from a .perf file, or by running extract on a video (at the video's frame rate;
-    the warp resamples to the output rate)."""
-    from .performance import load_performance
-
+    the warp resamples to the output rate). The last few are kept per process, keyed by the file's
+    path, size and modification time: a batch whose lines share a source reads (or tracks) it once."""
     p = require_file(path, "source")
-    if p.suffix.lower() == ".perf":
-        return load_performance(p)
-    if p.suffix.lower() in VIDEO_SUFFIXES:
-        from .extract import extract
+    if p.suffix.lower() != ".perf" and p.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InputError(f"{p}: source must be a .perf file or a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    st = p.stat()
+    return _load_source_file(p, str(p.resolve()), st.st_size, st.st_mtime_ns)
 
-        return extract(p)
-    raise InputError(f"{p}: source must be a .perf file or a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
+
+@functools.lru_cache(maxsize=4)
+def _load_source_file(p: Path, resolved: str, size: int, mtime_ns: int):
+    """load_source's work on `p` (named as the user gave it, for messages); the other arguments are
+    only the cache key (a changed file is read again). Nothing downstream writes into a
+    Performance's arrays, so lines can share one."""
+    if p.suffix.lower() == ".perf":
+        from .performance import load_performance
+
+        return load_performance(p)
+    from .extract import extract
+
+    return extract(p)
 
 
 def load_source_audio(path: str | os.PathLike) -> Audio:

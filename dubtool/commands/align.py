@@ -24,6 +24,9 @@ def align_command(
     as_json: bool = typer.Option(False, "--json", help="Print the time map JSON on stdout."),
 ) -> None:
     """Match the dub's phrases to the source's and write a piecewise-linear time map."""
+    from ..fileio import require_inputs
+
+    require_inputs((source, "source"), (dub, "dub audio"))  # before the stage's imports (numpy)
     from ..align import align, fit_dub, plot_alignment
     from ..audio import load_audio, require_speech, write_wav
     from ..errors import InputError

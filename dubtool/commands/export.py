@@ -18,6 +18,9 @@ def export(
     take: str = typer.Option("dub", "--take", help="Animation take (stack) name."),
 ) -> None:
     """Export ARKit curves on the face rig: FBX for Maya/Blender/Unreal, glTF for engines and the web."""
+    from ..fileio import require_inputs
+
+    require_inputs((animation, "animation file"))  # before the stage's imports (numpy)
     from ..errors import InputError
     from ..export import export_animation, load_animation
     from ..fileio import require_distinct_outputs, require_writable

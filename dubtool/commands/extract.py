@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from ..cli import app, err_console
+from ..cli import app
 
 
 @app.command()
@@ -28,8 +28,12 @@ def extract(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Track the actor's face: 478 landmarks, head pose, 52 ARKit blendshapes + head/eye rotations, audio."""
+    from ..fileio import require_inputs
+
+    require_inputs((video, "video file"))  # before the stage's imports (mediapipe, numpy)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from ..cli import err_console
     from ..errors import InputError
     from ..extract import ExtractOptions, extract as run_extract, summary
     from ..fileio import require_distinct_outputs, require_writable, staged_outputs

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..cli import app, err_console
+from ..cli import app
 
 
 @app.command()
@@ -84,6 +84,8 @@ def keyframes(
     options = PlanOptions(fps=fps, seed=seed, blinks_per_min=blink_rate, use_embedding=not no_embedding)
 
     def log(msg: str) -> None:
+        from ..cli import err_console
+
         err_console.print(f"[yellow]{escape(msg)}[/]", highlight=False, soft_wrap=True)
 
     track = plan_keyframes(text, dur, words, options, llm=llm, log=log)
@@ -136,6 +138,8 @@ def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding,
     matcher = PrototypeMatcher(use_embedding=not no_embedding)  # one model load for the whole table
 
     def log(msg: str) -> None:
+        from ..cli import err_console
+
         err_console.print(f"[yellow]{escape(msg)}[/]", highlight=False, soft_wrap=True)
 
     index = io.StringIO()

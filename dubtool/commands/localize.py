@@ -46,6 +46,10 @@ def localize_command(
     as_json: bool = typer.Option(False, "--json", help="Print a summary JSON on stdout."),
 ) -> None:
     """Lip-sync the dub while keeping the source actor's upper-face performance, head and eyes."""
+    from ..fileio import require_inputs
+
+    if not manifest:  # before the stage's imports (numpy, torch); the dub is checked first, as the stage does
+        require_inputs((dub, "dub audio"), (source, "source"))
     from rich.console import Console
     from rich.markup import escape
 

@@ -33,6 +33,10 @@ def render(
     """Render a shaded face preview (H.264 + AAC mp4) of ARKit curves, headless on the CPU."""
     from pathlib import Path
 
+    from ..fileio import require_inputs
+
+    require_inputs((animation, "animation file"))  # before the stage's imports (numpy, moderngl)
+
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn

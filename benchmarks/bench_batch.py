@@ -1,0 +1,268 @@
+"""Throughput on what users run: a batch of DISTINCT real speech lines, each a new dub.
+
+Material: Debian's asterisk prompts (real recorded speech, fr / es / en / ru voices), consecutive
+prompts of one voice joined with 0.3 s pauses into lines of 2-10 s (durations spread evenly, fixed
+seed), and the bundled example actor (examples/actor_en.mp4, extracted once) as the source .perf of
+every line. Shipped model models/dubtool_flow_v4.pt with its own sampler settings.
+
+Figures (medians of --runs passes, all in this one process unless said otherwise):
+  (a) batch, model loaded: `localize --manifest`'s path (batch.run_manifest, 1 worker in-process) over
+      all lines -> lines/min and x real time; and a set of 5 s lines (the issue's goal: >= 300/min).
+  (b) one-shot: `dubtool localize` as a fresh process per line, on a subset.
+  (c) physical floor: decode + log-mel features + the network's sampling alone, per line, same lines;
+      the ratio (a)/(c) is the per-line overhead of everything else (time map, warp, keypoints,
+      metrics, file I/O).
+  (d) first run of new lines vs a repeat of the same lines in one process (the issue's 2.5x vs 13.6x).
+
+    python benchmarks/bench_batch.py [--lines 200] [--runs 3] [--oneshot 8] [--no-workers2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+# As `dubtool` itself does (cli.main): torch's OpenMP threads sleep rather than spin while they wait
+# (BENCH_OMP_DEFAULT=1 leaves OpenMP's default, to time code from before that change).
+if not os.environ.get("BENCH_OMP_DEFAULT"):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dubtool.audio import SAMPLE_RATE, Audio, load_audio, write_wav  # noqa: E402
+
+SOUNDS = Path("/usr/share/asterisk/sounds")
+VOICES = (("fr", "fr"), ("es", "es"), ("en", "en"), ("ru", "ru"))
+PAUSE_S = 0.3
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def real_lines(n: int, seed: int = 0, durations: list[float] | None = None) -> list[tuple[str, Audio]]:
+    """n distinct (lang, Audio) lines of real speech, 2-10 s (or the given durations): consecutive
+    prompts of one voice joined with short pauses, cut at the target length."""
+    rng = np.random.default_rng(seed)
+    if durations is None:
+        durations = list(rng.permutation(np.linspace(2.0, 10.0, n)))
+    pools = []
+    for folder, lang in VOICES:
+        files = sorted((SOUNDS / folder).glob("*.wav"))
+        if files:
+            pools.append((lang, files))
+    if not pools:
+        raise SystemExit(f"no asterisk prompts under {SOUNDS} (apt-get install asterisk-core-sounds-en-wav ...)")
+    cursor = {lang: 0 for lang, _ in pools}
+    gap = np.zeros(int(PAUSE_S * SAMPLE_RATE), np.float32)
+    out = []
+    for i, dur in enumerate(durations):
+        lang, files = pools[i % len(pools)]
+        parts, total = [], 0.0
+        while total < dur:
+            f = files[cursor[lang] % len(files)]
+            cursor[lang] += 1
+            a = load_audio(f).samples
+            if a.size < SAMPLE_RATE // 5:
+                continue
+            parts += [a, gap]
+            total += (a.size + gap.size) / SAMPLE_RATE
+        x = np.concatenate(parts)[:int(round(dur * SAMPLE_RATE))]
+        out.append((lang, Audio(x.astype(np.float32), SAMPLE_RATE)))
+    return out
+
+
+def write_lines(lines: list[tuple[str, Audio]], folder: Path, perf: Path, tag: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["source,dub,lang,output"]
+    for i, (lang, a) in enumerate(lines):
+        wav = folder / f"{tag}{i:03d}.wav"
+        write_wav(a, wav)
+        rows.append(f"{perf},{wav},{lang},{folder / 'out' / f'{tag}{i:03d}.csv'}")
+    manifest = folder / f"{tag}.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def batch_pass(manifest: Path, options, workers: int = 1) -> tuple[float, int]:
+    """Wall seconds of one `--manifest` run (outputs removed first so every row is done)."""
+    import shutil
+
+    from dubtool.batch import run_manifest
+
+    shutil.rmtree(manifest.parent / "out", ignore_errors=True)
+    for p in manifest.parent.glob(f"{manifest.name}.results.*"):
+        p.unlink()
+    t = time.perf_counter()
+    results = run_manifest(manifest, options, workers=workers)
+    dt = time.perf_counter() - t
+    bad = [r for r in results if r.status != "done"]
+    if bad:
+        raise SystemExit(f"{len(bad)} row(s) failed, first: line {bad[0].line}: {bad[0].message}")
+    return dt, len(results)
+
+
+def floor_pass(wavs: list[Path], gen, style, keypoints_for) -> float:
+    """Decode + features + network sampling alone, per line (what no pipeline can avoid)."""
+    from dubtool.generate import normalize_mel  # noqa: F401  (same front end as Generator._prepare)
+
+    sc = gen.sampler
+    t = time.perf_counter()
+    for w in wavs:
+        a = load_audio(w)
+        kp = keypoints_for(int(round(a.duration_s * gen.fps)))
+        mel, kpt, st = gen._prepare(a, kp, style)
+        gen.sample(mel[None], kpt[None], st[None], steps=sc.steps, guidance=sc.guidance, seed=0)
+    return time.perf_counter() - t
+
+
+def generation_alone(gen, wavs, style, keypoints_for, audio_s, runs, figures) -> None:
+    """The network's sampling alone on the features of new lines (the >= 100x goal)."""
+    sc = gen.sampler
+    feats = []
+    for w in wavs:
+        a = load_audio(w)
+        feats.append((a.duration_s, gen._prepare(a, keypoints_for(int(round(a.duration_s * gen.fps))), style)))
+    gens = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        for _, (mel, kpt, st) in feats:
+            gen.sample(mel[None], kpt[None], st[None], steps=sc.steps, guidance=sc.guidance, seed=0)
+        gens.append(time.perf_counter() - t)
+    g = statistics.median(gens)
+    print(f"generation alone (network sampling, {sc.steps} steps, guidance {sc.guidance}), new lines: "
+          f"{audio_s / g:.0f}x real time (goal >= 100x; median of {runs}: {g:.1f} s)")
+    figures["generate_x"] = audio_s / g
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lines", type=int, default=200)
+    ap.add_argument("--five", type=int, default=60, help="number of 5 s lines for the lines/min goal")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--oneshot", type=int, default=8, help="lines run one-shot (fresh process each)")
+    ap.add_argument("--parts", default="first,batch,workers2,five,floor,generate,oneshot",
+                    help="comma list of the figures to measure")
+    ap.add_argument("--json", help="also write all figures here")
+    args = ap.parse_args()
+
+    import torch
+
+    from dubtool.generate import style_context
+    from dubtool.localize import LocalizeOptions, get_generator
+    from dubtool.performance import load_performance
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_batch_"))
+    perf = tmp / "actor_en.perf"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    dubtool = [sys.executable, "-m", "dubtool"]
+    subprocess.run(dubtool + ["extract", str(ROOT / "examples" / "actor_en.mp4"), "-o", str(perf)], env=env,
+                   check=True, capture_output=True)
+    lines = real_lines(args.lines)
+    five = real_lines(args.five, seed=1, durations=[5.0] * args.five)
+    manifest = write_lines(lines, tmp / "lines", perf, "line")
+    manifest5 = write_lines(five, tmp / "five", perf, "five")
+    audio_s = sum(a.duration_s for _, a in lines)
+    audio5_s = sum(a.duration_s for _, a in five)
+    print(f"# batch of distinct real lines: {len(lines)} lines of 2-10 s ({audio_s:.0f} s of speech, "
+          f"{', '.join(sorted({l for l, _ in lines}))}), {len(five)} lines of 5 s; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    figures: dict = {"lines": len(lines), "audio_s": audio_s}
+
+    options = LocalizeOptions()
+    t = time.perf_counter()
+    gen = get_generator(None, "cpu")
+    log(f"model load {time.perf_counter() - t:.2f} s; sampler {gen.sampler}")
+
+    parts = set(args.parts.split(","))
+    # (d) first run vs repeat, before anything else has run in this process: 8 new lines, then the same 8
+    if "first" in parts:
+        first8 = write_lines(real_lines(8, seed=2), tmp / "first8", perf, "f")
+        t_first, n8 = batch_pass(first8, options)
+        t_repeat, _ = batch_pass(first8, options)
+        s8 = sum(load_audio(p).duration_s for p in sorted((tmp / "first8").glob("f*.wav")))
+        print(f"first run of 8 new lines (fresh process, model loaded): {s8 / t_first:.1f}x real time "
+              f"({t_first:.2f} s); the same 8 again: {s8 / t_repeat:.1f}x ({t_repeat:.2f} s)")
+        figures["first8_x"], figures["repeat8_x"] = s8 / t_first, s8 / t_repeat
+
+    # (a) batch with the model loaded
+    wall = None
+    if "batch" in parts:
+        walls = [batch_pass(manifest, options)[0] for _ in range(args.runs)]
+        wall = statistics.median(walls)
+        print(f"(a) batch, model loaded, 1 worker in-process ({torch.get_num_threads()} threads): "
+              f"{len(lines) / wall * 60:.0f} lines/min, {audio_s / wall:.1f}x real time "
+              f"(median of {args.runs}: {wall:.1f} s; {min(walls):.1f}-{max(walls):.1f})")
+        figures["batch_lines_per_min"], figures["batch_x"] = len(lines) / wall * 60, audio_s / wall
+    if "workers2" in parts:
+        walls2 = [batch_pass(manifest, options, workers=2)[0] for _ in range(args.runs)]
+        wall2 = statistics.median(walls2)
+        print(f"(a) batch, 2 spawned workers (1 thread each, incl. their start-up and model load): "
+              f"{len(lines) / wall2 * 60:.0f} lines/min, {audio_s / wall2:.1f}x real time "
+              f"(median of {args.runs}: {wall2:.1f} s; {min(walls2):.1f}-{max(walls2):.1f})")
+        figures["batch2_lines_per_min"], figures["batch2_x"] = len(lines) / wall2 * 60, audio_s / wall2
+    if "five" in parts:
+        walls5 = [batch_pass(manifest5, options)[0] for _ in range(args.runs)]
+        wall5 = statistics.median(walls5)
+        print(f"(a) batch of 5 s lines, model loaded: {len(five) / wall5 * 60:.0f} lines/min "
+              f"(goal >= 300), {audio5_s / wall5:.1f}x real time (median of {args.runs}: {wall5:.1f} s)")
+        figures["five_lines_per_min"], figures["five_x"] = len(five) / wall5 * 60, audio5_s / wall5
+
+    # (c) the physical floor on the same lines
+    src = load_performance(perf)
+    style = style_context(src.animation.values)
+    kp_src = None
+
+    def keypoints_for(n: int) -> np.ndarray:
+        nonlocal kp_src
+        if kp_src is None:
+            from dubtool.keypoints import keypoints_from_curves
+
+            kp_src = np.asarray(keypoints_from_curves(src.animation.values), np.float32)
+        idx = np.minimum(np.arange(n), len(kp_src) - 1)
+        return kp_src[idx]
+
+    wavs = sorted((tmp / "lines").glob("line*.wav"))
+    if "floor" in parts:
+        floors = [floor_pass(wavs, gen, style, keypoints_for) for _ in range(args.runs)]
+        floor = statistics.median(floors)
+        print(f"(c) physical floor (decode + features + network sampling, same {len(wavs)} lines): "
+              f"{len(wavs) / floor * 60:.0f} lines/min, {audio_s / floor:.1f}x real time ({floor:.1f} s)"
+              + (f"; batch / floor = {wall / floor:.2f}" if wall else ""))
+        figures["floor_x"] = audio_s / floor
+        if wall:
+            figures["batch_over_floor"] = wall / floor
+
+    if "generate" in parts:  # the network's sampling alone on new lines, for the >= 100x goal
+        generation_alone(gen, wavs, style, keypoints_for, audio_s, args.runs, figures)
+    if "oneshot" in parts and args.oneshot:  # (b) a fresh `dubtool localize` process per line
+        sub = [(w, lang) for w, (lang, _) in zip(wavs, lines)][:args.oneshot]
+        times, secs = [], 0.0
+        for w, lang in sub:
+            t = time.perf_counter()
+            subprocess.run(dubtool + ["localize", str(perf), str(w), "--lang", lang, "-o", str(tmp / "oneshot.csv")],
+                           env=env, check=True, capture_output=True)
+            times.append(time.perf_counter() - t)
+            secs += load_audio(w).duration_s
+        print(f"(b) one-shot `dubtool localize` per line ({len(sub)} lines, {secs:.0f} s of speech): "
+              f"{len(sub) / sum(times) * 60:.0f} lines/min, {secs / sum(times):.1f}x real time, "
+              f"median {statistics.median(times):.2f} s per line")
+        figures["oneshot_lines_per_min"], figures["oneshot_x"] = len(sub) / sum(times) * 60, secs / sum(times)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

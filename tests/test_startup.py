@@ -1,0 +1,85 @@
+"""Start-up stays cheap: `dubtool --help` and the error paths a user hits most (a bad option, a
+mistyped file) answer without importing the heavy stack (torch, librosa, scipy, numpy, mediapipe...),
+and a one-shot localize never loads librosa/scipy/numba. Checked by what a fresh process imports
+(`python -X importtime`), not by timing, so the test is the same on a busy machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "librosa", "scipy", "numba", "numpy", "mediapipe", "matplotlib", "cv2", "moderngl", "pydantic")
+
+
+def imported_packages(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, set[str]]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "dubtool", *args], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=120)
+    names = {line.split("|")[-1].strip().split(".")[0] for line in r.stderr.splitlines()
+             if line.startswith("import time:")}
+    return r, names
+
+
+def assert_light(names: set[str]) -> None:
+    heavy = sorted(names & set(HEAVY))
+    hint = (" (typer >= 0.29 validates options through pydantic: install 'typer<0.29' as pyproject.toml says)"
+            if heavy == ["pydantic"] else "")
+    assert not heavy, f"start-up imported {heavy}{hint}"
+
+
+@pytest.mark.parametrize("args", [[], ["--help"], ["localize", "--help"], ["extract", "--help"]])
+def test_help_imports_no_heavy_package(args, tmp_path):
+    r, names = imported_packages(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert "Usage:" in r.stdout and ("localize" in r.stdout or "--help" in r.stdout)
+    assert_light(names)
+
+
+@pytest.mark.parametrize("args,phrase", [
+    (["localize", "--bogus"], "No such option"),
+    (["localize", "nope.perf", "nope.wav", "--lang", "fr", "-o", "out.csv"], "dub audio not found: nope.wav"),
+    (["localize", "nope.perf", "dub.wav", "--lang", "fr", "-o", "out.csv"], "source not found: nope.perf"),
+    (["extract", "nope.mp4", "-o", "a.perf"], "video file not found: nope.mp4"),
+    (["render", "nope.csv", "-o", "r.mp4"], "animation file not found: nope.csv"),
+    (["export", "nope.csv", "--fbx", "o.fbx"], "animation file not found: nope.csv"),
+    (["align", "nope.wav", "dub.wav", "-o", "t.json"], "source not found: nope.wav"),
+])
+def test_user_errors_answer_before_heavy_imports(args, phrase, tmp_path):
+    (tmp_path / "dub.wav").write_bytes(b"RIFF....WAVE")  # exists: only the other input is missing
+    r, names = imported_packages(*args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-500:]
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("import time:")]
+    assert len(errors) == 1 and phrase in errors[0], errors
+    assert_light(names)
+    assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob("*.perf"))
+
+
+def test_one_shot_localize_loads_no_librosa_scipy_numba(tiny_model, tmp_path):
+    """The first line of a process costs what a repeat does: the mel front end no longer imports
+    librosa.filters (which pulled scipy.signal and numba: seconds on the first line only)."""
+    from dubtool.arkit import NUM_CHANNELS, Animation
+    from dubtool.audio import Audio, write_wav
+    from dubtool.performance import Performance, save_performance
+
+    sr, fps = 16000, 25.0
+    t = np.arange(int(1.5 * sr)) / sr
+    speech = Audio((0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32), sr)
+    write_wav(speech, tmp_path / "dub.wav")
+    n = int(round(speech.duration_s * fps))
+    z = np.zeros((n, 478, 3), np.float32)
+    save_performance(Performance(z, z.copy(), np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)),
+                                 Animation(np.zeros((n, NUM_CHANNELS), np.float32), fps), np.ones(n, bool),
+                                 np.ones(n, np.float32), speech, {"source": "test"}), tmp_path / "src.perf")
+    r, names = imported_packages("localize", "src.perf", "dub.wav", "--lang", "fr", "--model-path", tiny_model,
+                                 "-o", "out.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert (tmp_path / "out.csv").is_file()
+    assert "torch" in names  # it did run the flow model
+    late = sorted(names & {"librosa", "scipy", "numba", "langcodes"})
+    assert not late, f"a one-shot localize imported {late}"
