@@ -23,7 +23,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err_console = Console(stderr=True)
+# soft_wrap: a message is one line however narrow the terminal (or 80 columns when stderr is piped);
+# the terminal wraps it, rich never inserts newlines.
+err_console = Console(stderr=True, soft_wrap=True)
+_error_console = Console(stderr=True, soft_wrap=True)  # errors print even with --quiet
 
 # Command modules, in the order `dubtool --help` lists them. Each registers its commands on `app`
 # at import and keeps heavy imports (torch, mediapipe, moderngl) inside its functions.
@@ -59,14 +62,40 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 
-# Commands whose `--json` is a flag (a result object on stdout): on failure they print an error object there.
-JSON_FLAG_COMMANDS = ("extract", "align", "localize")
+# `--json` and `--quiet` (dubtool.commands.JSON_OPTION / QUIET_OPTION): read from the command line before
+# parsing, so that a usage error of a `--json` run is an error object too; the options' callbacks set them
+# again for in-process callers.
 _json_errors = False
+_quiet = False
 
 
-def _json_requested(argv: list[str]) -> bool:
+def _requested_modes(argv: list[str]) -> tuple[bool, bool]:
+    """(--json, --quiet) of the command in argv. `eval --json FILE` writes a file: only `--json -` is
+    the stdout result there."""
     words = [a for a in argv if not a.startswith("-")]
-    return bool(words) and words[0] in JSON_FLAG_COMMANDS and "--json" in argv[argv.index(words[0]) + 1:]
+    if not words:
+        return False, False
+    rest = argv[argv.index(words[0]) + 1:]
+    if "--" in rest:
+        rest = rest[:rest.index("--")]
+    if words[0] == "eval":
+        as_json = any(a == "--json" and rest[i + 1:i + 2] == ["-"] for i, a in enumerate(rest)) or "--json=-" in rest
+    else:
+        as_json = "--json" in rest
+    return as_json, "--quiet" in rest or "-q" in rest
+
+
+def set_output_mode(as_json: bool | None = None, quiet: bool | None = None) -> None:
+    global _json_errors, _quiet
+    if as_json is not None:
+        _json_errors = as_json
+    if quiet is not None:
+        _quiet = quiet
+        err_console.quiet = quiet
+
+
+def output_mode() -> dict:
+    return {"json": _json_errors, "quiet": _quiet}
 
 
 def _error_line(message: str, exit_code: int | None = None) -> None:
@@ -75,7 +104,7 @@ def _error_line(message: str, exit_code: int | None = None) -> None:
     from rich.markup import escape
 
     text = " ".join(part.strip() for part in str(message).splitlines() if part.strip()) or "unknown error"
-    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    _error_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     if _json_errors and exit_code is not None:
         import json
 
@@ -90,6 +119,8 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     """Warnings from the stages reach the user as one yellow line, not Python's file:line form."""
     from rich.markup import escape
 
+    if _quiet:
+        return
     text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
     err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
@@ -139,8 +170,8 @@ def main() -> None:
 
     import warnings
 
-    global _MAIN_PID, _json_errors
-    _json_errors = _json_requested(sys.argv[1:])
+    global _MAIN_PID
+    set_output_mode(*_requested_modes(sys.argv[1:]))
     if not os.environ.get("DUBTOOL_DEBUG"):
         warnings.showwarning = _warning_line
     if threading_main():

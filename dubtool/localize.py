@@ -537,16 +537,19 @@ def default_report_path(out_csv: str | os.PathLike) -> Path:
 def localize_files(source_path: str | os.PathLike, dub_path: str | os.PathLike, out_csv: str | os.PathLike,
                    options: LocalizeOptions = LocalizeOptions(), report_path: str | os.PathLike | None = None,
                    fbx: str | None = None, gltf: str | None = None, preview: str | None = None,
-                   generator=None) -> dict:
-    """Load, localize, write the outputs. Returns the report (with `outputs` filled in).
+                   generator=None, progress=None) -> dict:
+    """Load, localize, write the outputs. Returns the report (with `outputs` filled in). `progress(done,
+    total)` follows the preview's frames.
 
     All or nothing: the outputs are staged and appear together (the CSV last) only when every one
     was written; a failure leaves none of them."""
     with staged_outputs(fbx, gltf, preview, report_path or default_report_path(Path(out_csv)), out_csv):
-        return _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, gltf, preview, generator)
+        return _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, gltf, preview, generator,
+                               progress)
 
 
-def _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, gltf, preview, generator) -> dict:
+def _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, gltf, preview, generator,
+                    progress=None) -> dict:
     """localize_files' work (inside its staging).
 
     Order matters for resuming batches: extras and the report are written first, the CSV last, so
@@ -596,7 +599,7 @@ def _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, g
                 a, b = report["span_s"]
                 audio_path = write_wav(Audio(dub.samples[int(a * dub.sample_rate):int(b * dub.sample_rate)],
                                              dub.sample_rate), Path(td) / "span.wav")
-            render_video(anim, preview, audio=audio_path)
+            render_video(anim, preview, audio=audio_path, progress=progress)
         outputs["preview"] = str(preview)
     rp = Path(report_path) if report_path else default_report_path(out_csv)
     outputs["report"] = str(rp)

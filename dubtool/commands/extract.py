@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -11,11 +9,12 @@ from typing import Optional
 import typer
 
 from ..cli import app, err_console
+from . import JSON_OPTION, QUIET_OPTION, emit, show_progress
 
 
 @app.command()
 def extract(
-    video: Path = typer.Argument(..., help="Video of the speaking actor (anything ffmpeg reads)."),
+    video: Path = typer.Argument(..., metavar="VIDEO", help="Video of the speaking actor (anything ffmpeg reads)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Performance file to write (.perf)."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the 61 channels as a Live Link Face CSV."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Output frame rate (default: the video's average rate)."),
@@ -24,8 +23,8 @@ def extract(
     beta: float = typer.Option(0.5, "--beta", help="One Euro speed coefficient: higher = less lag in fast moves."),
     max_width: int = typer.Option(1280, "--max-width", help="Downscale wider frames to this width for tracking."),
     timecode: Optional[str] = typer.Option(None, "--timecode", help="Start timecode of the take, HH:MM:SS:FF at its frame rate (default: the video's timecode tag, else 00:00:00:00)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Track the actor's face: 478 landmarks, head pose, 52 ARKit blendshapes + head/eye rotations, audio."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -54,7 +53,7 @@ def extract(
         warnings.simplefilter("always")
         with Progress(TextColumn("[bold]extract[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                       TextColumn("{task.fields[rate]} fps"), TimeRemainingColumn(), console=err_console,
-                      disable=quiet or not err_console.is_terminal, transient=True) as bar:
+                      disable=not show_progress(quiet), transient=True) as bar:
             task = bar.add_task("extract", total=None, rate="-")
             import time
 
@@ -79,7 +78,7 @@ def extract(
             outputs["csv"] = str(write_csv(perf.animation, csv))
     info = summary(perf, outputs)
     if as_json:
-        sys.stdout.write(json.dumps(info) + "\n")
+        emit(True, info)
         return
     held = [g for g in info["gaps"] if g["filled"] == "held"]
     err_console.print(f"{info['frames']} frames at {info['fps']:g} fps ({info['duration_s']:.1f} s), face in "

@@ -3,11 +3,13 @@ builds it alone)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import typer
 
-from ..cli import app
+from ..cli import app, err_console
+from . import JSON_OPTION, QUIET_OPTION, emit, show_progress
 
 
 @app.command()
@@ -19,6 +21,8 @@ def train(
     steps: Optional[int] = typer.Option(None, "--steps", help="Override the config's number of steps."),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop early after this many seconds."),
     rebuild_corpus: bool = typer.Option(False, "--rebuild-corpus", help="Rebuild the corpus even if cached."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Train the keypoint-conditioned flow generator and write its checkpoint."""
     import math
@@ -37,11 +41,17 @@ def train(
     require_distinct_outputs({"--config": config_path, "--corpus": Path(corpus) / "corpus.npz"}, {"--out": out})
     require_writable(out)
     if steps is not None and steps < 1:
-        raise InputError(f"--steps must be >= 1, got {steps}")
+        raise InputError(f"--steps must be at least 1, got {steps}")
     if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
         raise InputError(f"--time-limit must be a positive number of seconds, got {time_limit}")
     cfg = load_config(config_path)
+    # Progress bars only on a terminal; log lines (and the per-step figures) on stderr, so stdout holds the result.
+    bars = show_progress(quiet) and not as_json and sys.stdout.isatty()
+
+    def log(message: str) -> None:
+        err_console.print(message, highlight=False, markup=False)
+
     if rebuild_corpus:
-        build_corpus(cfg.corpus, corpus)
-    path = run_train(cfg, corpus, out, device=device, steps=steps, time_limit_s=time_limit)
-    print(f"checkpoint: {path}")
+        build_corpus(cfg.corpus, corpus, progress=bars, log=log)
+    path = run_train(cfg, corpus, out, device=device, steps=steps, time_limit_s=time_limit, progress=bars, log=log)
+    emit(as_json, {"checkpoint": str(path)}, [f"checkpoint: {path}"])
