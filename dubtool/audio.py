@@ -157,3 +157,68 @@ def mel_features(samples: np.ndarray, sample_rate: int, fps: float, n_mels: int 
     out = torch.zeros(n_out, n_mels).index_add_(0, idx, mel)
     cnt = torch.zeros(n_out).index_add_(0, idx, torch.ones(mel.shape[0])).clamp(min=1)
     return out / cnt[:, None]
+
+
+def mel_frame_count(num_samples: int, sample_rate: int, fps: float) -> int:
+    """Rows of mel_features for `num_samples` samples: round(duration * fps), at least 1."""
+    return max(1, int(round(num_samples / sample_rate * fps)))
+
+
+MEL_BLOCK_STFT_FRAMES = 3000  # 30 s of 10 ms STFT frames per torch.stft call in mel_features_window
+
+
+def mel_features_window(samples: np.ndarray, sample_rate: int, fps: float, frames: tuple[int, int],
+                        n_mels: int = N_MELS, subframes: int = 1):
+    """Rows frames[0]:frames[1] of mel_features(samples, ...) computed from the samples around them
+    only, so a long recording is featurised window by window in bounded memory. Equal to the
+    whole-file rows (same STFT frames, reflect padding at the file's ends, same interpolation) up to
+    float rounding; tests/test_contract.py checks it."""
+    import librosa
+    import torch
+
+    if subframes < 1:
+        raise InputError(f"mel subframes must be >= 1, got {subframes}")
+    if sample_rate != SAMPLE_RATE:
+        raise InputError(f"windowed mel features need {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
+    x = np.asarray(samples, np.float32)
+    length = len(x)
+    hop = sample_rate // 100
+    n_stft = 1 + length // hop  # torch.stft(center=True) frames of the whole file
+    n_out = mel_frame_count(length, sample_rate, fps)
+    a, b = max(0, int(frames[0])), min(n_out, int(frames[1]))
+    if a >= b:
+        return torch.zeros(0, subframes * n_mels)
+    if subframes > 1:
+        t = (torch.arange(a * subframes, b * subframes, dtype=torch.float64) + 0.5) / (subframes * fps)
+        pos = torch.clamp(t * sample_rate / hop, 0, n_stft - 1)
+        lo = pos.floor().long()
+        hi = torch.clamp(lo + 1, max=n_stft - 1)
+        j0, j1 = int(lo[0]), int(hi[-1]) + 1
+    else:
+        j0 = max(0, int(a * sample_rate / (hop * fps)) - 2)
+        j1 = n_stft if b == n_out else min(n_stft, int(np.ceil(b * sample_rate / (hop * fps))) + 2)
+    fb = torch.as_tensor(librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=n_mels, fmin=20, fmax=7600),
+                         dtype=torch.float32)
+    window = torch.hann_window(WIN)
+    half = N_FFT // 2
+    parts = []
+    for k0 in range(j0, j1, MEL_BLOCK_STFT_FRAMES):
+        k1 = min(j1, k0 + MEL_BLOCK_STFT_FRAMES)
+        # Samples of the reflect-padded file that STFT frames k0..k1-1 read (center=True pads N_FFT/2).
+        idx = np.arange(k0 * hop, (k1 - 1) * hop + N_FFT) - half
+        idx = np.abs(idx)
+        idx = np.where(idx >= length, 2 * (length - 1) - idx, idx)
+        seg = torch.as_tensor(x[idx])
+        spec = torch.stft(seg, N_FFT, hop_length=hop, win_length=WIN, window=window, center=False,
+                          return_complex=True).abs() ** 2
+        parts.append(torch.log(torch.clamp(fb @ spec, min=1e-6)).T)
+    mel = torch.cat(parts)  # STFT frames j0..j1-1
+    if subframes > 1:
+        w = (pos - lo).float()[:, None]
+        out = mel[lo - j0] * (1 - w) + mel[hi - j0] * w
+        return out.reshape(b - a, subframes * n_mels)
+    idx = torch.clamp((torch.arange(j0, j1) * (hop / sample_rate) * fps).long(), max=n_out - 1)
+    keep = (idx >= a) & (idx < b)
+    out = torch.zeros(b - a, n_mels).index_add_(0, idx[keep] - a, mel[keep])
+    cnt = torch.zeros(b - a).index_add_(0, idx[keep] - a, torch.ones(int(keep.sum()))).clamp(min=1)
+    return out / cnt[:, None]
