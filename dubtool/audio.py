@@ -57,14 +57,14 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: st
     p = require_file(path, what)
     cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", ffmpeg_path(p), "-map", "0:a:0", "-t", str(MAX_AUDIO_S + 1),
            "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
-    r = subprocess.run(cmd, capture_output=True)
+    r = _run_to_buffer(cmd)
     if r.returncode != 0:
         msg = r.stderr.decode("utf-8", "replace").strip().splitlines()
         detail = msg[-1] if msg else "unknown error"
         if "matches no streams" in detail or "Stream map" in detail:
             raise InputError(f"{p}: has no audio track")
         raise InputError(f"{p}: cannot decode audio ({detail})")
-    samples = np.frombuffer(r.stdout, dtype="<f4").astype(np.float32)
+    samples = np.frombuffer(r.stdout, dtype="<f4")  # a writable view of the bytearray: no copy
     if samples.size == 0:
         raise InputError(f"{p}: audio track is empty")
     if samples.size > MAX_AUDIO_S * sample_rate:
@@ -73,6 +73,28 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: st
     if not np.all(np.isfinite(samples)):
         samples = np.nan_to_num(samples)
     return Audio(samples, sample_rate)
+
+
+def _run_to_buffer(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run ffmpeg with its stdout read into one growing bytearray (the decoded samples are held once,
+    not as bytes plus an array copy) and its stderr in a temporary file."""
+    import tempfile
+
+    buf = bytearray()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        try:
+            while True:
+                block = proc.stdout.read(1 << 20)
+                if not block:
+                    break
+                buf += block
+        finally:
+            proc.stdout.close()
+            proc.wait()
+        err.seek(0)
+        stderr = err.read()
+    return subprocess.CompletedProcess(cmd, proc.returncode, buf, stderr)
 
 
 def write_wav(audio: Audio, path: str | os.PathLike) -> Path:
@@ -94,15 +116,39 @@ def write_wav(audio: Audio, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+ENERGY_BLOCK_SAMPLES = 1 << 22  # samples (4 min at 16 kHz) per block of window_energy: bounded float64 temporaries
+
+
+def window_energy(samples: np.ndarray, starts: np.ndarray, win: int) -> np.ndarray:
+    """Mean square of `samples` zero-padded by win // 2 in front (and win behind) over the windows
+    [start, start + win) of the padded signal: cumulative sums block by block, so an hour of audio
+    needs a few MB of float64 temporaries, not five copies of the recording. A recording shorter than
+    a block is one block: the same arithmetic as a single cumulative sum."""
+    x = np.asarray(samples)
+    lead = win // 2
+    out = np.empty(len(starts), np.float64)
+    i0 = 0
+    while i0 < len(starts):
+        i1 = int(np.searchsorted(starts, starts[i0] + ENERGY_BLOCK_SAMPLES, side="right"))
+        i1 = max(i1, i0 + 1)
+        p0, p1 = int(starts[i0]), int(starts[i1 - 1]) + win  # padded-signal span of these windows
+        a, b = max(0, p0 - lead), max(0, min(len(x), p1 - lead))
+        seg = np.zeros(p1 - p0, np.float64)
+        seg[a + lead - p0:b + lead - p0] = np.asarray(x[a:b], np.float64) ** 2
+        c = np.concatenate([[0.0], np.cumsum(seg)])
+        rel = starts[i0:i1] - p0
+        out[i0:i1] = (c[rel + win] - c[rel]) / win
+        i0 = i1
+    return out
+
+
 def rms_envelope(samples: np.ndarray, sample_rate: int, fps: float) -> np.ndarray:
     """Frame-rate RMS energy (one value per animation frame, window = 2 frames)."""
     hop = sample_rate / fps
     n = int(np.ceil(len(samples) / hop))
     win = int(round(2 * hop))
-    padded = np.pad(samples.astype(np.float64) ** 2, (win // 2, win))
-    c = np.concatenate([[0.0], np.cumsum(padded)])
     starts = (np.arange(n) * hop).astype(np.int64)
-    e = (c[starts + win] - c[starts]) / win
+    e = window_energy(samples, starts, win)
     return np.sqrt(np.maximum(e, 0.0)).astype(np.float32)
 
 
