@@ -7,6 +7,7 @@ pull a CUDA torch (see README).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -210,6 +211,15 @@ def mel_frame_count(num_samples: int, sample_rate: int, fps: float) -> int:
     return max(1, int(round(num_samples / sample_rate * fps)))
 
 
+@functools.lru_cache(maxsize=4)
+def _mel_filterbank(sample_rate: int, n_mels: int):
+    import librosa
+    import torch
+
+    return torch.as_tensor(librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=n_mels, fmin=20, fmax=7600),
+                           dtype=torch.float32)
+
+
 MEL_BLOCK_STFT_FRAMES = 3000  # 30 s of 10 ms STFT frames per torch.stft call in mel_features_window
 
 
@@ -218,8 +228,7 @@ def mel_features_window(samples: np.ndarray, sample_rate: int, fps: float, frame
     """Rows frames[0]:frames[1] of mel_features(samples, ...) computed from the samples around them
     only, so a long recording is featurised window by window in bounded memory. Equal to the
     whole-file rows (same STFT frames, reflect padding at the file's ends, same interpolation) up to
-    float rounding; tests/test_contract.py checks it."""
-    import librosa
+    float rounding; tests/test_streaming.py checks it."""
     import torch
 
     if subframes < 1:
@@ -243,8 +252,7 @@ def mel_features_window(samples: np.ndarray, sample_rate: int, fps: float, frame
     else:
         j0 = max(0, int(a * sample_rate / (hop * fps)) - 2)
         j1 = n_stft if b == n_out else min(n_stft, int(np.ceil(b * sample_rate / (hop * fps))) + 2)
-    fb = torch.as_tensor(librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=n_mels, fmin=20, fmax=7600),
-                         dtype=torch.float32)
+    fb = _mel_filterbank(sample_rate, n_mels)
     window = torch.hann_window(WIN)
     half = N_FFT // 2
     parts = []

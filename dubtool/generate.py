@@ -29,7 +29,9 @@ FORMAT = "dubtool-flow"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v4.pt"
 STYLE_DIM = 2 * NUM_CHANNELS
-MAX_CHUNK_BATCH = 256  # chunks per network call (memory bound for very long takes)
+# Chunks per network call: bounds the activations (attention maps) whatever the take's length. 32 holds a
+# line of up to ~2 minutes (with guidance's doubled batch) in one call.
+MAX_CHUNK_BATCH = 32
 # Long takes are sampled in groups of chunks (Generator.generate): GROUP_CHUNKS chunks kept per group, plus a
 # margin on each side that is sampled and thrown away. A takes of up to GROUP_CHUNKS + 2 margins chunks (about
 # 3 minutes at the default 4 steps) is one group: exactly the whole-take sampling.
@@ -395,17 +397,23 @@ class Generator:
 
         if x0 is None:
             x0 = self._noise(b, n, seed)
+        def encode(drop=None):  # in slices of MAX_CHUNK_BATCH chunks, like the velocity
+            mc, kc, sc_ = chunks(mel), chunks(kp), st.repeat_interleave(k, dim=0)
+            parts = [self.net.encode(mc[i:i + MAX_CHUNK_BATCH], kc[i:i + MAX_CHUNK_BATCH], sc_[i:i + MAX_CHUNK_BATCH],
+                                     None if drop is None else drop[i:i + MAX_CHUNK_BATCH])
+                     for i in range(0, b * k, MAX_CHUNK_BATCH)]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
         with torch.inference_mode():
-            cf, cg = self.net.encode(chunks(mel), chunks(kp), st.repeat_interleave(k, dim=0))
+            cf, cg = encode()
             if guidance != 1.0:
                 # Guidance pushes away from the audio-free prediction: it sharpens what the audio
                 # drives (lips) and leaves the keypoint-driven upper face as it is.
-                drop = torch.ones(b * k, dtype=torch.bool, device=self.device)
-                uf, ug = self.net.encode(chunks(mel), chunks(kp), st.repeat_interleave(k, dim=0), drop)
+                uf, ug = encode(torch.ones(b * k, dtype=torch.bool, device=self.device))
                 cf, cg = torch.cat([cf, uf]), torch.cat([cg, ug])
             mask = self.net.band_mask(chunk, self.device)
 
-            def net_velocity(xc, tc):  # in slices of MAX_CHUNK_BATCH chunks: hours of audio stay in memory
+            def net_velocity(xc, tc):  # in slices of MAX_CHUNK_BATCH chunks
                 return torch.cat([self.net.velocity(xc[i:i + MAX_CHUNK_BATCH], tc[i:i + MAX_CHUNK_BATCH],
                                                     cf[i:i + MAX_CHUNK_BATCH], cg[i:i + MAX_CHUNK_BATCH], mask)
                                   for i in range(0, xc.shape[0], MAX_CHUNK_BATCH)])
@@ -463,7 +471,7 @@ class Generator:
         """The whole-take sampling in groups of `group` chunks, each sampled with `margin` extra chunks on
         both sides (thrown away), on mel features computed for its frames only and the whole take's
         starting noise: memory holds one group, not the take. Equal to sampling the take at once up to
-        float rounding (tests/test_contract.py)."""
+        float rounding (tests/test_streaming.py)."""
         from .audio import mel_features_window
 
         if audio.sample_rate != 16000:

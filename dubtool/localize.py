@@ -79,11 +79,11 @@ class LocalizeOptions:
         if self.model == "teacher" and not (self.dub_text and self.dub_text.strip()):
             raise InputError("--model teacher needs the dub transcript (--dub-text)")
         if self.fps is not None and not (0 < self.fps <= 240):
-            raise InputError(f"--fps must be in 0..240, got {self.fps}")
+            raise InputError(f"--fps must be in 0..240 (above 0), got {self.fps:g}")
         if self.steps is not None and not (1 <= self.steps <= 1000):
-            raise InputError(f"--steps must be 1..1000, got {self.steps}")
+            raise InputError(f"--steps must be in 1..1000, got {self.steps}")
         if not 0.0 <= self.keyframe_blend <= 1.0:
-            raise InputError(f"--keyframe-blend must be 0..1, got {self.keyframe_blend}")
+            raise InputError(f"--keyframe-blend must be in 0..1, got {self.keyframe_blend:g}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise InputError(f"--device must be cpu or cuda, got {self.device!r}")
         for flag, value in (("--start", self.start_s), ("--end", self.end_s), ("--guidance", self.guidance),
@@ -91,7 +91,7 @@ class LocalizeOptions:
             if value is not None and not math.isfinite(value):
                 raise InputError(f"{flag} must be a finite number, got {value}")
         if self.start_s is not None and self.start_s < 0:
-            raise InputError(f"--start must be >= 0, got {self.start_s}")
+            raise InputError(f"--start must be at least 0 seconds, got {self.start_s:g}")
         if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
             raise InputError(f"--end ({self.end_s}) must be after --start ({self.start_s})")
         if self.timecode is not None:

@@ -34,7 +34,7 @@ def export(
     anim = load_animation(animation)
     if fps is not None:
         if not 0 < fps <= 240:
-            raise InputError(f"--fps must be in 0..240, got {fps}")
+            raise InputError(f"--fps must be in 0..240 (above 0), got {fps:g}")
         anim = anim.resampled(fps)
     paths = [str(p) for p in export_animation(anim, fbx=fbx, gltf=gltf, take_name=take)]
     emit(as_json, {"outputs": paths, "frames": anim.num_frames, "fps": anim.fps},

@@ -40,8 +40,10 @@ def extract(
         output = video.with_suffix(".perf")
     require_distinct_outputs({"VIDEO": video}, {"-o": output, "--csv": csv})
     require_writable(output, csv)
-    if not (0 < min_cutoff < float("inf") and 0 <= beta < float("inf")):
-        raise InputError(f"--min-cutoff must be > 0 and --beta >= 0 (got {min_cutoff}, {beta})")
+    if not 0 < min_cutoff < float("inf"):
+        raise InputError(f"--min-cutoff must be a positive number of Hz, got {min_cutoff:g}")
+    if not 0 <= beta < float("inf"):
+        raise InputError(f"--beta must be a number at least 0, got {beta:g}")
     if max_width < 64:
         raise InputError(f"--max-width must be at least 64 (got {max_width})")
     if timecode is not None:
