@@ -3,8 +3,8 @@
 child's peak resident set (ru_maxrss from wait4), so start-up (torch, the model) is included and the
 growth with length is the difference between rows. Goal (issue 15): flat from 60 s to 1 h.
 
-Material: dubs chained from Debian's asterisk prompts (benchmarks/bench_localize.chain, real speech
-with pauses); video: examples/actor_en.mp4 looped by ffmpeg (-stream_loop).
+Material: a minute of Debian's asterisk prompts chained with pauses (benchmarks/bench_localize.chain, real
+speech), repeated to each dub's length; video: examples/actor_en.mp4 looped by ffmpeg (-stream_loop).
 Usage: bench_memory.py [--dubs 60,600,3600] [--videos 60,600] [--keep DIR]."""
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def main() -> int:
     args = ap.parse_args()
     from bench_localize import chain, model_path, performance_for
 
-    from dubtool.audio import write_wav
+    import numpy as np
+
+    from dubtool.audio import Audio, write_wav
     from dubtool.performance import save_performance
 
     tmp = Path(args.keep or tempfile.mkdtemp(prefix="bench_memory_"))
@@ -61,9 +63,11 @@ def main() -> int:
         print(f"model: {what}; peak RSS of each child process (start-up and model included)")
         src = tmp / "src.perf"
         save_performance(performance_for(chain("en_US_f_Allison", 60.0)), src)
+        base = chain("fr_CA_f_June", 60.0).samples  # a minute of prompts, repeated to length
         for seconds in [float(s) for s in args.dubs.split(",") if s.strip()]:
             dub = tmp / f"dub_{seconds:g}.wav"
-            write_wav(chain("fr_CA_f_June", seconds), dub)
+            n = int(seconds * 16000)
+            write_wav(Audio(np.tile(base, -(-n // len(base)))[:n], 16000), dub)
             mb, wall = peak_rss_mb([*DUBTOOL, "localize", str(src), str(dub), "--lang", "fr", "--model-path", model,
                                     "-o", str(tmp / f"out_{seconds:g}.csv"), "--quiet"])
             print(f"localize {seconds:g} s dub (60 s source): peak RSS {mb:.0f} MB ({wall:.0f} s wall)", flush=True)

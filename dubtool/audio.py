@@ -117,7 +117,7 @@ def write_wav(audio: Audio, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-ENERGY_BLOCK_SAMPLES = 1 << 22  # samples (4 min at 16 kHz) per block of window_energy: bounded float64 temporaries
+ENERGY_BLOCK_SAMPLES = 1 << 18  # samples (16 s at 16 kHz) per block of window_energy: ~10 MB of float64 temporaries
 
 
 def window_energy(samples: np.ndarray, starts: np.ndarray, win: int) -> np.ndarray:

@@ -502,7 +502,20 @@ class Generator:
             keep_b = starts[c1] if c1 < k else n
             values[keep_a:keep_b] = self.denormalize(x[0, keep_a - fa:keep_b - fa]).float().cpu().numpy()
             del mel, kp_t, x
+            _release_freed_memory()
         return values
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap freed by a group back to the OS (glibc malloc_trim): otherwise fragmentation lets the
+    resident size creep up group after group (measured: +90 MB over three groups without it)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to do
 
 
 def _fit_length(x: np.ndarray, n: int, what: str, tolerance: int) -> np.ndarray:
