@@ -5,7 +5,8 @@ growth with length is the difference between rows. Goal (issue 15): flat from 60
 
 Material: a minute of Debian's asterisk prompts chained with pauses (benchmarks/bench_localize.chain, real
 speech), repeated to each dub's length; video: examples/actor_en.mp4 looped by ffmpeg (-stream_loop).
-Usage: bench_memory.py [--dubs 60,600,3600] [--videos 60,600] [--keep DIR]."""
+Usage: bench_memory.py [--dubs 60,600] [--videos 10,60] [--keep DIR]. The defaults fit run_all.sh's 900 s
+per script; the hour: `bench_memory.py --dubs 60,600,3600 --videos 60,600` (~35 min on 2 cores)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ def looped_video(src: Path, seconds: float, out: Path) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dubs", default="60,600,3600", help="dub lengths (s) for localize")
-    ap.add_argument("--videos", default="60,600", help="video lengths (s) for extract")
+    ap.add_argument("--dubs", default="60,600", help="dub lengths (s) for localize (3600: the hour)")
+    ap.add_argument("--videos", default="10,60", help="video lengths (s) for extract")
     ap.add_argument("--keep", default=None, help="work in this folder (kept)")
     args = ap.parse_args()
     from bench_localize import chain, model_path, performance_for
