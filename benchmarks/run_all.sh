@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every benchmarks/bench_*.py and collect their figure lines (one line per figure, medians of
 # several runs) under a header describing the machine. Usage:
-#   benchmarks/run_all.sh [OUT.txt]          (default build/benchmarks.txt; also printed; logs in build/)
+#   benchmarks/run_all.sh [OUT.txt]          (default build/benchmarks.txt; also printed; each benchmark's
+#                                            stderr in OUT.logs/, beside OUT, wherever OUT is)
 # A failing benchmark is reported as "<name>: FAILED (exit N)" and the others still run; the script
 # exits non-zero if any failed. BENCH_TIMEOUT (seconds, default 900) bounds each script.
 set -u
@@ -13,7 +14,8 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
 OUT="${OUT:-build/benchmarks.txt}"
-mkdir -p "$(dirname "$OUT")" build  # build/ holds each benchmark's stderr log
+LOGS="${OUT%.txt}.logs"
+mkdir -p "$(dirname "$OUT")" "$LOGS" || { echo "run_all.sh: cannot create $(dirname "$OUT") or $LOGS" >&2; exit 2; }
 TMP="$(mktemp "${OUT}.XXXXXX")"
 trap 'rm -f "$TMP"' EXIT
 
@@ -31,10 +33,10 @@ for script in benchmarks/bench_*.py; do
   name="$(basename "$script" .py)"
   echo "## $name" | tee -a "$TMP"
   # Figure lines go to stdout; progress/noise on stderr is kept out of the table.
-  timeout "${BENCH_TIMEOUT:-900}" "$PY" "$script" 2>"build/${name}.stderr" | tee -a "$TMP"
+  timeout "${BENCH_TIMEOUT:-900}" "$PY" "$script" 2>"$LOGS/${name}.stderr" | tee -a "$TMP"
   rc=${PIPESTATUS[0]}
   if [ "$rc" -ne 0 ]; then
-    echo "$name: FAILED (exit $rc; see build/${name}.stderr)" | tee -a "$TMP"
+    echo "$name: FAILED (exit $rc; see $LOGS/${name}.stderr)" | tee -a "$TMP"
     failed=1
   fi
 done

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, Audio
+from .audio import SAMPLE_RATE, Audio, window_energy
 from .errors import DependencyError, InputError, SilenceError
 from .fileio import atomic_path
 from .timemap import PhraseMatch, TimeMap, build_timemap, uniform_timemap
@@ -69,16 +69,15 @@ class AlignConfig:
 
 def segment_speech(audio: Audio, config: AlignConfig = AlignConfig()) -> list[Segment]:
     """Speech spans of a recording by frame energy with hysteresis."""
-    x = np.asarray(audio.samples, np.float64)
+    x = audio.samples
     sr = audio.sample_rate
     hop = sr / FRAME_RATE
     n = int(np.ceil(len(x) / hop))
     if n == 0:
         return []
     win = int(round(2.5 * hop))
-    c = np.concatenate([[0.0], np.cumsum(np.pad(x * x, (win // 2, win)))])
     starts = (np.arange(n) * hop).astype(np.int64)
-    rms = np.sqrt(np.maximum((c[starts + win] - c[starts]) / win, 0.0))
+    rms = np.sqrt(np.maximum(window_energy(x, starts, win), 0.0))
     db = 20 * np.log10(np.maximum(rms, 1e-7))  # -140 dBFS floor for digital silence
     peak = float(np.percentile(db, 99))
     floor = float(np.percentile(db, 10))

@@ -8,6 +8,7 @@ seconds of CPU on the first line of every run) rather than torchaudio, whose PyP
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -58,14 +59,14 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: st
     p = require_file(path, what)
     cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", ffmpeg_path(p), "-map", "0:a:0", "-t", str(MAX_AUDIO_S + 1),
            "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
-    r = subprocess.run(cmd, capture_output=True)
+    r = _run_to_buffer(cmd)
     if r.returncode != 0:
         msg = r.stderr.decode("utf-8", "replace").strip().splitlines()
         detail = msg[-1] if msg else "unknown error"
         if "matches no streams" in detail or "Stream map" in detail:
             raise InputError(f"{p}: has no audio track")
         raise InputError(f"{p}: cannot decode audio ({detail})")
-    samples = np.frombuffer(r.stdout, dtype="<f4").astype(np.float32)
+    samples = np.frombuffer(r.stdout, dtype="<f4")  # a writable view of the bytearray: no copy
     if samples.size == 0:
         raise InputError(f"{p}: audio track is empty")
     if samples.size > MAX_AUDIO_S * sample_rate:
@@ -74,6 +75,28 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: st
     if not np.all(np.isfinite(samples)):
         samples = np.nan_to_num(samples)
     return Audio(samples, sample_rate)
+
+
+def _run_to_buffer(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run ffmpeg with its stdout read into one growing bytearray (the decoded samples are held once,
+    not as bytes plus an array copy) and its stderr in a temporary file."""
+    import tempfile
+
+    buf = bytearray()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
+        try:
+            while True:
+                block = proc.stdout.read(1 << 20)
+                if not block:
+                    break
+                buf += block
+        finally:
+            proc.stdout.close()
+            proc.wait()
+        err.seek(0)
+        stderr = err.read()
+    return subprocess.CompletedProcess(cmd, proc.returncode, buf, stderr)
 
 
 def write_wav(audio: Audio, path: str | os.PathLike) -> Path:
@@ -95,15 +118,39 @@ def write_wav(audio: Audio, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+ENERGY_BLOCK_SAMPLES = 1 << 18  # samples (16 s at 16 kHz) per block of window_energy: ~10 MB of float64 temporaries
+
+
+def window_energy(samples: np.ndarray, starts: np.ndarray, win: int) -> np.ndarray:
+    """Mean square of `samples` zero-padded by win // 2 in front (and win behind) over the windows
+    [start, start + win) of the padded signal: cumulative sums block by block, so an hour of audio
+    needs a few MB of float64 temporaries, not five copies of the recording. A recording shorter than
+    a block is one block: the same arithmetic as a single cumulative sum."""
+    x = np.asarray(samples)
+    lead = win // 2
+    out = np.empty(len(starts), np.float64)
+    i0 = 0
+    while i0 < len(starts):
+        i1 = int(np.searchsorted(starts, starts[i0] + ENERGY_BLOCK_SAMPLES, side="right"))
+        i1 = max(i1, i0 + 1)
+        p0, p1 = int(starts[i0]), int(starts[i1 - 1]) + win  # padded-signal span of these windows
+        a, b = max(0, p0 - lead), max(0, min(len(x), p1 - lead))
+        seg = np.zeros(p1 - p0, np.float64)
+        seg[a + lead - p0:b + lead - p0] = np.asarray(x[a:b], np.float64) ** 2
+        c = np.concatenate([[0.0], np.cumsum(seg)])
+        rel = starts[i0:i1] - p0
+        out[i0:i1] = (c[rel + win] - c[rel]) / win
+        i0 = i1
+    return out
+
+
 def rms_envelope(samples: np.ndarray, sample_rate: int, fps: float) -> np.ndarray:
     """Frame-rate RMS energy (one value per animation frame, window = 2 frames)."""
     hop = sample_rate / fps
     n = int(np.ceil(len(samples) / hop))
     win = int(round(2 * hop))
-    padded = np.pad(samples.astype(np.float64) ** 2, (win // 2, win))
-    c = np.concatenate([[0.0], np.cumsum(padded)])
     starts = (np.arange(n) * hop).astype(np.int64)
-    e = (c[starts + win] - c[starts]) / win
+    e = window_energy(samples, starts, win)
     return np.sqrt(np.maximum(e, 0.0)).astype(np.float32)
 
 
@@ -192,4 +239,76 @@ def mel_features(samples: np.ndarray, sample_rate: int, fps: float, n_mels: int 
     idx = torch.clamp((torch.arange(mel.shape[0]) * (hop / sample_rate) * fps).long(), max=n_out - 1)
     out = torch.zeros(n_out, n_mels).index_add_(0, idx, mel)
     cnt = torch.zeros(n_out).index_add_(0, idx, torch.ones(mel.shape[0])).clamp(min=1)
+    return out / cnt[:, None]
+
+
+def mel_frame_count(num_samples: int, sample_rate: int, fps: float) -> int:
+    """Rows of mel_features for `num_samples` samples: round(duration * fps), at least 1."""
+    return max(1, int(round(num_samples / sample_rate * fps)))
+
+
+@functools.lru_cache(maxsize=4)
+def _mel_filterbank(sample_rate: int, n_mels: int):
+    import librosa
+    import torch
+
+    return torch.as_tensor(librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=n_mels, fmin=20, fmax=7600),
+                           dtype=torch.float32)
+
+
+MEL_BLOCK_STFT_FRAMES = 3000  # 30 s of 10 ms STFT frames per torch.stft call in mel_features_window
+
+
+def mel_features_window(samples: np.ndarray, sample_rate: int, fps: float, frames: tuple[int, int],
+                        n_mels: int = N_MELS, subframes: int = 1):
+    """Rows frames[0]:frames[1] of mel_features(samples, ...) computed from the samples around them
+    only, so a long recording is featurised window by window in bounded memory. Equal to the
+    whole-file rows (same STFT frames, reflect padding at the file's ends, same interpolation) up to
+    float rounding; tests/test_streaming.py checks it."""
+    import torch
+
+    if subframes < 1:
+        raise InputError(f"mel subframes must be >= 1, got {subframes}")
+    if sample_rate != SAMPLE_RATE:
+        raise InputError(f"windowed mel features need {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
+    x = np.asarray(samples, np.float32)
+    length = len(x)
+    hop = sample_rate // 100
+    n_stft = 1 + length // hop  # torch.stft(center=True) frames of the whole file
+    n_out = mel_frame_count(length, sample_rate, fps)
+    a, b = max(0, int(frames[0])), min(n_out, int(frames[1]))
+    if a >= b:
+        return torch.zeros(0, subframes * n_mels)
+    if subframes > 1:
+        t = (torch.arange(a * subframes, b * subframes, dtype=torch.float64) + 0.5) / (subframes * fps)
+        pos = torch.clamp(t * sample_rate / hop, 0, n_stft - 1)
+        lo = pos.floor().long()
+        hi = torch.clamp(lo + 1, max=n_stft - 1)
+        j0, j1 = int(lo[0]), int(hi[-1]) + 1
+    else:
+        j0 = max(0, int(a * sample_rate / (hop * fps)) - 2)
+        j1 = n_stft if b == n_out else min(n_stft, int(np.ceil(b * sample_rate / (hop * fps))) + 2)
+    fb = _mel_filterbank(sample_rate, n_mels)
+    window = torch.hann_window(WIN)
+    half = N_FFT // 2
+    parts = []
+    for k0 in range(j0, j1, MEL_BLOCK_STFT_FRAMES):
+        k1 = min(j1, k0 + MEL_BLOCK_STFT_FRAMES)
+        # Samples of the reflect-padded file that STFT frames k0..k1-1 read (center=True pads N_FFT/2).
+        idx = np.arange(k0 * hop, (k1 - 1) * hop + N_FFT) - half
+        idx = np.abs(idx)
+        idx = np.where(idx >= length, 2 * (length - 1) - idx, idx)
+        seg = torch.as_tensor(x[idx])
+        spec = torch.stft(seg, N_FFT, hop_length=hop, win_length=WIN, window=window, center=False,
+                          return_complex=True).abs() ** 2
+        parts.append(torch.log(torch.clamp(fb @ spec, min=1e-6)).T)
+    mel = torch.cat(parts)  # STFT frames j0..j1-1
+    if subframes > 1:
+        w = (pos - lo).float()[:, None]
+        out = mel[lo - j0] * (1 - w) + mel[hi - j0] * w
+        return out.reshape(b - a, subframes * n_mels)
+    idx = torch.clamp((torch.arange(j0, j1) * (hop / sample_rate) * fps).long(), max=n_out - 1)
+    keep = (idx >= a) & (idx < b)
+    out = torch.zeros(b - a, n_mels).index_add_(0, idx[keep] - a, mel[keep])
+    cnt = torch.zeros(b - a).index_add_(0, idx[keep] - a, torch.ones(int(keep.sum()))).clamp(min=1)
     return out / cnt[:, None]

@@ -34,7 +34,19 @@ def stderr_console():
     start-up, and `--help` or a finished command may never print to stderr."""
     from rich.console import Console
 
-    return Console(stderr=True)
+    # soft_wrap: a message is one line however narrow the terminal (or 80 columns when stderr is
+    # piped); the terminal wraps it, rich never inserts newlines.
+    console = Console(stderr=True, soft_wrap=True)
+    console.quiet = _quiet
+    return console
+
+
+@functools.cache
+def _error_console():
+    """Errors print even with --quiet."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
 
 
 def __getattr__(name: str):
@@ -78,14 +90,41 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 
-# Commands whose `--json` is a flag (a result object on stdout): on failure they print an error object there.
-JSON_FLAG_COMMANDS = ("extract", "align", "localize")
+# `--json` and `--quiet` (dubtool.commands.JSON_OPTION / QUIET_OPTION): read from the command line before
+# parsing, so that a usage error of a `--json` run is an error object too; the options' callbacks set them
+# again for in-process callers.
 _json_errors = False
+_quiet = False
 
 
-def _json_requested(argv: list[str]) -> bool:
+def _requested_modes(argv: list[str]) -> tuple[bool, bool]:
+    """(--json, --quiet) of the command in argv. `eval --json FILE` writes a file: only `--json -` is
+    the stdout result there."""
     words = [a for a in argv if not a.startswith("-")]
-    return bool(words) and words[0] in JSON_FLAG_COMMANDS and "--json" in argv[argv.index(words[0]) + 1:]
+    if not words:
+        return False, False
+    rest = argv[argv.index(words[0]) + 1:]
+    if "--" in rest:
+        rest = rest[:rest.index("--")]
+    if words[0] == "eval":
+        as_json = any(a == "--json" and rest[i + 1:i + 2] == ["-"] for i, a in enumerate(rest)) or "--json=-" in rest
+    else:
+        as_json = "--json" in rest
+    return as_json, "--quiet" in rest or "-q" in rest
+
+
+def set_output_mode(as_json: bool | None = None, quiet: bool | None = None) -> None:
+    global _json_errors, _quiet
+    if as_json is not None:
+        _json_errors = as_json
+    if quiet is not None:
+        _quiet = quiet
+        if stderr_console.cache_info().currsize:
+            stderr_console().quiet = quiet
+
+
+def output_mode() -> dict:
+    return {"json": _json_errors, "quiet": _quiet}
 
 
 def _error_line(message: str, exit_code: int | None = None) -> None:
@@ -94,7 +133,7 @@ def _error_line(message: str, exit_code: int | None = None) -> None:
     from rich.markup import escape
 
     text = " ".join(part.strip() for part in str(message).splitlines() if part.strip()) or "unknown error"
-    stderr_console().print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    _error_console().print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     if _json_errors and exit_code is not None:
         import json
 
@@ -109,6 +148,8 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     """Warnings from the stages reach the user as one yellow line, not Python's file:line form."""
     from rich.markup import escape
 
+    if _quiet:
+        return
     text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
     stderr_console().print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
@@ -171,9 +212,9 @@ def main() -> None:
 
     import warnings
 
-    global _MAIN_PID, _json_errors
+    global _MAIN_PID
     sys.argv[1:] = _fill_optional_values(sys.argv[1:])
-    _json_errors = _json_requested(sys.argv[1:])
+    set_output_mode(*_requested_modes(sys.argv[1:]))
     # torch's OpenMP threads spin at every barrier by default; on a machine whose cores other jobs share,
     # that made generation with 2 threads 8x slower than with 1 (docs/benchmarks.md). Waiting threads
     # sleep instead; set OMP_WAIT_POLICY=ACTIVE to get the spinning back. Read when torch loads.

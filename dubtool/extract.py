@@ -288,6 +288,36 @@ class FaceTracker:
 # ---------------------------------------------------------------------------------------------
 # The job
 
+class _FrameBuffers:
+    """The tracker's per-frame results in arrays grown by half when the video runs past its probed length."""
+
+    def __init__(self, capacity: int) -> None:
+        self.n = 0
+        self._alloc(max(16, capacity))
+
+    def _alloc(self, capacity: int) -> None:
+        old = getattr(self, "landmarks", None)
+        lm, bs = np.zeros((capacity, NUM_LANDMARKS, 3), np.float32), np.zeros((capacity, NUM_BLENDSHAPES), np.float32)
+        pose, found = np.tile(np.eye(4), (capacity, 1, 1)), np.zeros(capacity, bool)
+        if old is not None:
+            lm[:self.n], bs[:self.n], pose[:self.n], found[:self.n] = (self.landmarks[:self.n], self.blend[:self.n],
+                                                                      self.pose[:self.n], self.found[:self.n])
+        self.landmarks, self.blend, self.pose, self.found = lm, bs, pose, found
+
+    def add(self, result) -> None:
+        if self.n == len(self.found):
+            self._alloc(len(self.found) + len(self.found) // 2)
+        if result is not None:
+            self.landmarks[self.n], self.blend[self.n], self.pose[self.n] = result
+            self.found[self.n] = True
+        self.n += 1
+
+    def arrays(self):
+        """(landmarks, blendshapes, poses, found) of the frames added: views, no copy."""
+        n = self.n
+        return self.landmarks[:n], self.blend[:n], self.pose[:n], self.found[:n]
+
+
 def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOptions(),
             progress: ProgressFn | None = None) -> Performance:
     """Track a video of a speaking actor into a Performance (see module docstring for conventions).
@@ -298,7 +328,7 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
     info: VideoInfo = probe(video_path)
     fps = float(info.fps if options.fps is None else options.fps)
     if not (0 < fps <= 240):
-        raise InputError(f"--fps must be above 0 and at most 240, got {fps:g}")
+        raise InputError(f"--fps must be in 0..240 (above 0), got {fps:g}")
     if max(info.width, info.height) > MAX_FRAME_SIDE:
         raise InputError(f"{info.path}: frames are {info.width}x{info.height}; extract reads at most "
                          f"{MAX_FRAME_SIDE} pixels a side (scale the video down first)")
@@ -314,35 +344,25 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
     pool.shutdown(wait=False)
 
     tracker = FaceTracker()
-    lms: list[np.ndarray] = []
-    blends: list[np.ndarray] = []
-    poses: list[np.ndarray] = []
-    found: list[bool] = []
     expected = max(1, int(round(info.duration_s * fps))) if info.duration_s else 0
-    zero_lm = np.zeros((NUM_LANDMARKS, 3), np.float32)
+    # Per-frame results go straight into preallocated arrays (no list of small arrays plus a stacked
+    # copy): a frame costs its 478 landmarks once. Untracked frames stay zero.
+    buf = _FrameBuffers(expected + 2)
     t_track = 0.0
     try:
         for i, frame in enumerate(iter_frames(info.path, fps=fps, size=size, threads=options.decode_threads)):
             ts = time.perf_counter()
             r = tracker.track(frame, int(round(i * 1000.0 / fps)))
             t_track += time.perf_counter() - ts
-            if r is None:
-                lms.append(zero_lm)
-                blends.append(np.zeros(NUM_BLENDSHAPES, np.float32))
-                poses.append(np.eye(4))
-                found.append(False)
-            else:
-                lms.append(r[0])
-                blends.append(r[1])
-                poses.append(r[2])
-                found.append(True)
+            buf.add(r)
             if progress is not None:
                 progress(i + 1, max(expected, i + 1))
     finally:
         tracker.close()
     t_decode_track = time.perf_counter() - t0
 
-    face_found = np.asarray(found, bool)
+    landmarks, blend, pose, face_found = buf.arrays()
+    del buf
     n = len(face_found)
     ratio = float(face_found.mean()) if n else 0.0
     if n == 0 or ratio < options.min_face_ratio:
@@ -360,10 +380,6 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
             warnings.warn(f"{e}; continuing without audio", stacklevel=2)
 
     ts = time.perf_counter()
-    landmarks = np.stack(lms)
-    del lms
-    blend = np.stack(blends)
-    pose = np.stack(poses)
     # Untracked frames hold zeros here (a degenerate but finite fit); gap filling replaces them.
     canon, resid = canonicalize(landmarks, info.width, info.height)
     resid[~face_found] = np.inf

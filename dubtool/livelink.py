@@ -34,6 +34,7 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -140,9 +141,11 @@ def timecodes_for(times_s: np.ndarray, rate: float | None = None) -> list[str]:
     return [format_timecode(t, 30.0) for t in times_s]
 
 
-def to_csv_text(anim: Animation, timecode_rate: float | None = None) -> str:
-    """The CSV text of an animation. Timecodes start at `anim.timecode_start_s` (0 when unknown);
-    a take read from a file keeps its own timecodes while its frames and rate are unchanged."""
+CSV_BLOCK_ROWS = 2048  # rows formatted at a time: the text of an hour never sits in memory at once
+
+
+def _csv_blocks(anim: Animation, timecode_rate: float | None = None) -> Iterator[str]:
+    """The CSV text of an animation in pieces (header, then blocks of rows)."""
     start = anim.timecode_start_s or 0.0
     kept = anim.meta.get("csv_timecodes")
     if (timecode_rate is None and kept is not None and len(kept) == anim.num_frames
@@ -150,22 +153,29 @@ def to_csv_text(anim: Animation, timecode_rate: float | None = None) -> str:
         tcs = list(kept)
     else:
         tcs = timecodes_for(start + np.arange(anim.num_frames) / anim.fps, timecode_rate)
-    v = anim.values[:, _CSV_TO_CHANNEL].copy()
-    # Rotations are the last 9 columns in both orders; only blendshape columns are permuted.
-    v[:, NUM_BLENDSHAPES:] *= ROTATION_FILE_SIGN
-    cells = _fmt_cells(v)
-    out = io.StringIO()
-    out.write(",".join(HEADER) + "\n")
-    for tc, row in zip(tcs, cells):
-        out.write(tc + f",{NUM_CHANNELS}," + ",".join(row) + "\n")
-    return out.getvalue()
+    yield ",".join(HEADER) + "\n"
+    for r0 in range(0, anim.num_frames, CSV_BLOCK_ROWS):
+        v = anim.values[r0:r0 + CSV_BLOCK_ROWS, _CSV_TO_CHANNEL].copy()
+        # Rotations are the last 9 columns in both orders; only blendshape columns are permuted.
+        v[:, NUM_BLENDSHAPES:] *= ROTATION_FILE_SIGN
+        out = io.StringIO()
+        for tc, row in zip(tcs[r0:r0 + CSV_BLOCK_ROWS], _fmt_cells(v)):
+            out.write(tc + f",{NUM_CHANNELS}," + ",".join(row) + "\n")
+        yield out.getvalue()
+
+
+def to_csv_text(anim: Animation, timecode_rate: float | None = None) -> str:
+    """The CSV text of an animation. Timecodes start at `anim.timecode_start_s` (0 when unknown);
+    a take read from a file keeps its own timecodes while its frames and rate are unchanged."""
+    return "".join(_csv_blocks(anim, timecode_rate))
 
 
 def write_csv(anim: Animation, path: str | os.PathLike, timecode_rate: float | None = None) -> Path:
-    """Write a Live Link Face CSV atomically."""
-    text = to_csv_text(anim, timecode_rate)
+    """Write a Live Link Face CSV atomically, block by block (bounded memory for long takes)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8", newline="\n")
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            for block in _csv_blocks(anim, timecode_rate):
+                f.write(block)
     return Path(path)
 
 

@@ -80,11 +80,11 @@ class LocalizeOptions:
         if self.model == "teacher" and not (self.dub_text and self.dub_text.strip()):
             raise InputError("--model teacher needs the dub transcript (--dub-text)")
         if self.fps is not None and not (0 < self.fps <= 240):
-            raise InputError(f"--fps must be in 0..240, got {self.fps}")
+            raise InputError(f"--fps must be in 0..240 (above 0), got {self.fps:g}")
         if self.steps is not None and not (1 <= self.steps <= 1000):
-            raise InputError(f"--steps must be 1..1000, got {self.steps}")
+            raise InputError(f"--steps must be in 1..1000, got {self.steps}")
         if not 0.0 <= self.keyframe_blend <= 1.0:
-            raise InputError(f"--keyframe-blend must be 0..1, got {self.keyframe_blend}")
+            raise InputError(f"--keyframe-blend must be in 0..1, got {self.keyframe_blend:g}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise InputError(f"--device must be cpu or cuda, got {self.device!r}")
         for flag, value in (("--start", self.start_s), ("--end", self.end_s), ("--guidance", self.guidance),
@@ -92,7 +92,7 @@ class LocalizeOptions:
             if value is not None and not math.isfinite(value):
                 raise InputError(f"{flag} must be a finite number, got {value}")
         if self.start_s is not None and self.start_s < 0:
-            raise InputError(f"--start must be >= 0, got {self.start_s}")
+            raise InputError(f"--start must be at least 0 seconds, got {self.start_s:g}")
         if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
             raise InputError(f"--end ({self.end_s}) must be after --start ({self.start_s})")
         if self.timecode is not None:
@@ -548,16 +548,19 @@ def default_report_path(out_csv: str | os.PathLike) -> Path:
 def localize_files(source_path: str | os.PathLike, dub_path: str | os.PathLike, out_csv: str | os.PathLike,
                    options: LocalizeOptions = LocalizeOptions(), report_path: str | os.PathLike | None = None,
                    fbx: str | None = None, gltf: str | None = None, preview: str | None = None,
-                   generator=None) -> dict:
-    """Load, localize, write the outputs. Returns the report (with `outputs` filled in).
+                   generator=None, progress=None) -> dict:
+    """Load, localize, write the outputs. Returns the report (with `outputs` filled in). `progress(done,
+    total)` follows the preview's frames.
 
     All or nothing: the outputs are staged and appear together (the CSV last) only when every one
     was written; a failure leaves none of them."""
     with staged_outputs(fbx, gltf, preview, report_path or default_report_path(Path(out_csv)), out_csv):
-        return _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, gltf, preview, generator)
+        return _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, gltf, preview, generator,
+                               progress)
 
 
-def _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, gltf, preview, generator) -> dict:
+def _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, gltf, preview, generator,
+                    progress=None) -> dict:
     """localize_files' work (inside its staging).
 
     Order matters for resuming batches: extras and the report are written first, the CSV last, so
@@ -607,7 +610,7 @@ def _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, g
                 a, b = report["span_s"]
                 audio_path = write_wav(Audio(dub.samples[int(a * dub.sample_rate):int(b * dub.sample_rate)],
                                              dub.sample_rate), Path(td) / "span.wav")
-            render_video(anim, preview, audio=audio_path)
+            render_video(anim, preview, audio=audio_path, progress=progress)
         outputs["preview"] = str(preview)
     rp = Path(report_path) if report_path else default_report_path(out_csv)
     outputs["report"] = str(rp)

@@ -79,13 +79,15 @@ def save_performance(perf: Performance, path: str | os.PathLike) -> Path:
                 timecode_start_s=perf.animation.timecode_start_s)
     with atomic_path(path, suffix=".perf") as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-            for name in ("landmarks_image", "landmarks_canonical", "head_pose", "face_found", "confidence"):
-                buf = io.BytesIO()
-                np.save(buf, np.asarray(getattr(perf, name)))
-                z.writestr(f"{name}.npy", buf.getvalue())
-            buf = io.BytesIO()
-            np.save(buf, perf.animation.values)
-            z.writestr("animation.npy", buf.getvalue())
+            arrays = {name: getattr(perf, name) for name in ("landmarks_image", "landmarks_canonical", "head_pose",
+                                                                "face_found", "confidence")}
+            arrays["animation"] = perf.animation.values
+            for name, value in arrays.items():
+                value = np.asarray(value)
+                # Streamed into the zip member (np.save writes in buffered pieces): no in-memory copy of a
+                # long take's landmarks.
+                with z.open(f"{name}.npy", "w", force_zip64=value.nbytes > (1 << 30)) as f:
+                    np.save(f, value)
             if perf.audio is not None:
                 buf = io.BytesIO()
                 sf.write(buf, perf.audio.samples, perf.audio.sample_rate, format="WAV", subtype="FLOAT")

@@ -227,7 +227,7 @@ CASES = {
     "train-missing-config": (["train", "--config", "nope.json", "--out", "{out}/m.pt"], ["nope.json", "not found"]),
     "train-malformed-config": (["train", "--config", "bad_config.json", "--out", "{out}/m.pt"],
                                ["bad_config.json", "invalid JSON at line 1"]),
-    "train-zero-steps": (["train", "--steps", "0", "--corpus", "{out}/corpus", "--out", "{out}/m.pt"], ["steps must be >= 1"]),
+    "train-zero-steps": (["train", "--steps", "0", "--corpus", "{out}/corpus", "--out", "{out}/m.pt"], ["--steps must be at least 1, got 0"]),
     "train-negative-time-limit": (["train", "--time-limit", "-1", "--corpus", "{out}/corpus", "--out", "{out}/m.pt"],
                                   ["--time-limit"]),
     "eval-bad-set": (["eval", "--set", "list.json"], ["list.json", "manifest"]),

@@ -475,7 +475,15 @@ def test_llm_server_text_is_printed_without_control_sequences_and_key_redacted_a
 # ---------------------------------------------------------------- checks before work, messages (items 4, 9)
 
 CHECKED_FIRST = {
-    "render-fps-0": (["render", "anim.csv", "-o", "r.mp4", "--fps", "0"], ["--fps must be above 0 and at most 240, got 0"]),
+    "render-fps-0": (["render", "anim.csv", "-o", "r.mp4", "--fps", "0"], ["--fps must be in 0..240", "got 0"]),
+    "keyframes-fps-0": (["keyframes", "script.txt", "-o", "k.json", "--fps", "0"], ["--fps must be in 1..240, got 0"]),
+    "export-fps-0": (["export", "anim.csv", "--fbx", "a.fbx", "--fps", "0"], ["--fps must be in 0..240", "got 0"]),
+    "localize-steps-0": (["localize", "face.perf", "dub.wav", "-o", "o.csv", "--steps", "0"],
+                         ["--steps must be in 1..1000, got 0"]),
+    "review-min-closure": (["review", ".", "--min-closure", "2"], ["--min-closure must be in 0..1, got 2"]),
+    "rig-sheet-weight": (["rig-sheet", "-o", "s.png", "--weight", "2"], ["--weight must be in 0..1, got 2"]),
+    "corpus-workers-0": (["corpus", "--workers", "0", "-o", "c"], ["--workers must be in 1..64, got 0"]),
+    "extract-min-cutoff": (["extract", "face.mp4", "-o", "f.perf", "--min-cutoff", "0"], ["--min-cutoff", "positive"]),
     "render-huge-size": (["render", "anim.csv", "-o", "r.mp4", "--size", "100000x100000"],
                          ["--size", "16 to 4096", "100000x100000"]),
     "train-config-is-audio": (["train", "--config", "dub.wav", "--out", "m.pt"], ["dub.wav", "not a text file"]),
@@ -551,3 +559,114 @@ def test_batch_whose_results_cannot_be_written_is_refused_before_it_runs(media, 
     before = snapshot(tmp_path)
     r = dubtool_in_process("localize", "--manifest", manifest, "--model", "teacher", cwd=media)
     assert_refused(r, tmp_path, before, "cannot write", "lines.results.csv", "is a folder")
+
+
+# ---------------------------------------------------------------- scripts and CI: --json, --quiet, '-' (item 9)
+
+# A failing run of each command with --json: (command line, phrase of the message); run in the media folder.
+JSON_FAILURES = {
+    "extract": (["extract", "missing.mp4", "--json"], "missing.mp4"),
+    "align": (["align", "src.wav", "nope.wav", "--json"], "nope.wav"),
+    "localize": (["localize", "face.perf", "dub.wav", "-o", "o.csv", "--steps", "0", "--json"], "--steps"),
+    "localize-usage": (["localize", "face.perf", "dub.wav", "--json", "--steps", "x", "-o", "o.csv"], "--steps"),
+    "keyframes": (["keyframes", "script.txt", "-o", "k.json", "--fps", "0", "--json"], "--fps"),
+    "render": (["render", "anim.csv", "--fps", "0", "--json"], "--fps must be in 0..240"),
+    "render-usage": (["render", "anim.csv", "--fps", "abc", "--json"], "'--fps'"),
+    "export": (["export", "anim.csv", "--json"], "nothing to write"),
+    "eval": (["eval", "anim.csv", "--json", "-"], "--dub"),
+    "train": (["train", "--steps", "0", "--out", "m.pt", "--json"], "--steps must be at least 1"),
+    "corpus": (["corpus", "--workers", "0", "-o", "c", "--json"], "--workers"),
+    "review": (["review", ".", "--min-closure", "2", "--json"], "--min-closure"),
+    "setup-models": (["setup-models", "--from", "missing.task", "--json"], "missing.task"),
+    "rig-sheet": (["rig-sheet", "-o", "s.png", "--weight", "2", "--json"], "--weight"),
+    "localize-stdout-and-json": (["localize", "face.perf", "dub.wav", "-o", "-", "--json"], "-o - and --json"),
+}
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["loud", "quiet"])
+@pytest.mark.parametrize("name", list(JSON_FAILURES))
+def test_every_command_fails_with_a_json_error_object(name, quiet, media):
+    """--json: stdout is one {"error", "exit_code"} object; stderr the one error line (also with --quiet)."""
+    import json
+
+    args, phrase = JSON_FAILURES[name]
+    before = snapshot(media)
+    r = dubtool_in_process(*args, *(["--quiet"] if quiet else []), cwd=media)
+    line = assert_refused(r, media, before, phrase)
+    obj = json.loads(r.stdout)
+    assert obj == {"error": line.removeprefix("error: "), "exit_code": 2}
+
+
+def test_every_command_takes_json_and_quiet(tmp_path):
+    from dubtool import cli
+
+    commands = [c.name or c.callback.__name__ for c in cli.app.registered_commands]
+    assert len(commands) >= 12
+    for name in commands:
+        r = dubtool_in_process(name, "--help", cwd=tmp_path)
+        assert r.returncode == 0 and "--json" in r.stdout and "--quiet" in r.stdout, (name, r.stdout[-400:])
+
+
+def test_usage_lines_show_required_options(tmp_path):
+    usage = {}
+    for name in ("keyframes", "localize", "export", "extract"):
+        r = dubtool_in_process(name, "--help", cwd=tmp_path)
+        usage[name] = " ".join(line.strip() for line in r.stdout.splitlines()[:4])
+    assert "-o OUT [OPTIONS]" in usage["keyframes"]
+    assert "(-o OUT.csv | --manifest LINES.csv)" in usage["localize"]
+    assert "(--fbx OUT.fbx | --gltf OUT.glb)" in usage["export"]
+    assert "VIDEO" in usage["extract"]
+
+
+def test_successful_json_and_quiet_runs(media, tmp_path):
+    """A result object on stdout and nothing on stderr; the inputs unchanged, only the outputs new."""
+    import json
+
+    before = snapshot(media)
+    runs = {"keyframes": ["keyframes", "script.txt", "--no-embedding", "-o", tmp_path / "k.json"],
+            "export": ["export", "anim.csv", "--gltf", tmp_path / "a.glb"],
+            "render": ["render", "anim.csv", "--no-video", "--curves-png", tmp_path / "c.png"]}
+    for name, args in runs.items():
+        r = dubtool_in_process(*args, "--json", "--quiet", cwd=media)
+        assert r.returncode == 0 and r.stderr == "", (name, r.stderr)
+        result = json.loads(r.stdout)
+        assert isinstance(result, dict) and result, (name, r.stdout)
+    assert snapshot(media) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.glb", "c.png", "k.json"]
+
+
+def test_dub_from_stdin_and_csv_to_stdout(media, tmp_path):
+    """`localize SOURCE - -o -`: the dub piped in, the CSV piped out, byte for byte the file run's CSV;
+    --quiet leaves stderr empty; no file appears anywhere (the temporary copies are gone)."""
+    args = ["localize", "face.perf", "--model", "teacher", "--dub-text", DUB_TEXT, "--lang", "fr"]
+    r = dubtool(*args[:2], "dub.wav", *args[2:], "-o", tmp_path / "file.csv", "-q", cwd=media)
+    assert r.returncode == 0, r.stderr
+    before = snapshot(media)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with open(media / "dub.wav", "rb") as dub:
+        r = subprocess.run([str(DUBTOOL), *map(str, args[:2]), "-", *map(str, args[2:]), "-o", "-", "--quiet"],
+                           cwd=media, stdin=dub, capture_output=True, timeout=180,
+                           env={**_env(), "TMPDIR": str(scratch)})
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
+    assert r.stdout == (tmp_path / "file.csv").read_bytes()
+    assert snapshot(media) == before and list(scratch.iterdir()) == []
+
+
+def test_empty_stdin_is_refused(media):
+    before = snapshot(media)
+    r = dubtool("align", "src.wav", "-", "--json", cwd=media, stdin=subprocess.DEVNULL)
+    line = assert_refused(r, media, before, "DUB is '-'", "nothing came on stdin")
+    import json
+
+    assert json.loads(r.stdout)["error"] == line.removeprefix("error: ")
+
+
+def test_align_reads_the_dub_from_stdin(media, tmp_path):
+    import json
+
+    with open(media / "dub.wav", "rb") as dub:
+        r = subprocess.run([str(DUBTOOL), "align", "src.wav", "-", "-o", str(tmp_path / "t.json"), "--json", "-q"],
+                           cwd=media, stdin=dub, capture_output=True, text=True, timeout=180, env=_env())
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert json.loads(r.stdout) == json.loads((tmp_path / "t.json").read_text())

@@ -7,12 +7,13 @@ from typing import Optional
 import typer
 
 from ..cli import app
+from . import JSON_OPTION, QUIET_OPTION, emit, stdin_file
 
 
 @app.command("align")
 def align_command(
-    source: str = typer.Argument(..., help="Source take: a .perf file, a video or an audio file."),
-    dub: str = typer.Argument(..., help="Dub audio (or a video with the dub track)."),
+    source: str = typer.Argument(..., metavar="SOURCE", help="Source take: a .perf file, a video or an audio file."),
+    dub: str = typer.Argument(..., metavar="DUB", help="Dub audio (or a video with the dub track); - reads it from stdin."),
     output: str = typer.Option("timemap.json", "-o", "--output", help="Time map JSON to write."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Also write a PNG of both waveforms with matched phrases."),
     source_text: Optional[str] = typer.Option(None, "--source-text", help="Transcript of the source line."),
@@ -21,9 +22,15 @@ def align_command(
     source_lang: str = typer.Option("en", "--source-lang", help="Source language code (for --source-text)."),
     fit: Optional[str] = typer.Option(None, "--fit", help="Also write the dub time-stretched to the source timing (WAV)."),
     fit_mode: str = typer.Option("phrase", "--fit-mode", help="phrase (rubberband time map) or uniform."),
-    as_json: bool = typer.Option(False, "--json", help="Print the time map JSON on stdout."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Match the dub's phrases to the source's and write a piecewise-linear time map."""
+    with stdin_file(dub, "DUB") as dub_file:
+        _align(source, dub_file, output, plot, source_text, dub_text, lang, source_lang, fit, fit_mode, as_json)
+
+
+def _align(source, dub, output, plot, source_text, dub_text, lang, source_lang, fit, fit_mode, as_json) -> None:
     from ..fileio import require_inputs
 
     require_inputs((source, "source"), (dub, "dub audio"))  # before the stage's imports (numpy)
@@ -55,13 +62,9 @@ def align_command(
         if fit:
             write_wav(fit_dub(load_audio(dub, sample_rate=48000, what="dub audio"), tm, fit_mode), fit)
     if as_json:
-        print(timemap_json_text(tm), end="")
+        print(timemap_json_text(tm), end="")  # the time map itself: the same JSON as the file
         return
-    print(f"time map: {output}  ({tm.method}, {len(tm.phrases)} phrase group(s), "
-          f"source {tm.source_duration_s:.2f} s -> dub {tm.dub_duration_s:.2f} s)")
-    for note in tm.notes:
-        print(f"  {note}")
-    if plot:
-        print(f"plot: {plot}")
-    if fit:
-        print(f"fitted dub: {fit}")
+    emit(False, {}, [f"time map: {output}  ({tm.method}, {len(tm.phrases)} phrase group(s), "
+                     f"source {tm.source_duration_s:.2f} s -> dub {tm.dub_duration_s:.2f} s)",
+                     *(f"  {note}" for note in tm.notes), *([f"plot: {plot}"] if plot else []),
+                     *([f"fitted dub: {fit}"] if fit else [])])

@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from ..cli import app
+from ..cli import app, stderr_console
+from . import QUIET_OPTION, emit, show_progress
 
 
 def _fmt(value, fmt: str) -> str:
@@ -68,7 +69,7 @@ def _score_reference(console, generated: Optional[Path], reference: Path, dub: O
     if generated is None or dub is None:
         raise InputError("give GENERATED.csv, --reference CAPTURE and --dub dub.wav")
     if not 0 <= max_lag <= 30:
-        raise InputError(f"--max-lag must be 0..30 frames, got {max_lag}")
+        raise InputError(f"--max-lag must be in 0..30 frames, got {max_lag}")
     anim = read_csv(generated)
     ref = load_reference(reference)
     audio = load_audio(dub, what="dub audio")
@@ -101,14 +102,16 @@ def _score_reference(console, generated: Optional[Path], reference: Path, dub: O
 
 @app.command("eval")
 def eval_command(
-    generated: Optional[Path] = typer.Argument(None, help="Generated animation (Live Link Face CSV) to score."),
+    generated: Optional[Path] = typer.Argument(None, metavar="GENERATED", help="Generated animation (Live Link Face CSV) to score."),
     dub: Optional[Path] = typer.Option(None, "--dub", help="The dub audio the animation was made for."),
     dub_text: Optional[str] = typer.Option(None, "--dub-text", help="Transcript of the dub (phoneme timing by alignment)."),
     phonemes: Optional[Path] = typer.Option(None, "--phonemes", help="Phoneme alignment JSON instead of --dub-text."),
     lang: str = typer.Option("fr", "--lang", help="Language of the dub (for --dub-text alignment)."),
     source: Optional[Path] = typer.Option(None, "--source", help="Source performance (.perf or Live Link CSV)."),
     timemap: Optional[Path] = typer.Option(None, "--timemap", help="Time map JSON from `dubtool align`."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all figures to this JSON file."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all figures to this JSON file; --json - "
+                                            "prints them on stdout (the tables then go to stderr) and a failure "
+                                            "as an error object {\"error\": ..., \"exit_code\": N}."),
     with_baselines: bool = typer.Option(False, "--baselines", help="Also score the teacher and naive-copy baselines."),
     eval_set: Optional[Path] = typer.Option(None, "--set", help="Evaluation set manifest (scripts/build_evalset.py)."),
     model: Optional[str] = typer.Option(None, "--model", help="Flow model checkpoint for --set (default: shipped; "
@@ -118,24 +121,30 @@ def eval_command(
     reference: Optional[Path] = typer.Option(None, "--reference", help="Real performance of the dub's own audio to "
                                              "score against: Live Link Face CSV, .perf, or a video (extracted)."),
     max_lag: int = typer.Option(3, "--max-lag", help="With --reference: lag search range (frames)."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Score lip sync (/p b m/ closure, jaw, lag), upper-face fidelity (FDD, correlation), source-mouth leak and
     jitter of a generated animation; with --reference, against a real performance of the same audio
     (mouth-opening r, lag, per-channel r and amplitude); with --set, of the model over the held-out set."""
     from rich.console import Console
 
+    from ..cli import set_output_mode
     from ..errors import InputError
     from ..fileio import require_distinct_outputs, write_text_atomic
 
+    to_stdout = json_out is not None and str(json_out) == "-"
+    if to_stdout:
+        set_output_mode(as_json=True)
+        json_out = None
     require_distinct_outputs({"GENERATED": generated, "--dub": dub, "--phonemes": phonemes, "--source": source,
                               "--timemap": timemap, "--set": eval_set, "--model": model}, {"--json": json_out})
-    console = Console()
+    console = stderr_console() if to_stdout else Console()  # with --json - stdout holds the JSON: tables on stderr
     if eval_set is not None:
         from rich.progress import Progress
 
         from ..evaluate import evaluate_set
 
-        with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:
+        with Progress(transient=True, console=stderr_console(), disable=not show_progress(quiet)) as bar:
             task = bar.add_task("evaluating", total=None)
 
             def progress(k, n, item):
@@ -186,3 +195,5 @@ def eval_command(
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
         console.print(f"wrote {json_out}")
+    if to_stdout:
+        emit(True, data)

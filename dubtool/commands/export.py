@@ -7,15 +7,18 @@ from typing import Optional
 import typer
 
 from ..cli import app
+from . import JSON_OPTION, QUIET_OPTION, emit
 
 
-@app.command()
+@app.command(options_metavar="(--fbx OUT.fbx | --gltf OUT.glb) [OPTIONS]")
 def export(
-    animation: str = typer.Argument(..., help="Live Link Face CSV or .perf file."),
+    animation: str = typer.Argument(..., metavar="ANIMATION", help="Live Link Face CSV or .perf file."),
     fbx: Optional[str] = typer.Option(None, "--fbx", help="Write a binary FBX 7.4 (mesh + 52 ARKit blendshapes + curves)."),
     gltf: Optional[str] = typer.Option(None, "--gltf", help="Write glTF 2.0 (.glb binary or .gltf JSON)."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Resample the curves to this frame rate first."),
     take: str = typer.Option("dub", "--take", help="Animation take (stack) name."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Export ARKit curves on the face rig: FBX for Maya/Blender/Unreal, glTF for engines and the web."""
     from ..fileio import require_inputs
@@ -34,7 +37,8 @@ def export(
     anim = load_animation(animation)
     if fps is not None:
         if not 0 < fps <= 240:
-            raise InputError(f"--fps must be in 0..240, got {fps}")
+            raise InputError(f"--fps must be in 0..240 (above 0), got {fps:g}")
         anim = anim.resampled(fps)
-    for path in export_animation(anim, fbx=fbx, gltf=gltf, take_name=take):
-        print(f"wrote {path} ({anim.num_frames} frames at {anim.fps:g} fps)")
+    paths = [str(p) for p in export_animation(anim, fbx=fbx, gltf=gltf, take_name=take)]
+    emit(as_json, {"outputs": paths, "frames": anim.num_frames, "fps": anim.fps},
+         [f"wrote {path} ({anim.num_frames} frames at {anim.fps:g} fps)" for path in paths])

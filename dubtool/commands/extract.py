@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -11,11 +9,12 @@ from typing import Optional
 import typer
 
 from ..cli import app
+from . import JSON_OPTION, QUIET_OPTION, emit, show_progress
 
 
 @app.command()
 def extract(
-    video: Path = typer.Argument(..., help="Video of the speaking actor (anything ffmpeg reads)."),
+    video: Path = typer.Argument(..., metavar="VIDEO", help="Video of the speaking actor (anything ffmpeg reads)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Performance file to write (.perf)."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the 61 channels as a Live Link Face CSV."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Output frame rate (default: the video's average rate)."),
@@ -24,8 +23,8 @@ def extract(
     beta: float = typer.Option(0.5, "--beta", help="One Euro speed coefficient: higher = less lag in fast moves."),
     max_width: int = typer.Option(1280, "--max-width", help="Downscale wider frames to this width for tracking."),
     timecode: Optional[str] = typer.Option(None, "--timecode", help="Start timecode of the take, HH:MM:SS:FF at its frame rate (default: the video's timecode tag, else 00:00:00:00)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Track the actor's face: 478 landmarks, head pose, 52 ARKit blendshapes + head/eye rotations, audio."""
     from ..fileio import require_inputs
@@ -33,7 +32,7 @@ def extract(
     require_inputs((video, "video file"))  # before the stage's imports (mediapipe, numpy)
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..cli import err_console
+    from ..cli import stderr_console
     from ..errors import InputError
     from ..extract import ExtractOptions, extract as run_extract, summary
     from ..fileio import require_distinct_outputs, require_writable, staged_outputs
@@ -45,8 +44,10 @@ def extract(
         output = video.with_suffix(".perf")
     require_distinct_outputs({"VIDEO": video}, {"-o": output, "--csv": csv})
     require_writable(output, csv)
-    if not (0 < min_cutoff < float("inf") and 0 <= beta < float("inf")):
-        raise InputError(f"--min-cutoff must be > 0 and --beta >= 0 (got {min_cutoff}, {beta})")
+    if not 0 < min_cutoff < float("inf"):
+        raise InputError(f"--min-cutoff must be a positive number of Hz, got {min_cutoff:g}")
+    if not 0 <= beta < float("inf"):
+        raise InputError(f"--beta must be a number at least 0, got {beta:g}")
     if max_width < 64:
         raise InputError(f"--max-width must be at least 64 (got {max_width})")
     if timecode is not None:
@@ -57,8 +58,8 @@ def extract(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with Progress(TextColumn("[bold]extract[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
-                      TextColumn("{task.fields[rate]} fps"), TimeRemainingColumn(), console=err_console,
-                      disable=quiet or not err_console.is_terminal, transient=True) as bar:
+                      TextColumn("{task.fields[rate]} fps"), TimeRemainingColumn(), console=stderr_console(),
+                      disable=not show_progress(quiet), transient=True) as bar:
             task = bar.add_task("extract", total=None, rate="-")
             import time
 
@@ -71,7 +72,7 @@ def extract(
 
             perf = run_extract(video, opts, progress)
     for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+        stderr_console().print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
 
     if timecode is not None:
         perf.animation.timecode_start_s = start_timecode_s(timecode, perf.animation.fps)
@@ -83,14 +84,14 @@ def extract(
             outputs["csv"] = str(write_csv(perf.animation, csv))
     info = summary(perf, outputs)
     if as_json:
-        sys.stdout.write(json.dumps(info) + "\n")
+        emit(True, info)
         return
     held = [g for g in info["gaps"] if g["filled"] == "held"]
-    err_console.print(f"{info['frames']} frames at {info['fps']:g} fps ({info['duration_s']:.1f} s), face in "
+    stderr_console().print(f"{info['frames']} frames at {info['fps']:g} fps ({info['duration_s']:.1f} s), face in "
                       f"{info['face_found_ratio']:.0%} of frames, {len(info['gaps'])} gap(s)"
                       + (f", {len(held)} longer than 0.5 s (held)" if held else "")
                       + f"; {info['fps_processed']:.0f} fps", highlight=False)
     for g in held:
-        err_console.print(f"[yellow]  no face {g['start_s']:.2f}-{g['end_s']:.2f} s[/]", highlight=False, soft_wrap=True)
+        stderr_console().print(f"[yellow]  no face {g['start_s']:.2f}-{g['end_s']:.2f} s[/]", highlight=False, soft_wrap=True)
     for kind, path in outputs.items():
         print(f"{kind}: {path}")

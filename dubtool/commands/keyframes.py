@@ -7,11 +7,12 @@ from typing import Optional
 import typer
 
 from ..cli import app
+from . import JSON_OPTION, QUIET_OPTION, emit
 
 
-@app.command()
+@app.command(options_metavar="-o OUT [OPTIONS]")
 def keyframes(
-    script: str = typer.Argument(..., help="Script: a text file (dialogue lines, NAME: lines, prose, cues like [angry], (nods), 'Context: ...' lines) or a CSV/TSV table with one line per row."),
+    script: str = typer.Argument(..., metavar="SCRIPT", help="Script: a text file (dialogue lines, NAME: lines, prose, cues like [angry], (nods), 'Context: ...' lines) or a CSV/TSV table with one line per row."),
     output: str = typer.Option(..., "-o", "--output", help="Keyframes JSON to write (e.g. line.keyframes.json); for a CSV/TSV script, a folder that gets <id>.keyframes.json per row and index.csv."),
     columns: Optional[str] = typer.Option(None, "--columns", help="CSV/TSV: map roles to headers, e.g. id=Ref,line=Text,direction=Notes,context=Scene,character=Who,duration=Secs (default: usual names)."),
     csv: Optional[str] = typer.Option(None, "--csv", help="Also write the upper-face curves as Live Link Face CSV."),
@@ -29,6 +30,8 @@ def keyframes(
     llm_key_env: str = typer.Option("DUBTOOL_LLM_API_KEY", "--llm-key-env", help="Environment variable holding the API key (sent as a Bearer token, never printed)."),
     llm_timeout: float = typer.Option(60.0, "--llm-timeout", help="Seconds to wait for the server per request."),
     llm_fallback: bool = typer.Option(True, "--llm-fallback/--no-llm-fallback", help="If the model fails or returns unusable output, fall back to the offline planner (with a warning) instead of stopping."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Plan upper-face semantic keyframes (brows, lids, gaze, head) for a line from its script."""
     from rich.markup import escape
@@ -45,7 +48,7 @@ def keyframes(
         if csv or plot or audio:
             raise InputError("--csv, --plot and --audio are per line: not available with a CSV/TSV script")
         _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding, llm_url, llm_model, llm_key_env,
-               llm_timeout, llm_fallback)
+               llm_timeout, llm_fallback, as_json)
         return
     if columns:
         raise InputError("--columns is for CSV/TSV scripts")
@@ -56,13 +59,13 @@ def keyframes(
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 text file") from None
     if duration is not None and not 0 < duration <= 4 * 3600:
-        raise InputError(f"--duration must be positive seconds, got {duration}")
+        raise InputError(f"--duration must be in 0..14400 seconds (above 0), got {duration:g}")
     if not 1 <= fps <= 240:
-        raise InputError(f"--fps must be 1..240, got {fps}")
+        raise InputError(f"--fps must be in 1..240, got {fps:g}")
     if not 0 < llm_timeout <= 3600:
-        raise InputError(f"--llm-timeout must be 0..3600 seconds, got {llm_timeout}")
+        raise InputError(f"--llm-timeout must be in 0..3600 seconds (above 0), got {llm_timeout:g}")
     if not 0 <= blink_rate <= 60:
-        raise InputError(f"--blink-rate must be 0..60, got {blink_rate}")
+        raise InputError(f"--blink-rate must be in 0..60 blinks a minute, got {blink_rate:g}")
     start_tc = None
     if timecode is not None:
         from ..livelink import start_timecode_s
@@ -84,9 +87,9 @@ def keyframes(
     options = PlanOptions(fps=fps, seed=seed, blinks_per_min=blink_rate, use_embedding=not no_embedding)
 
     def log(msg: str) -> None:
-        from ..cli import err_console
+        from ..cli import stderr_console
 
-        err_console.print(f"[yellow]{escape(msg)}[/]", highlight=False, soft_wrap=True)
+        stderr_console().print(f"[yellow]{escape(msg)}[/]", highlight=False, soft_wrap=True)
 
     track = plan_keyframes(text, dur, words, options, llm=llm, log=log)
     with staged_outputs(csv, plot, output):  # all or nothing
@@ -100,15 +103,21 @@ def keyframes(
                 write_csv(anim, csv)
             if plot:
                 plot_curves(anim, track, plot)
-    print(f"keyframes: {output} ({len(track.keyframes)} keyframes over {track.duration_s:.2f} s, {track.source})")
+    result = {"keyframes": str(output), "count": len(track.keyframes), "duration_s": track.duration_s,
+              "planner": track.source, "outputs": {"keyframes": str(output)}}
+    lines = [f"keyframes: {output} ({len(track.keyframes)} keyframes over {track.duration_s:.2f} s, {track.source})"]
     if csv:
-        print(f"curves: {csv} ({anim.num_frames} frames at {fps:g} fps, {len(anim.meta['auto_blinks_s'])} auto blinks)")
+        result["outputs"]["csv"] = str(csv)
+        lines.append(f"curves: {csv} ({anim.num_frames} frames at {fps:g} fps, "
+                     f"{len(anim.meta['auto_blinks_s'])} auto blinks)")
     if plot:
-        print(f"plot: {plot}")
+        result["outputs"]["plot"] = str(plot)
+        lines.append(f"plot: {plot}")
+    emit(as_json, result, lines)
 
 
 def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding, llm_url, llm_model, llm_key_env,
-           llm_timeout, llm_fallback) -> None:
+           llm_timeout, llm_fallback, as_json=False) -> None:
     """One keyframes file per row, named by id, plus index.csv (id, keyframes) for a localize manifest."""
     import csv as csvmod
     import io
@@ -138,9 +147,9 @@ def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding,
     matcher = PrototypeMatcher(use_embedding=not no_embedding)  # one model load for the whole table
 
     def log(msg: str) -> None:
-        from ..cli import err_console
+        from ..cli import stderr_console
 
-        err_console.print(f"[yellow]{escape(msg)}[/]", highlight=False, soft_wrap=True)
+        stderr_console().print(f"[yellow]{escape(msg)}[/]", highlight=False, soft_wrap=True)
 
     index = io.StringIO()
     w = csvmod.writer(index, lineterminator="\n")
@@ -157,4 +166,5 @@ def _table(path, output, columns, duration, fps, seed, blink_rate, no_embedding,
         w.writerow([row.id, row.character, name])
         total += len(track.keyframes)
     write_text_atomic(out / "index.csv", index.getvalue())
-    print(f"keyframes: {len(rows)} files in {out} ({total} keyframes), index: {out / 'index.csv'}")
+    emit(as_json, {"files": len(rows), "folder": str(out), "count": total, "index": str(out / "index.csv")},
+         [f"keyframes: {len(rows)} files in {out} ({total} keyframes), index: {out / 'index.csv'}"])

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..cli import app
+from ..cli import app, stderr_console
+from . import JSON_OPTION, QUIET_OPTION, emit, show_progress, stdin_file, stdout_file
 
 
-@app.command("localize")
+@app.command("localize", options_metavar="(-o OUT.csv | --manifest LINES.csv) [OPTIONS]")
 def localize_command(
-    source: Optional[str] = typer.Argument(None, help="Source take: a .perf file or a video (extract runs first)."),
-    dub: Optional[str] = typer.Argument(None, help="Dub audio (or a video with the dub track)."),
+    source: Optional[str] = typer.Argument(None, metavar="SOURCE", help="Source take: a .perf file or a video (extract runs first); required with -o."),
+    dub: Optional[str] = typer.Argument(None, metavar="DUB", help="Dub audio (or a video with the dub track); - reads it from stdin."),
     lang: str = typer.Option("fr", "--lang", help="Dub language code (e.g. fr, es, de)."),
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="Live Link Face CSV to write."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Live Link Face CSV to write; - writes it to stdout."),
     report: Optional[str] = typer.Option(None, "--report", help="JSON report (default: <output>.report.json)."),
     fbx: Optional[str] = typer.Option(None, "--fbx", help="Also write an FBX with the animation."),
     gltf: Optional[str] = typer.Option(None, "--gltf", help="Also write a glTF with the animation."),
@@ -43,20 +44,20 @@ def localize_command(
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Batch: run on a Ray cluster: host:port, ray://host:port, auto, or nothing for the Ray on this machine (needs the ray extra; docs/ray.md)."),
     force: bool = typer.Option(False, "--force", help="Batch: redo rows whose output already exists."),
     review: Optional[str] = typer.Option(None, "--review", help="Batch: also write the review page (HTML) of the batch."),
-    as_json: bool = typer.Option(False, "--json", help="Print a summary JSON on stdout."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Lip-sync the dub while keeping the source actor's upper-face performance, head and eyes."""
     from ..fileio import require_inputs
 
     if not manifest:  # before the stage's imports (numpy, torch); the dub is checked first, as the stage does
-        require_inputs((dub, "dub audio"), (source, "source"))
-    from rich.console import Console
+        require_inputs(*((path, what) for path, what in ((dub, "dub audio"), (source, "source")) if path != "-"))
     from rich.markup import escape
 
     from ..errors import InputError
     from ..localize import LocalizeOptions
 
-    err = Console(stderr=True)
+    err = stderr_console()
     options = LocalizeOptions(lang=lang, source_lang=source_lang, model=model, model_path=model_path, fps=fps,
                               steps=steps, guidance=guidance, seed=seed, device=device or "cpu", dub_text=dub_text,
                               source_text=source_text, keyframes=keyframes, keyframe_blend=keyframe_blend,
@@ -67,7 +68,7 @@ def localize_command(
             raise InputError("give either SOURCE DUB -o OUT or --manifest, not both")
         if timecode is not None:
             raise InputError("--timecode is for one line; a --manifest takes each source's own timecode")
-        _run_batch(manifest, options, workers, force, as_json, err, review, ray, device)
+        _run_batch(manifest, options, workers, force, as_json, err, review, quiet, ray, device)
         return
     if ray is not None:
         raise InputError("--ray is for batches: localize --manifest lines.csv --ray [ADDRESS]")
@@ -77,36 +78,60 @@ def localize_command(
         raise InputError("localize needs SOURCE and DUB (or --manifest lines.csv)")
     if not output:
         raise InputError("localize needs an output CSV: -o out.csv")
-    from ..localize import localize_files
-
-    import contextlib
-
-    # A spinner on a terminal (a job with --preview runs for a minute); nothing when stderr is piped.
-    busy = err.status(f"localizing {dub}") if err.is_terminal and not as_json else contextlib.nullcontext()
-    with busy:
-        rep = localize_files(source, dub, output, options, report, fbx=fbx, gltf=gltf, preview=preview)
+    if source == "-":
+        raise InputError("SOURCE cannot be '-': a source take is a file (.perf or video); DUB can come from stdin")
+    with stdin_file(dub, "DUB") as dub_file, stdout_file(output, ".csv", as_json) as out_file:
+        report_file = report
+        if output == "-" and not report:  # the report of a stdout CSV stays a temporary file
+            report_file = str(Path(out_file).with_suffix(".report.json"))
+        rep = _run_one(source, dub_file, out_file, options, report_file, fbx, gltf, preview, quiet)
+    if dub == "-":
+        rep["dub"] = "-"
+    if output == "-":
+        rep["outputs"]["csv"] = "-"
+        if not report:
+            rep["outputs"].pop("report", None)
     for w in rep["warnings"]:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
-    if as_json:
-        summary = {k: rep[k] for k in ("source", "dub", "lang", "model", "fps", "frames", "dub_duration_s",
-                                       "metrics", "warnings", "outputs", "realtime_factor")}
-        summary["phrases"] = len(rep["timemap"]["phrases"])
-        print(json.dumps(summary, indent=1))
-        return
+    summary = {k: rep[k] for k in ("source", "dub", "lang", "model", "fps", "frames", "dub_duration_s",
+                                   "metrics", "warnings", "outputs", "realtime_factor")}
+    summary["phrases"] = len(rep["timemap"]["phrases"])
     m = rep["metrics"]
-    print(f"{output}: {rep['frames']} frames at {rep['fps']:g} fps ({rep['dub_duration_s']:.2f} s of {lang} dub, "
-          f"{len(rep['timemap']['phrases'])} phrase group(s) matched, {rep['realtime_factor']:.1f}x real time)")
+    lines = [f"{output}: {rep['frames']} frames at {rep['fps']:g} fps ({rep['dub_duration_s']:.2f} s of {lang} dub, "
+             f"{len(rep['timemap']['phrases'])} phrase group(s) matched, {rep['realtime_factor']:.1f}x real time)"]
     if m.get("bilabial_closure_rate") is not None:
-        print(f"  lips close on {m['bilabial_closure_rate']:.0%} of {m['bilabials']} bilabials")
+        lines.append(f"  lips close on {m['bilabial_closure_rate']:.0%} of {m['bilabials']} bilabials")
     if m.get("lip_audio_lag_frames") is not None:
-        print(f"  lip-audio lag: {m['lip_audio_lag_frames']} frame(s)")
-    for k, v in rep["outputs"].items():
-        if k != "csv":
-            print(f"  {k}: {v}")
+        lines.append(f"  lip-audio lag: {m['lip_audio_lag_frames']} frame(s)")
+    lines += [f"  {k}: {v}" for k, v in rep["outputs"].items() if k != "csv"]
+    if output == "-":  # stdout holds the CSV: the summary goes to stderr
+        for line in lines:
+            err.print(line, highlight=False, markup=False)
+        return
+    emit(as_json, summary, lines)
+
+
+def _run_one(source, dub, output, options, report, fbx, gltf, preview, quiet) -> dict:
+    """One line, with a progress display on a terminal: a spinner while it localizes, then a bar over
+    the preview's frames (a job with --preview runs for a minute); nothing when piped or --quiet."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+    from ..localize import localize_files
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(), console=stderr_console(),
+                  transient=True, disable=not show_progress(quiet)) as bar:
+        task = bar.add_task("localizing", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, description="preview frames", completed=done, total=total)
+
+        return localize_files(source, dub, output, options, report, fbx=fbx, gltf=gltf, preview=preview,
+                              progress=progress)
 
 
 def _run_batch(manifest: str, options, workers: int | None, force: bool, as_json: bool, err, review: str | None,
-               ray: str | None = None, ray_device: str | None = None) -> None:
+               quiet: bool = False, ray: str | None = None, ray_device: str | None = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
@@ -120,7 +145,7 @@ def _run_batch(manifest: str, options, workers: int | None, force: bool, as_json
         check_page_path(review)
     require_writable(*results_paths(manifest))  # before the batch runs, not after
     with Progress(TextColumn("localize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                  transient=True, disable=as_json or not err.is_terminal) as bar:
+                  transient=True, disable=as_json or not show_progress(quiet)) as bar:
         task = bar.add_task("rows", total=n)
         results = run_manifest(manifest, options, workers=workers if ray is not None else workers or 1, force=force,
                                on_result=lambda r: bar.advance(task), ray=ray, ray_device=ray_device)
@@ -132,9 +157,9 @@ def _run_batch(manifest: str, options, workers: int | None, force: bool, as_json
 
         page = write_review(manifest, review)["page"]
     if as_json:
-        print(json.dumps({"done": sum(r.status == "done" for r in results),
-                          "skipped": sum(r.status == "skipped" for r in results), "failed": len(failed),
-                          "results_csv": str(csv_path), "results_json": str(json_path), "review": page}, indent=1))
+        emit(True, {"done": sum(r.status == "done" for r in results),
+                    "skipped": sum(r.status == "skipped" for r in results), "failed": len(failed),
+                    "results_csv": str(csv_path), "results_json": str(json_path), "review": page})
     else:
         table = Table(title=f"{manifest}: {len(results)} line(s)")
         for col in ("line", "output", "status", "seconds", "message"):

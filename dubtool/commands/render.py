@@ -6,12 +6,13 @@ from typing import Optional
 
 import typer
 
-from ..cli import app
+from ..cli import app, stderr_console
+from . import JSON_OPTION, QUIET_OPTION, emit, show_progress
 
 
 @app.command()
 def render(
-    animation: str = typer.Argument(..., help="Live Link Face CSV or .perf file to render."),
+    animation: str = typer.Argument(..., metavar="ANIMATION", help="Live Link Face CSV or .perf file to render."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output .mp4 (default: beside the input)."),
     audio: Optional[str] = typer.Option(None, "--audio", help="Dub audio to mux in (padded/trimmed to the animation)."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Source to show beside the dub: a .perf/CSV (rendered "
@@ -29,6 +30,8 @@ def render(
     yaw: float = typer.Option(0.0, "--yaw", help="Camera yaw in degrees (positive: from the subject's left)."),
     pitch: float = typer.Option(0.0, "--pitch", help="Camera pitch in degrees (positive: from above)."),
     no_video: bool = typer.Option(False, "--no-video", help="Only write --curves-png."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Render a shaded face preview (H.264 + AAC mp4) of ARKit curves, headless on the CPU."""
     from pathlib import Path
@@ -36,8 +39,6 @@ def render(
     from ..fileio import require_inputs
 
     require_inputs((animation, "animation file"))  # before the stage's imports (numpy, moderngl)
-
-    from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -47,7 +48,7 @@ def render(
     from ..plots import parse_channels, plot_curves_png
     from ..render import Comparison, RenderOptions, parse_color, parse_size, render_video, source_on_dub_timeline
 
-    console = Console(stderr=True)
+    console = stderr_console()
     if no_video and not curves_png:
         raise InputError("--no-video needs --curves-png")
     if not no_video and output and Path(output).suffix.lower() not in (".mp4", ".mov", ".m4v"):
@@ -58,11 +59,11 @@ def render(
                               "--curves-png": curves_png})
     require_writable(None if no_video else (output or str(Path(animation).with_suffix(".mp4"))), curves_png)
     if not 0 < zoom < float("inf"):
-        raise InputError(f"--zoom must be a positive number, got {zoom}")
+        raise InputError(f"--zoom must be a positive number, got {zoom:g}")
     if not (-180 <= yaw <= 180 and -90 <= pitch <= 90):
-        raise InputError(f"--yaw must be -180..180 and --pitch -90..90 degrees, got {yaw}, {pitch}")
+        raise InputError(f"--yaw must be in -180..180 and --pitch in -90..90 degrees, got {yaw:g}, {pitch:g}")
     if fps is not None and not 0 < fps <= 240:
-        raise InputError(f"--fps must be above 0 and at most 240, got {fps:g}")
+        raise InputError(f"--fps must be in 0..240 (above 0), got {fps:g}")
     w, h = parse_size(size)
     if not (16 <= w <= 4096 and 16 <= h <= 4096 and w % 2 == 0 and h % 2 == 0):
         raise InputError(f"--size must be WIDTHxHEIGHT in even numbers from 16 to 4096, got {size}")
@@ -112,20 +113,25 @@ def render(
                                                        anim.fps)
         phrases = [(p.dub_start_s, p.dub_end_s) for p in comp.timemap.phrases] if comp and comp.timemap else ()
         plot_curves_png(curves, chans, curves_png, title=Path(animation).name, phrases=phrases)
-        console.print(f"curves: {curves_png}")
+        if not as_json:
+            console.print(f"curves: {curves_png}")
     if no_video:
+        emit(as_json, {"outputs": {"curves_png": str(curves_png)}})
         return
     out = output or str(Path(animation).with_suffix(".mp4"))
     with Progress(TextColumn("rendering"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
                   TimeRemainingColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as bar:
+                  disable=not show_progress(quiet)) as bar:
         task = bar.add_task("render", total=anim.num_frames)
         result = render_video(anim, out, audio=audio, options=options, compare=comp,
                               progress=lambda i, n: bar.update(task, completed=i, total=n))
     for w_ in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(w_)}", highlight=False, soft_wrap=True)
-    print(f"video: {result.path} ({result.num_frames} frames at {result.fps:g} fps, {result.width}x{result.height}, "
-          f"{result.num_frames / max(result.total_s, 1e-9):.0f} fps end to end)")
+    outputs = {"video": str(result.path), **({"curves_png": str(curves_png)} if curves_png else {})}
+    emit(as_json, {"outputs": outputs, "frames": result.num_frames, "fps": result.fps, "width": result.width,
+                   "height": result.height, "seconds": round(result.total_s, 3), "warnings": list(result.warnings)},
+         [f"video: {result.path} ({result.num_frames} frames at {result.fps:g} fps, {result.width}x{result.height}, "
+          f"{result.num_frames / max(result.total_s, 1e-9):.0f} fps end to end)"])
 
 
 def _same_size(video: str, meta: dict) -> bool:

@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from ..cli import app
+from . import JSON_OPTION, QUIET_OPTION, emit
 
 
 @app.command("rig-sheet")
@@ -16,6 +17,8 @@ def rig_sheet(
     weight: float = typer.Option(1.0, "--weight", help="Weight each shape is shown at (0..1)."),
     region: str = typer.Option("face", "--region", help="face, or a close-up: mouth | eyes."),
     columns: int = typer.Option(8, "--columns", min=1, max=20, help="Panels per row."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Render the neutral face and each blendshape at full weight in a labelled grid."""
     from ..errors import InputError
@@ -28,4 +31,4 @@ def rig_sheet(
         raise InputError(f"--weight must be in 0..1, got {weight}")
     require_writable(out)
     path = contact_sheet(out, names=tuple(shape) if shape else None, weight=weight, columns=columns, region=region)
-    print(f"contact sheet: {path}")
+    emit(as_json, {"outputs": [str(path)]}, [f"contact sheet: {path}"])

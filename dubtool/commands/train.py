@@ -3,11 +3,13 @@ builds it alone), or with `--captures DIR` fine-tune a trained one on a studio's
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import typer
 
-from ..cli import app
+from ..cli import app, stderr_console
+from . import JSON_OPTION, QUIET_OPTION, emit, show_progress
 
 DEFAULT_OUT = "runs/dubtool_flow_v4.pt"
 
@@ -30,7 +32,8 @@ def train(
     base_corpus: Optional[str] = typer.Option(None, "--base-corpus", help="With --captures: the base model's corpus "
                                               "folder to mix into every batch ('none' = L2-SP only; default: "
                                               "build/corpus*/ when one fits)."),
-    as_json: bool = typer.Option(False, "--json", help="With --captures: print a JSON summary on stdout."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Train the keypoint-conditioned flow generator and write its checkpoint, or fine-tune it on real captures."""
     import math
@@ -40,14 +43,14 @@ def train(
     from ..fileio import require_distinct_outputs, require_writable
 
     if steps is not None and steps < 1:
-        raise InputError(f"--steps must be >= 1, got {steps}")
+        raise InputError(f"--steps must be at least 1, got {steps}")
     if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
         raise InputError(f"--time-limit must be a positive number of seconds, got {time_limit}")
     if captures is not None:
         _train_captures(captures, out, base, holdout, base_corpus, steps, time_limit, device, as_json,
                         {"--config": config, "--rebuild-corpus": rebuild_corpus})
         return
-    for flag, value in (("--base", base), ("--base-corpus", base_corpus), ("--json", as_json or None)):
+    for flag, value in (("--base", base), ("--base-corpus", base_corpus)):
         if value is not None:
             raise InputError(f"{flag} goes with --captures DIR (fine-tuning on real takes)")
     from ..assets import REPO_ROOT
@@ -62,10 +65,16 @@ def train(
     require_distinct_outputs({"--config": config_path, "--corpus": Path(corpus) / "corpus.npz"}, {"--out": out})
     require_writable(out)
     cfg = load_config(config_path)
+    # Progress bars only on a terminal; log lines (and the per-step figures) on stderr, so stdout holds the result.
+    bars = show_progress(quiet) and not as_json and sys.stdout.isatty()
+
+    def log(message: str) -> None:
+        stderr_console().print(message, highlight=False, markup=False)
+
     if rebuild_corpus:
-        build_corpus(cfg.corpus, corpus)
-    path = run_train(cfg, corpus, out, device=device, steps=steps, time_limit_s=time_limit)
-    print(f"checkpoint: {path}")
+        build_corpus(cfg.corpus, corpus, progress=bars, log=log)
+    path = run_train(cfg, corpus, out, device=device, steps=steps, time_limit_s=time_limit, progress=bars, log=log)
+    emit(as_json, {"checkpoint": str(path)}, [f"checkpoint: {path}"])
 
 
 def _train_captures(captures, out, base, holdout, base_corpus, steps, time_limit, device, as_json, unused) -> None:

@@ -1,0 +1,97 @@
+"""Long inputs in bounded memory (issue 15, item 7): every windowed or blockwise computation equals the
+whole-input one it replaces, so streaming changes memory, not results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dubtool import audio as audiomod
+from dubtool.arkit import NUM_CHANNELS, Animation
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """24 s of real speech: the bundled French dub three times over."""
+    return np.concatenate([audiomod.load_audio(REPO / "examples" / "dub_fr.wav").samples] * 3)
+
+
+@pytest.mark.parametrize("fps,subframes", [(30.0, 3), (29.97, 1), (24.0, 3)])
+def test_mel_features_by_window_equal_the_whole_file(speech, fps, subframes, monkeypatch):
+    whole = audiomod.mel_features(speech, 16000, fps, subframes=subframes).numpy()
+    n = audiomod.mel_frame_count(len(speech), 16000, fps)
+    assert whole.shape[0] == n
+    monkeypatch.setattr(audiomod, "MEL_BLOCK_STFT_FRAMES", 250)  # STFT blocks join inside the windows too
+    for width in (97, 400):
+        rows = np.concatenate([audiomod.mel_features_window(speech, 16000, fps, (a, a + width), subframes=subframes)
+                               .numpy() for a in range(0, n, width)])
+        assert rows.shape == whole.shape
+        np.testing.assert_allclose(rows, whole, rtol=0, atol=1e-4)
+    for a in (0, 1, n // 2, n - 1):  # single rows at the file's ends and inside
+        row = audiomod.mel_features_window(speech, 16000, fps, (a, a + 1), subframes=subframes).numpy()
+        np.testing.assert_allclose(row, whole[a:a + 1], rtol=0, atol=1e-4)
+
+
+def test_energy_by_blocks_equals_one_cumulative_sum(speech, monkeypatch):
+    monkeypatch.setattr(audiomod, "ENERGY_BLOCK_SAMPLES", 1 << 22)  # the whole 24 s in one block
+    whole = audiomod.rms_envelope(speech, 16000, 30.0)
+    monkeypatch.setattr(audiomod, "ENERGY_BLOCK_SAMPLES", 4000)
+    blocks = audiomod.rms_envelope(speech, 16000, 30.0)
+    np.testing.assert_allclose(blocks, whole, rtol=1e-6, atol=1e-9)
+
+    from dubtool.align import segment_speech
+
+    short = audiomod.Audio(speech, 16000)
+    monkeypatch.setattr(audiomod, "ENERGY_BLOCK_SAMPLES", 1 << 22)
+    one = segment_speech(short)
+    monkeypatch.setattr(audiomod, "ENERGY_BLOCK_SAMPLES", 5000)
+    assert segment_speech(short) == one and len(one) >= 3
+
+
+def test_generator_in_groups_equals_the_whole_take(speech, tiny_model):
+    """Groups of chunks sampled with a margin of steps + 2 chunks give the whole-take result (the
+    crossfade couples neighbouring chunks only, one chunk per ODE step)."""
+    from dubtool.generate import _chunk_starts, load_model
+
+    gen = load_model(tiny_model)
+    audio = audiomod.Audio(speech, 16000)
+    n = int(round(audio.duration_s * gen.fps))
+    rng = np.random.default_rng(0)
+    kp = 0.01 * rng.normal(size=(n, gen.dims.n_keypoints)).astype(np.float32)
+    style = np.zeros(gen.dims.style_dim, np.float32)
+    steps = gen.sampler.steps
+    whole = gen.generate(audio, kp, style, seed=3).values
+    starts = _chunk_starts(n, gen.sampler.chunk_frames, gen.sampler.overlap_frames)
+    assert len(starts) >= 5
+    for group in (1, 2):
+        grouped = gen._generate_grouped(audio, kp, style, n, starts, group, steps + 2, steps, gen.sampler.guidance, 3)
+        grouped[:, :52] = np.clip(grouped[:, :52], 0, 1)
+        np.testing.assert_allclose(grouped, whole, rtol=0, atol=1e-4)
+
+
+def test_csv_written_in_blocks_is_the_same_text(tmp_path, monkeypatch):
+    from dubtool import livelink
+
+    rng = np.random.default_rng(1)
+    anim = Animation(rng.uniform(0, 1, (100, NUM_CHANNELS)).astype(np.float32), 30.0, 3600.0)
+    text = livelink.to_csv_text(anim)
+    monkeypatch.setattr(livelink, "CSV_BLOCK_ROWS", 7)
+    livelink.write_csv(anim, tmp_path / "a.csv")
+    assert (tmp_path / "a.csv").read_text() == text == livelink.to_csv_text(anim)
+
+
+def test_zero_phase_smoothing_by_column_blocks_is_unchanged():
+    from dubtool.smoothing import OneEuroConfig, one_euro, one_euro_zero_phase
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(120, 478, 3)).astype(np.float32)
+    cfg = OneEuroConfig(1.5, 0.5)
+    expected = one_euro(x[::-1], 30.0, cfg, 0.01)[::-1] + one_euro(x, 30.0, cfg, 0.01)
+    expected *= 0.5
+    inplace = x.copy()
+    one_euro_zero_phase(inplace, 30.0, cfg, scale=0.01, out=inplace, block_columns=100)
+    np.testing.assert_array_equal(inplace, expected)
