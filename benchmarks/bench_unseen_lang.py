@@ -143,7 +143,7 @@ def run(args) -> dict:
     generator = get_generator(args.model_path, args.device)
     source = source_performance(Path(args.cache))
     fps = generator.fps
-    report = {"benchmark": "unseen_lang", "model": str(args.model_path or "models/dubtool_flow_v4.pt"),
+    report = {"benchmark": "unseen_lang", "model": str(args.model_path or "models/dubtool_flow_v5.pt"),
               "held_out_paths": list(HELD_OUT_PATHS), "languages": {}, "files": {}}
     t_gen, speech_s = 0.0, 0.0
     for name, lines in sets.items():
