@@ -48,13 +48,15 @@ def localize_command(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Lip-sync the dub while keeping the source actor's upper-face performance, head and eyes."""
+    from ..errors import InputError
     from ..fileio import require_inputs
 
+    if ray is not None and not manifest:
+        raise InputError("--ray is for batches: localize --manifest lines.csv --ray [ADDRESS]")
     if not manifest:  # before the stage's imports (numpy, torch); the dub is checked first, as the stage does
         require_inputs(*((path, what) for path, what in ((dub, "dub audio"), (source, "source")) if path != "-"))
     from rich.markup import escape
 
-    from ..errors import InputError
     from ..localize import LocalizeOptions
 
     err = stderr_console()
@@ -70,8 +72,6 @@ def localize_command(
             raise InputError("--timecode is for one line; a --manifest takes each source's own timecode")
         _run_batch(manifest, options, workers, force, as_json, err, review, quiet, ray, device)
         return
-    if ray is not None:
-        raise InputError("--ray is for batches: localize --manifest lines.csv --ray [ADDRESS]")
     if review:
         raise InputError("--review is for batches: localize --manifest lines.csv --review review.html")
     if not (source and dub):
