@@ -113,8 +113,6 @@ def batch_pass(manifest: Path, options, workers: int = 1) -> tuple[float, int]:
 
 def floor_pass(wavs: list[Path], gen, style, keypoints_for) -> float:
     """Decode + features + network sampling alone, per line (what no pipeline can avoid)."""
-    from dubtool.generate import normalize_mel  # noqa: F401  (same front end as Generator._prepare)
-
     sc = gen.sampler
     t = time.perf_counter()
     for w in wavs:
@@ -195,27 +193,23 @@ def main() -> None:
         figures["first8_x"], figures["repeat8_x"] = s8 / t_first, s8 / t_repeat
 
     # (a) batch with the model loaded
+    def timed_batch(label: str, key: str, rows, seconds: float, path, workers: int = 1) -> float:
+        walls = [batch_pass(path, options, workers=workers)[0] for _ in range(args.runs)]
+        wall = statistics.median(walls)
+        print(f"(a) {label}: {len(rows) / wall * 60:.0f} lines/min, {seconds / wall:.1f}x real time "
+              f"(median of {args.runs}: {wall:.1f} s; {min(walls):.1f}-{max(walls):.1f})")
+        figures[f"{key}_lines_per_min"], figures[f"{key}_x"] = len(rows) / wall * 60, seconds / wall
+        return wall
+
     wall = None
     if "batch" in parts:
-        walls = [batch_pass(manifest, options)[0] for _ in range(args.runs)]
-        wall = statistics.median(walls)
-        print(f"(a) batch, model loaded, 1 worker in-process ({torch.get_num_threads()} threads): "
-              f"{len(lines) / wall * 60:.0f} lines/min, {audio_s / wall:.1f}x real time "
-              f"(median of {args.runs}: {wall:.1f} s; {min(walls):.1f}-{max(walls):.1f})")
-        figures["batch_lines_per_min"], figures["batch_x"] = len(lines) / wall * 60, audio_s / wall
+        wall = timed_batch(f"batch, model loaded, 1 worker in-process ({torch.get_num_threads()} threads)", "batch",
+                           lines, audio_s, manifest)
     if "workers2" in parts:
-        walls2 = [batch_pass(manifest, options, workers=2)[0] for _ in range(args.runs)]
-        wall2 = statistics.median(walls2)
-        print(f"(a) batch, 2 spawned workers (1 thread each, incl. their start-up and model load): "
-              f"{len(lines) / wall2 * 60:.0f} lines/min, {audio_s / wall2:.1f}x real time "
-              f"(median of {args.runs}: {wall2:.1f} s; {min(walls2):.1f}-{max(walls2):.1f})")
-        figures["batch2_lines_per_min"], figures["batch2_x"] = len(lines) / wall2 * 60, audio_s / wall2
+        timed_batch("batch, 2 spawned workers (1 thread each, incl. their start-up and model load)", "batch2",
+                    lines, audio_s, manifest, workers=2)
     if "five" in parts:
-        walls5 = [batch_pass(manifest5, options)[0] for _ in range(args.runs)]
-        wall5 = statistics.median(walls5)
-        print(f"(a) batch of 5 s lines, model loaded: {len(five) / wall5 * 60:.0f} lines/min "
-              f"(goal >= 300), {audio5_s / wall5:.1f}x real time (median of {args.runs}: {wall5:.1f} s)")
-        figures["five_lines_per_min"], figures["five_x"] = len(five) / wall5 * 60, audio5_s / wall5
+        timed_batch("batch of 5 s lines, model loaded (goal >= 300 lines/min)", "five", five, audio5_s, manifest5)
 
     # (c) the physical floor on the same lines
     src = load_performance(perf)

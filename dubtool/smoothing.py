@@ -29,6 +29,18 @@ def _alpha(cutoff: np.ndarray | float, rate_hz: float) -> np.ndarray | float:
     return 1.0 / (1.0 + tau / te)
 
 
+def _frames(x, out, scale):
+    """(out, x as (T, values), out as (T, values), per-value scale); `out` is allocated (float32) when None.
+    The flat views are None for an empty take."""
+    x = np.asarray(x)
+    if out is None:
+        out = np.empty(x.shape, np.float32)
+    if x.shape[0] == 0:
+        return out, None, None, None
+    s = np.broadcast_to(np.asarray(scale, np.float64), x.shape[1:]).reshape(-1)
+    return out, x.reshape(x.shape[0], -1), out.reshape(out.shape[0], -1), s
+
+
 def one_euro(x: np.ndarray, rate_hz: float, config: OneEuroConfig = OneEuroConfig(),
              scale: np.ndarray | float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
     """Filter `x` (T, ...) sampled at `rate_hz` along axis 0; returns float32 of the same shape.
@@ -37,14 +49,9 @@ def one_euro(x: np.ndarray, rate_hz: float, config: OneEuroConfig = OneEuroConfi
     different units (pixels, radians, 0..1 weights) can share one `beta`. `out` may be `x` itself
     (float32) to filter in place; the state is float64, one frame at a time, so memory stays ~1x.
     """
-    x = np.asarray(x)
-    if out is None:
-        out = np.empty(x.shape, np.float32)
-    if x.shape[0] == 0:
+    out, flat_in, flat_out, s = _frames(x, out, scale)
+    if flat_in is None:
         return out
-    flat_in = x.reshape(x.shape[0], -1)
-    flat_out = out.reshape(out.shape[0], -1)
-    s = np.broadcast_to(np.asarray(scale, np.float64), x.shape[1:]).reshape(-1)
     a_d = _alpha(config.d_cutoff, rate_hz)
     prev = flat_in[0].astype(np.float64)
     dprev = np.zeros_like(prev)
@@ -66,16 +73,11 @@ def one_euro_zero_phase(x: np.ndarray, rate_hz: float, config: OneEuroConfig = O
 
     Values filter independently, so a wide frame (478 landmarks) runs in blocks of `block_columns`:
     the reversed pass needs a buffer of one block, not a second copy of the whole take."""
-    x = np.asarray(x)
-    if out is None:
-        out = np.empty(x.shape, np.float32)
-    if x.shape[0] == 0:
+    out, flat_in, flat_out, s = _frames(x, out, scale)
+    if flat_in is None:
         return out
-    flat_in = x.reshape(x.shape[0], -1)
-    flat_out = out.reshape(out.shape[0], -1)
     if not np.shares_memory(flat_out, out):
         raise ValueError("one_euro_zero_phase: `out` must be a contiguous float32 array")
-    s = np.broadcast_to(np.asarray(scale, np.float64), x.shape[1:]).reshape(-1)
     for c0 in range(0, flat_in.shape[1], block_columns):
         cols = slice(c0, c0 + block_columns)
         backward = one_euro(flat_in[::-1, cols], rate_hz, config, s[cols])[::-1]

@@ -362,6 +362,18 @@ def ema_update(ema, net, step: int, decay: float) -> None:
             pe.lerp_(pn, 1 - d)
 
 
+def optimizer_step(loss, net, ema, opt, sched, step: int, grad_clip: float, ema_decay: float) -> None:
+    """One update: backward, gradient clipping, optimizer and schedule step, then the EMA weights."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    ema_update(ema, net, step, ema_decay)
+
+
 # Inner-lip vertex pairs (MediaPipe mesh: upper, lower) whose vertical gap the auxiliary loss matches.
 LIP_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402))
 
@@ -581,12 +593,7 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
         for step in range(1, total + 1):
             net.train()
             loss = flow_loss(net, batch(tc.batch_size), tc, weights, batch.gen, (gap_basis, t_mean, t_std))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
-            opt.step()
-            sched.step()
-            ema_update(ema, net, step, tc.ema_decay)
+            optimizer_step(loss, net, ema, opt, sched, step, tc.grad_clip, tc.ema_decay)
             lv = float(loss.detach()) if step % 25 == 0 or step == total else None
             if lv is not None:
                 loss_avg = lv if loss_avg is None else 0.9 * loss_avg + 0.1 * lv
@@ -735,12 +742,7 @@ def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_l
             loss = flow_loss(net, batch, tc, weights, cap_batch.gen)
             if cfg.l2_base > 0:
                 loss = loss + cfg.l2_base * sum(((p - p0) ** 2).sum() for p, p0 in zip(net.parameters(), base_params))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            ema_update(ema, net, step, cfg.ema_decay)
+            optimizer_step(loss, net, ema, opt, sched, step, cfg.grad_clip, cfg.ema_decay)
             losses.append(float(loss.detach()))
             done = step
             bar.update(task, advance=1, loss=float(np.mean(losses[-25:])))

@@ -54,17 +54,6 @@ def pick_moments(real_gap: np.ndarray, speech: np.ndarray, per_kind: int) -> lis
     return picks
 
 
-def spread(frames: list[int], count: int, min_gap: int) -> list[int]:
-    """Up to `count` of `frames` at least `min_gap` apart (first come first kept)."""
-    kept: list[int] = []
-    for f in frames:
-        if all(abs(f - k) >= min_gap for k in kept):
-            kept.append(f)
-        if len(kept) == count:
-            break
-    return kept
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("clips", nargs="+", type=Path)
