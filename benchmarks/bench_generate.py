@@ -82,7 +82,7 @@ def main() -> None:
         from dubtool.generate import normalize_mel
 
         mel = (normalize_mel(mel_features(audio.samples, audio.sample_rate, gen.fps, gen.dims.n_mels,
-                                          gen.dims.audio_subframes).numpy()) if librosa
+                                          gen.dims.audio_subframes)) if librosa
                else rng.standard_normal((n, gen.dims.mel_width)).astype(np.float32))
         m, k, s = gen.normalize_inputs(mel, kp, style)
         b = args.batch

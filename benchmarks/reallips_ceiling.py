@@ -36,7 +36,7 @@ def clip_features(perf, fps: float) -> tuple[np.ndarray, np.ndarray]:
     n = int(round(perf.audio.duration_s * fps))
     n = min(n, int(round(ref.animation.duration_s * fps)))
     gap = reference.resample_curve(ref.lip_gap, ref.animation.fps, fps, n)
-    mel = normalize_mel(mel_features(perf.audio.samples, perf.audio.sample_rate, fps, 80, 1).numpy())
+    mel = normalize_mel(mel_features(perf.audio.samples, perf.audio.sample_rate, fps, 80, 1))
     mel = mel[:n] if len(mel) >= n else np.pad(mel, ((0, n - len(mel)), (0, 0)), mode="edge")
     x = np.concatenate([np.roll(mel, k, axis=0) for k in CONTEXT], axis=1)
     return x, (gap - gap.mean()) / max(gap.std(), 1e-9)

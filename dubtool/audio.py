@@ -1,9 +1,11 @@
 """Audio in and out: decode anything ffmpeg reads to mono float32 at a chosen rate, write WAV
 atomically, and the model's front end (log-mel features at the animation frame rate).
 
-Mel features use torch.stft + a Slaney mel filter bank (the same matrix as librosa.filters.mel's
-defaults, bit for bit, computed here in numpy: importing librosa.filters pulls scipy.signal and numba,
-seconds of CPU on the first line of every run) rather than torchaudio, whose PyPI builds pull a CUDA torch (see README).
+Mel features: a numpy STFT with torch.stft's conventions (the models were trained on torch.stft's
+features; the numbers agree to float32 rounding, tests/test_audio.py) + a Slaney mel filter bank (the
+same matrix as librosa.filters.mel's defaults, bit for bit, computed here in numpy: importing
+librosa.filters pulls scipy.signal and numba, seconds of CPU on the first line of every run). No torch:
+a one-shot run on ONNX Runtime never imports it.
 """
 
 from __future__ import annotations
@@ -202,17 +204,17 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin_hz: float, fm
     return weights
 
 
-def mel_features(samples: np.ndarray, sample_rate: int, fps: float, n_mels: int = N_MELS, subframes: int = 1):
-    """Log-mel spectrogram at the animation frame rate: a (frames, subframes * n_mels) float32 torch
-    tensor, frames = round(duration * fps). The STFT hop is 10 ms.
+def mel_features(samples: np.ndarray, sample_rate: int, fps: float, n_mels: int = N_MELS, subframes: int = 1
+                 ) -> np.ndarray:
+    """Log-mel spectrogram at the animation frame rate: a (frames, subframes * n_mels) float32 array,
+    frames = round(duration * fps). The STFT hop is 10 ms (400-sample periodic Hann window centred in a
+    512-point FFT, reflect-padded ends: torch.stft's conventions, which the shipped models were trained on).
 
     subframes = 1: the 10 ms frames are averaged into animation frames, so each row covers exactly
     its frame's time span (a 33 ms frame then blurs a 20-30 ms plosive closure into its neighbours).
     subframes = K > 1: each row stacks K log-mel vectors sampled (linear interpolation of the 10 ms
     frames) at the centres of K equal parts of its frame, earliest first, so the network sees the
     timing of closures and bursts inside a frame."""
-    import torch
-
     if subframes < 1:
         raise InputError(f"mel subframes must be >= 1, got {subframes}")
     if sample_rate != SAMPLE_RATE:
@@ -220,26 +222,8 @@ def mel_features(samples: np.ndarray, sample_rate: int, fps: float, n_mels: int 
 
         samples = librosa.resample(np.asarray(samples, np.float32), orig_sr=sample_rate, target_sr=SAMPLE_RATE)
         sample_rate = SAMPLE_RATE
-    x = torch.as_tensor(np.asarray(samples, np.float32))
-    hop = sample_rate // 100
-    spec = torch.stft(x, N_FFT, hop_length=hop, win_length=WIN, window=torch.hann_window(WIN),
-                      center=True, return_complex=True).abs() ** 2
-    fb = torch.as_tensor(mel_filterbank(sample_rate, N_FFT, n_mels, MEL_FMIN, MEL_FMAX))
-    mel = torch.log(torch.clamp(fb @ spec, min=1e-6)).T  # (stft_frames, n_mels); frame j centred at j*hop
-    n_out = max(1, int(round(len(samples) / sample_rate * fps)))
-    if subframes > 1:
-        t = (torch.arange(n_out * subframes, dtype=torch.float64) + 0.5) / (subframes * fps)  # seconds
-        pos = torch.clamp(t * sample_rate / hop, 0, mel.shape[0] - 1)
-        lo = pos.floor().long()
-        hi = torch.clamp(lo + 1, max=mel.shape[0] - 1)
-        w = (pos - lo).float()[:, None]
-        out = mel[lo] * (1 - w) + mel[hi] * w
-        return out.reshape(n_out, subframes * n_mels)
-    # Map each 10 ms STFT frame to the animation frame it falls in, then average.
-    idx = torch.clamp((torch.arange(mel.shape[0]) * (hop / sample_rate) * fps).long(), max=n_out - 1)
-    out = torch.zeros(n_out, n_mels).index_add_(0, idx, mel)
-    cnt = torch.zeros(n_out).index_add_(0, idx, torch.ones(mel.shape[0])).clamp(min=1)
-    return out / cnt[:, None]
+    n_out = mel_frame_count(len(samples), sample_rate, fps)
+    return mel_features_window(samples, sample_rate, fps, (0, n_out), n_mels, subframes)
 
 
 def mel_frame_count(num_samples: int, sample_rate: int, fps: float) -> int:
@@ -248,25 +232,36 @@ def mel_frame_count(num_samples: int, sample_rate: int, fps: float) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def _mel_filterbank(sample_rate: int, n_mels: int):
-    import librosa
-    import torch
-
-    return torch.as_tensor(librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=n_mels, fmin=20, fmax=7600),
-                           dtype=torch.float32)
+def _mel_filterbank(sample_rate: int, n_mels: int) -> np.ndarray:
+    return mel_filterbank(sample_rate, N_FFT, n_mels, MEL_FMIN, MEL_FMAX)
 
 
-MEL_BLOCK_STFT_FRAMES = 3000  # 30 s of 10 ms STFT frames per torch.stft call in mel_features_window
+@functools.lru_cache(maxsize=1)
+def _stft_window() -> np.ndarray:
+    """torch.hann_window(WIN) (periodic) zero-padded to N_FFT, centred: what torch.stft applies."""
+    w = np.zeros(N_FFT, np.float64)
+    left = (N_FFT - WIN) // 2
+    w[left:left + WIN] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN) / WIN)
+    return w
+
+
+def _log_mel(frames: np.ndarray, fb: np.ndarray) -> np.ndarray:
+    """(frames, N_FFT) samples -> (frames, n_mels) float32 log power mel (power floored at 1e-6)."""
+    spec = np.abs(np.fft.rfft(frames * _stft_window(), axis=1)) ** 2
+    return np.log(np.maximum(spec @ fb.T.astype(np.float64), 1e-6)).astype(np.float32)
+
+
+MEL_BLOCK_STFT_FRAMES = 3000  # 30 s of 10 ms STFT frames per FFT block in mel_features_window
 
 
 def mel_features_window(samples: np.ndarray, sample_rate: int, fps: float, frames: tuple[int, int],
-                        n_mels: int = N_MELS, subframes: int = 1):
+                        n_mels: int = N_MELS, subframes: int = 1) -> np.ndarray:
     """Rows frames[0]:frames[1] of mel_features(samples, ...) computed from the samples around them
     only, so a long recording is featurised window by window in bounded memory. Equal to the
     whole-file rows (same STFT frames, reflect padding at the file's ends, same interpolation) up to
-    float rounding; tests/test_streaming.py checks it."""
-    import torch
-
+    float rounding; tests/test_streaming.py checks it. numpy only (no torch: a one-shot run does not
+    pay torch's import), the same numbers as the torch.stft front end the models were trained with
+    up to float32 rounding (tests/test_audio.py)."""
     if subframes < 1:
         raise InputError(f"mel subframes must be >= 1, got {subframes}")
     if sample_rate != SAMPLE_RATE:
@@ -278,37 +273,37 @@ def mel_features_window(samples: np.ndarray, sample_rate: int, fps: float, frame
     n_out = mel_frame_count(length, sample_rate, fps)
     a, b = max(0, int(frames[0])), min(n_out, int(frames[1]))
     if a >= b:
-        return torch.zeros(0, subframes * n_mels)
+        return np.zeros((0, subframes * n_mels), np.float32)
     if subframes > 1:
-        t = (torch.arange(a * subframes, b * subframes, dtype=torch.float64) + 0.5) / (subframes * fps)
-        pos = torch.clamp(t * sample_rate / hop, 0, n_stft - 1)
-        lo = pos.floor().long()
-        hi = torch.clamp(lo + 1, max=n_stft - 1)
+        t = (np.arange(a * subframes, b * subframes, dtype=np.float64) + 0.5) / (subframes * fps)
+        pos = np.clip(t * sample_rate / hop, 0, n_stft - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n_stft - 1)
         j0, j1 = int(lo[0]), int(hi[-1]) + 1
     else:
         j0 = max(0, int(a * sample_rate / (hop * fps)) - 2)
         j1 = n_stft if b == n_out else min(n_stft, int(np.ceil(b * sample_rate / (hop * fps))) + 2)
     fb = _mel_filterbank(sample_rate, n_mels)
-    window = torch.hann_window(WIN)
     half = N_FFT // 2
+    offsets = np.arange(N_FFT)
     parts = []
     for k0 in range(j0, j1, MEL_BLOCK_STFT_FRAMES):
         k1 = min(j1, k0 + MEL_BLOCK_STFT_FRAMES)
         # Samples of the reflect-padded file that STFT frames k0..k1-1 read (center=True pads N_FFT/2).
-        idx = np.arange(k0 * hop, (k1 - 1) * hop + N_FFT) - half
+        idx = (np.arange(k0, k1) * hop)[:, None] + offsets[None, :] - half
         idx = np.abs(idx)
         idx = np.where(idx >= length, 2 * (length - 1) - idx, idx)
-        seg = torch.as_tensor(x[idx])
-        spec = torch.stft(seg, N_FFT, hop_length=hop, win_length=WIN, window=window, center=False,
-                          return_complex=True).abs() ** 2
-        parts.append(torch.log(torch.clamp(fb @ spec, min=1e-6)).T)
-    mel = torch.cat(parts)  # STFT frames j0..j1-1
+        parts.append(_log_mel(x[idx].astype(np.float64), fb))
+    mel = np.concatenate(parts)  # STFT frames j0..j1-1
     if subframes > 1:
-        w = (pos - lo).float()[:, None]
+        w = (pos - lo).astype(np.float32)[:, None]
         out = mel[lo - j0] * (1 - w) + mel[hi - j0] * w
         return out.reshape(b - a, subframes * n_mels)
-    idx = torch.clamp((torch.arange(j0, j1) * (hop / sample_rate) * fps).long(), max=n_out - 1)
+    # Each 10 ms STFT frame goes to the animation frame it falls in (float32 arithmetic, as torch did), then average.
+    idx = np.minimum((np.arange(j0, j1).astype(np.float32) * np.float32(hop / sample_rate) * np.float32(fps))
+                     .astype(np.int64), n_out - 1)
     keep = (idx >= a) & (idx < b)
-    out = torch.zeros(b - a, n_mels).index_add_(0, idx[keep] - a, mel[keep])
-    cnt = torch.zeros(b - a).index_add_(0, idx[keep] - a, torch.ones(int(keep.sum()))).clamp(min=1)
+    out = np.zeros((b - a, n_mels), np.float32)
+    np.add.at(out, idx[keep] - a, mel[keep])
+    cnt = np.maximum(np.bincount(idx[keep] - a, minlength=b - a), 1).astype(np.float32)
     return out / cnt[:, None]

@@ -243,7 +243,7 @@ def capture_features(cap: Capture, dims) -> dict:
     fps = float(dims.fps)
     n = int(round(cap.audio.duration_s * fps))
     mel = normalize_mel(mel_features(cap.audio.samples, cap.audio.sample_rate, fps, dims.n_mels,
-                                     dims.audio_subframes).numpy())
+                                     dims.audio_subframes))
     mel = _fit_length(mel, n, "mel features", tolerance=n)
     values = cap.animation.resampled(fps).clamped().values.astype(np.float32)
     values = _fit_length(values, n, f"{cap.name}: curves", tolerance=n)

@@ -362,7 +362,7 @@ def make_clip(samples: np.ndarray, phonemes: list, rng: np.random.Generator, cfg
     aug, speed, applied = augment(samples, rng, augment_p, telephone_p)
     phonemes = [Phoneme(p.symbol, p.start_s / speed, p.end_s / speed) for p in phonemes]
     fps = cfg.fps
-    mel = normalize_mel(mel_features(aug, 16000, fps, subframes=cfg.audio_subframes).numpy())
+    mel = normalize_mel(mel_features(aug, 16000, fps, subframes=cfg.audio_subframes))
     n = mel.shape[0]
     duration_s = n / fps
     lower = lower_face_from_phonemes(phonemes, duration_s, fps, intensity=float(rng.uniform(0.7, 1.2)), rng=rng)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .arkit import NUM_BLENDSHAPES, NUM_CHANNELS, Animation
-from .errors import InputError, ModelError
+from .errors import DependencyError, InputError, ModelError
 
 FORMAT = "dubtool-flow"
 FORMAT_VERSION = 1
@@ -354,7 +354,7 @@ class Generator:
             raise InputError("audio is too short to animate (under one frame)")
         kp, st = self._check_conditioning(keypoints, style, n)
         mel = mel_features(audio.samples, audio.sample_rate, self.fps, self.dims.n_mels,
-                           self.dims.audio_subframes).numpy()
+                           self.dims.audio_subframes)
         mel = _fit_length(mel, n, "mel features", tolerance=n)
         return self.normalize_inputs(normalize_mel(mel), kp, st)
 
@@ -383,6 +383,10 @@ class Generator:
 
     def denormalize(self, x):
         return x * self._stats["target_std"] + self._stats["target_mean"]
+
+    def _values(self, x) -> np.ndarray:
+        """Denormalised float32 numpy values of sampled frames x (T,61)."""
+        return self.denormalize(x).float().cpu().numpy()
 
     # -- sampling
 
@@ -466,7 +470,7 @@ class Generator:
         if len(starts) <= group + 2 * margin:
             mel, kp, st = self._prepare(audio, keypoints, style)
             x = self.sample(mel[None], kp[None], st[None], steps=steps, guidance=guidance, seed=seed)
-            values = self.denormalize(x[0]).float().cpu().numpy()
+            values = self._values(x[0])
         else:
             values = self._generate_grouped(audio, keypoints, style, n, starts, group, margin, steps, guidance, seed)
         values[:, :NUM_BLENDSHAPES] = np.clip(values[:, :NUM_BLENDSHAPES], 0.0, 1.0)
@@ -490,7 +494,7 @@ class Generator:
 
         def mel_rows(a: int, b: int) -> np.ndarray:
             return mel_features_window(audio.samples, audio.sample_rate, fps, (a, b), dims.n_mels,
-                                       dims.audio_subframes).numpy()
+                                       dims.audio_subframes)
 
         # normalize_mel's loud-frame level over the whole take, from the frame means only (first pass)
         step = 4096
@@ -508,7 +512,7 @@ class Generator:
                             x0=x0[:, fa:fb])
             keep_a = starts[c0] if c0 > 0 else 0
             keep_b = starts[c1] if c1 < k else n
-            values[keep_a:keep_b] = self.denormalize(x[0, keep_a - fa:keep_b - fa]).float().cpu().numpy()
+            values[keep_a:keep_b] = self._values(x[0, keep_a - fa:keep_b - fa])
             del mel, kp_t, x
             _release_freed_memory()
         return values
@@ -551,8 +555,10 @@ def _dataclass_from(cls, data: dict, path: Path):
 
 
 def save_checkpoint(path, net, dims: ModelDimensions, sampler: SamplerConfig, stats: dict, meta: dict,
-                    half: bool = True) -> Path:
-    """Write a checkpoint atomically: weights (fp16 by default), configs, stats and format version."""
+                    half: bool = True, onnx: bool = False) -> Path:
+    """Write a checkpoint atomically: weights (fp16 by default), configs, stats and format version.
+    An ONNX sidecar of an earlier file at `path` is removed (it no longer matches); with `onnx`, a new
+    one is exported when the `onnx` package is installed (`export_onnx`)."""
     torch = _torch()
     from .fileio import atomic_path
 
@@ -563,7 +569,31 @@ def save_checkpoint(path, net, dims: ModelDimensions, sampler: SamplerConfig, st
                "meta": meta, "state_dict": state}
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(payload, tmp)
+    from .onnxrt import sidecar_paths
+
+    for stale in sidecar_paths(path).values():
+        stale.unlink(missing_ok=True)
+    if onnx:
+        try:
+            export_onnx(path)
+        except DependencyError:
+            pass  # no onnx package: the checkpoint runs on torch
+        except Exception as e:  # never lose a trained checkpoint to the exporter: it runs on torch then
+            import warnings
+
+            warnings.warn(f"{path}: ONNX export failed ({type(e).__name__}: {str(e)[:200]}); it runs on torch",
+                          stacklevel=2)
     return Path(path)
+
+
+def export_onnx(path) -> list[Path]:
+    """Write the ONNX sidecar of checkpoint `path` (dubtool.onnxrt) from its weights as stored, so ONNX
+    Runtime runs exactly the network torch loads. Needs torch and the `onnx` package."""
+    from .onnxrt import export
+
+    gen = load_model(path, backend="torch")
+    return export(gen.net, path, {"dims": asdict(gen.dims), "sampler": asdict(gen.sampler), "stats": gen.stats(),
+                                  "meta": gen.meta})
 
 
 STAT_KEYS = ("mel_mean", "mel_std", "kp_mean", "kp_std", "style_mean", "style_std", "target_mean", "target_std")
@@ -577,13 +607,39 @@ def identity_stats(dims: ModelDimensions) -> dict:
             for name, n in sizes.items() for stat in ("mean", "std")}
 
 
-def load_model(path: str | None = None, device: str = "cpu") -> Generator:
+def load_model(path: str | None = None, device: str = "cpu", backend: str | None = None) -> Generator:
     """Load a generator checkpoint (default models/dubtool_flow_v5.pt). Raises ModelError when the
-    file is missing, corrupt, of another format version or of mismatched shapes."""
-    torch = _torch()
+    file is missing, corrupt, of another format version or of mismatched shapes.
+
+    `backend` (default: $DUBTOOL_BACKEND, else "auto"): "auto" runs a CPU model on ONNX Runtime
+    (`OnnxGenerator`, no torch import) when the checkpoint has an ONNX sidecar exported from exactly
+    this file (dubtool.onnxrt) and onnxruntime imports, else on torch; "torch" always torch; "onnx"
+    fails when the sidecar cannot be used."""
+    from .onnxrt import backend_choice, open_sidecar
+
     p = Path(path) if path is not None else DEFAULT_MODEL
     if not p.is_file():
         raise ModelError(f"generator checkpoint not found: {p} (train one with `dubtool train`)")
+    choice = backend_choice(backend)
+    if choice != "torch" and device == "cpu":
+        manifest, runtime, why = open_sidecar(p, _THREADS)
+        if runtime is not None:
+            try:
+                return OnnxGenerator.from_manifest(runtime, manifest, p)
+            except (KeyError, TypeError, ValueError) as e:
+                why = f"its manifest is missing {e}"
+        if choice == "onnx":
+            raise ModelError(f"{p}: cannot run on ONNX Runtime: {why} (export it: python -m dubtool.train onnx {p})")
+        if why != "no ONNX sidecar" and why != "onnxruntime is not installed":
+            import warnings
+
+            warnings.warn(f"{p}: ONNX sidecar not used ({why}); running on torch. Re-export it: "
+                          f"python -m dubtool.train onnx {p}", stacklevel=2)
+    elif choice == "onnx":
+        raise ModelError(f"the ONNX Runtime backend runs on the CPU only, not --device {device}")
+    torch = _torch()
+    if _THREADS:
+        torch.set_num_threads(_THREADS)
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises many types for truncated/garbage files
@@ -617,3 +673,142 @@ def load_model(path: str | None = None, device: str = "cpu") -> Generator:
         raise ModelError(f"{p}: weights do not match the stored config ({first})") from None
     net = net.to(device)
     return Generator(net, dims, sampler, stats, ckpt.get("meta", {}), device)
+
+
+# ----------------------------------------------------------------------------------------------
+# The same model on ONNX Runtime (CPU, no torch)
+
+_THREADS: int | None = None  # inference threads for models loaded from now on (None: the library's default)
+
+
+def set_num_threads(n: int | None) -> None:
+    """Inference threads for the generators loaded after this call (ONNX Runtime sessions) and for torch
+    if it is loaded: batch workers run one thread each. Does not import torch."""
+    import sys
+
+    global _THREADS
+    _THREADS = int(n) if n else None
+    if _THREADS and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(_THREADS)
+
+
+class OnnxGenerator(Generator):
+    """The generator run by ONNX Runtime from the sidecar dubtool.onnxrt exports beside its checkpoint:
+    `Generator.sample` in numpy around two ONNX graphs (encode, velocity), the same seeded noise
+    (onnxrt.torch_randn). The same animation as the torch Generator up to float rounding
+    (tests/test_onnx.py). torch is imported only if `.net`, the torch module (fine-tuning), is asked for."""
+
+    def __init__(self, runtime, dims: ModelDimensions, sampler: SamplerConfig, stats: dict, meta: dict | None,
+                 checkpoint: Path):
+        self.runtime = runtime
+        self.dims = dims
+        self.sampler = sampler
+        self.meta = dict(meta or {})
+        self.device = "cpu"
+        self.checkpoint = Path(checkpoint)
+        self._stats = {k: np.asarray(v, np.float32) for k, v in stats.items()}
+        self._net = None
+        self._mask = {}
+
+    @classmethod
+    def from_manifest(cls, runtime, manifest: dict, checkpoint: Path) -> "OnnxGenerator":
+        dims = _dataclass_from(ModelDimensions, manifest["dims"], checkpoint)
+        sampler = _dataclass_from(SamplerConfig, manifest["sampler"], checkpoint)
+        stats = {k: np.asarray(manifest["stats"][k], np.float32) for k in STAT_KEYS}
+        return cls(runtime, dims, sampler, stats, manifest.get("meta", {}), checkpoint)
+
+    @property
+    def net(self):
+        """The torch network of the same checkpoint, loaded on first use."""
+        if self._net is None:
+            self._net = load_model(self.checkpoint, backend="torch").net
+        return self._net
+
+    def stats(self) -> dict:
+        return {k: v.copy() for k, v in self._stats.items()}
+
+    def normalize_inputs(self, mel: np.ndarray, kp: np.ndarray, st: np.ndarray):
+        s = self._stats
+        mel_n = (np.asarray(mel, np.float32) - s["mel_mean"]) / s["mel_std"]
+        kp_n = (np.asarray(kp, np.float32) - s["kp_mean"]) / s["kp_std"]
+        st_n = (np.asarray(st, np.float32) - s["style_mean"]) / s["style_std"]
+        return mel_n, kp_n, np.clip(st_n, -STYLE_Z_LIMIT, STYLE_Z_LIMIT)
+
+    def denormalize(self, x):
+        return x * self._stats["target_std"] + self._stats["target_mean"]
+
+    def _values(self, x) -> np.ndarray:
+        return np.asarray(self.denormalize(x), np.float32)
+
+    def _noise(self, b: int, n: int, seed: int) -> np.ndarray:
+        from .onnxrt import torch_randn
+
+        return np.float32(self.sampler.temperature) * torch_randn((b, n, self.dims.n_channels), seed)
+
+    def sample(self, mel, kp, st, *, steps: int, guidance: float, seed: int, method: str | None = None, x0=None):
+        """`Generator.sample` on numpy arrays: the same chunks, crossfade, guidance and ODE steps."""
+        from .onnxrt import band_mask
+
+        method = method or self.sampler.method
+        if steps < 1:
+            raise InputError(f"sampling steps must be >= 1, got {steps}")
+        if method not in ("euler", "midpoint"):
+            raise InputError(f"unknown ODE method {method!r}; use euler or midpoint")
+        mel, kp, st = (np.asarray(a, np.float32) for a in (mel, kp, st))
+        b, n = mel.shape[0], mel.shape[1]
+        sc = self.sampler
+        chunk = min(sc.chunk_frames, n)
+        starts = _chunk_starts(n, chunk, sc.overlap_frames)
+        weights = _chunk_weights(n, chunk, starts, sc.overlap_frames)[None, :, :, None]
+        idx = np.stack([np.arange(s, s + chunk) for s in starts])  # (K,c)
+        k = len(starts)
+        m = MAX_CHUNK_BATCH
+
+        def chunks(x):  # (B,T,D) -> (B*K, c, D)
+            return x[:, idx].reshape(b * k, chunk, x.shape[-1])
+
+        if x0 is None:
+            x0 = self._noise(b, n, seed)
+        rt = self.runtime
+        mc, kc, stc = chunks(mel), chunks(kp), np.repeat(st, k, axis=0)
+
+        def encode(drop: bool):
+            flags = np.full(b * k, drop)
+            parts = [rt.encode(mc[i:i + m], kc[i:i + m], stc[i:i + m], flags[i:i + m]) for i in range(0, b * k, m)]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+        cf, cg = encode(False)
+        if guidance != 1.0:
+            uf, ug = encode(True)
+            cf, cg = np.concatenate([cf, uf]), np.concatenate([cg, ug])
+        if chunk not in self._mask:
+            self._mask[chunk] = band_mask(chunk, self.dims.attn_window)
+        mask = self._mask[chunk]
+
+        def net_velocity(xc, tc):
+            return np.concatenate([rt.velocity(xc[i:i + m], tc[i:i + m], cf[i:i + m], cg[i:i + m], mask)
+                                   for i in range(0, xc.shape[0], m)])
+
+        def velocity(x, t):
+            xc = chunks(x)
+            tc = np.full(xc.shape[0], t, np.float32)
+            if guidance != 1.0:
+                vc, vu = np.split(net_velocity(np.concatenate([xc, xc]), np.concatenate([tc, tc])), 2)
+                v = vu + np.float32(guidance) * (vc - vu)
+            else:
+                v = net_velocity(xc, tc)
+            v = v.reshape(b, k, chunk, -1) * weights
+            out = np.zeros_like(x)
+            for j, s in enumerate(starts):
+                out[:, s:s + chunk] += v[:, j]
+            return out
+
+        x = np.asarray(x0, np.float32)
+        dt = 1.0 / steps
+        for i in range(steps):
+            t = np.float32(i * dt)
+            v = velocity(x, t)
+            if method == "midpoint":
+                v = velocity(x + np.float32(0.5 * dt) * v, t + np.float32(0.5 * dt))
+            x = x + np.float32(dt) * v
+        return x

@@ -614,7 +614,7 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
     meta = {"name": cfg.name, "config": config_dict(cfg), "corpus": corpus.meta, "history": history,
             "train_steps": total, "device": device, "train_seconds": round(time.time() - t0, 1),
             "torch": torch.__version__}
-    return save_checkpoint(out, ema, cfg.model, cfg.sampler, stats, meta)
+    return save_checkpoint(out, ema, cfg.model, cfg.sampler, stats, meta, onnx=True)
 
 
 @dataclass(frozen=True)
@@ -772,7 +772,13 @@ def main(argv=None) -> None:
     if a and a[0] == "report":  # python -m dubtool.train report MODEL CORPUS
         from .generate import load_model
 
-        print(json.dumps(heldout_report(load_model(a[1]), load_corpus(a[2])), indent=1))
+        print(json.dumps(heldout_report(load_model(a[1], backend="torch"), load_corpus(a[2])), indent=1))
+        return
+    if a and a[0] == "onnx":  # python -m dubtool.train onnx MODEL.pt [MODEL.pt ...]: write their ONNX sidecars
+        from .generate import export_onnx
+
+        for path in a[1:]:
+            print("\n".join(str(p) for p in export_onnx(path)))
         return
     cfg = load_config(a[0])
     train(cfg, a[1], a[2], a[3], int(a[4]) if len(a) > 4 and a[4] != "-" else None, progress=False,
