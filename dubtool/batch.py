@@ -228,9 +228,9 @@ def _die_with_parent(parent_pid: int) -> None:
 def _worker_init(base: LocalizeOptions, parent_pid: int | None = None) -> None:
     if parent_pid is not None:
         _die_with_parent(parent_pid)
-    import torch
+    from .generate import set_num_threads
 
-    torch.set_num_threads(1)
+    set_num_threads(1)  # ONNX Runtime sessions and torch (if the model runs on it): one thread per worker
     if base.model == "flow":
         from .localize import get_generator
 

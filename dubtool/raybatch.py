@@ -150,10 +150,10 @@ class LocalizeWorker:
     """A Ray actor: the flow model loaded once, then rows one after another."""
 
     def __init__(self, base: LocalizeOptions, shared_folder: str) -> None:
-        import torch
-
         if base.device == "cpu":
-            torch.set_num_threads(1)
+            from .generate import set_num_threads
+
+            set_num_threads(1)
         self.base = base
         self.sees_shared = os.path.isdir(shared_folder)
         self.shared_folder = shared_folder

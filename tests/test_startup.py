@@ -60,9 +60,8 @@ def test_user_errors_answer_before_heavy_imports(args, phrase, tmp_path):
     assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob("*.perf"))
 
 
-def test_one_shot_localize_loads_no_librosa_scipy_numba(tiny_model, tmp_path):
-    """The first line of a process costs what a repeat does: the mel front end no longer imports
-    librosa.filters (which pulled scipy.signal and numba: seconds on the first line only)."""
+def _one_shot_inputs(tmp_path: Path) -> None:
+    """src.perf (a still face) and dub.wav (1.5 s of voiced buzz) in tmp_path."""
     from dubtool.arkit import NUM_CHANNELS, Animation
     from dubtool.audio import Audio, write_wav
     from dubtool.performance import Performance, save_performance
@@ -76,6 +75,13 @@ def test_one_shot_localize_loads_no_librosa_scipy_numba(tiny_model, tmp_path):
     save_performance(Performance(z, z.copy(), np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)),
                                  Animation(np.zeros((n, NUM_CHANNELS), np.float32), fps), np.ones(n, bool),
                                  np.ones(n, np.float32), speech, {"source": "test"}), tmp_path / "src.perf")
+
+
+def test_one_shot_localize_loads_no_librosa_scipy_numba(tiny_model, tmp_path):
+    """The first line of a process costs what a repeat does: the mel front end no longer imports
+    librosa.filters (which pulled scipy.signal and numba: seconds on the first line only). The tiny
+    checkpoint has no ONNX sidecar: it runs on torch."""
+    _one_shot_inputs(tmp_path)
     r, names = imported_packages("localize", "src.perf", "dub.wav", "--lang", "fr", "--model-path", tiny_model,
                                  "-o", "out.csv", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-800:]
@@ -83,3 +89,17 @@ def test_one_shot_localize_loads_no_librosa_scipy_numba(tiny_model, tmp_path):
     assert "torch" in names  # it did run the flow model
     late = sorted(names & {"librosa", "scipy", "numba", "langcodes"})
     assert not late, f"a one-shot localize imported {late}"
+
+
+def test_one_shot_localize_with_the_shipped_model_never_imports_torch(tmp_path, monkeypatch):
+    """The shipped generator runs on ONNX Runtime from its sidecar: a one-shot localize from a .perf
+    (read, align, warp, generate, CSV, report) does not pay torch's 1-2.5 s import."""
+    pytest.importorskip("onnxruntime")
+    _one_shot_inputs(tmp_path)
+    monkeypatch.delenv("DUBTOOL_BACKEND", raising=False)
+    r, names = imported_packages("localize", "src.perf", "dub.wav", "--lang", "fr", "-o", "out.csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert (tmp_path / "out.csv").is_file() and (tmp_path / "out.report.json").is_file()
+    assert "onnxruntime" in names  # it did run the flow model
+    heavy = sorted(names & {"torch", "librosa", "scipy", "numba", "langcodes", "mediapipe", "matplotlib"})
+    assert not heavy, f"a one-shot localize imported {heavy}"
