@@ -180,6 +180,7 @@ def main() -> None:
     t = time.perf_counter()
     gen = get_generator(None, "cpu")
     log(f"model load {time.perf_counter() - t:.2f} s; sampler {gen.sampler}")
+    print(f"# generator backend: {type(gen).__name__} ({'ONNX Runtime' if hasattr(gen, 'runtime') else 'torch'})")
 
     parts = set(args.parts.split(","))
     # (d) first run vs repeat, before anything else has run in this process: 8 new lines, then the same 8

@@ -53,7 +53,9 @@ def run_once(argv: list[str], pythonpath: str) -> tuple[float, float, int]:
 def heavy_imports(argv: list[str], pythonpath: str) -> list[str]:
     """Which heavy packages the command imported (python -X importtime, top-level names)."""
     cmd = [sys.executable, "-X", "importtime", "-m", "dubtool", *argv[len(dubtool_cmd()):]]
-    r = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=pythonpath), capture_output=True, text=True)
+    # cwd outside any checkout: `python -m` puts the cwd first on sys.path, ahead of PYTHONPATH
+    r = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=pythonpath), capture_output=True, text=True,
+                       cwd=tempfile.gettempdir())
     names = {line.split("|")[-1].strip().split(".")[0] for line in r.stderr.splitlines()
              if line.startswith("import time:")}
     return sorted(names & set(HEAVY))
@@ -118,7 +120,7 @@ def main() -> None:
                 o, n = (statistics.median(r[0] for r in res[k]) for k in ("old", "new"))
                 line += f"; old/new {o / n:.1f}x"
             print(line, flush=True)
-            if name.startswith(("dubtool --help", "missing file (localize)")):
+            if name.startswith(("dubtool --help", "missing file (localize)", "one-shot localize, 3 s line from a .perf")):
                 for k, pp in trees.items():
                     print(f"  {k} imports: {', '.join(heavy_imports(argv, pp)) or 'none of ' + '/'.join(HEAVY)}")
         shutil.rmtree(tmp, ignore_errors=True)
