@@ -40,11 +40,7 @@ def ort_generator(threads: int, spin: bool, level: str):
     manifest, _, why = onnxrt.open_sidecar(DEFAULT_MODEL)
     if manifest is None:
         raise SystemExit(f"no usable ONNX sidecar: {why}")
-    so = onnxrt.session_options(threads)
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    so.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                                   "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+    so = onnxrt.session_options(threads, spin=spin, level=level)
     paths = onnxrt.sidecar_paths(DEFAULT_MODEL)
     sessions = [ort.InferenceSession(paths[p].read_bytes(), so, providers=["CPUExecutionProvider"])
                 for p in ("encode", "velocity")]

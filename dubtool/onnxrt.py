@@ -106,11 +106,12 @@ class OnnxNet:
                                                 "cond_global": cond_global, "mask": mask})[0]
 
 
-def session_options(threads: int | None = None):
+def session_options(threads: int | None = None, spin: bool | None = None, level: str = "all"):
     """ORT CPU options: `threads` intra-op threads (None: ORT's default, one per physical core), no
     inter-op pool, full graph optimisation; the intra-op threads do not spin while waiting unless
     OMP_WAIT_POLICY=ACTIVE (on cores shared with other jobs a spinning thread steals the time its
-    partner needs, as torch's OpenMP threads did: docs/benchmarks.md)."""
+    partner needs, as torch's OpenMP threads did: docs/benchmarks.md). `spin` and `level` (basic,
+    extended, all) override those defaults (benchmarks/bench_onnx.py compares them)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -118,9 +119,12 @@ def session_options(threads: int | None = None):
         so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    spin = "1" if os.environ.get("OMP_WAIT_POLICY", "").upper() == "ACTIVE" else "0"
-    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                   "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+    if spin is None:
+        spin = os.environ.get("OMP_WAIT_POLICY", "").upper() == "ACTIVE"
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     so.log_severity_level = 3
     return so
 
