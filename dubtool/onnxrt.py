@@ -43,6 +43,9 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+RANDN_BLOCK = 1 << 20  # values per block of torch_randn (a multiple of 16)
+
+
 def torch_randn(shape: tuple[int, ...], seed: int) -> np.ndarray:
     """float32 standard normals equal (to float rounding) to `torch.randn(*shape, generator=
     torch.Generator().manual_seed(seed))` on the CPU, so the ONNX path starts from the torch path's noise
@@ -66,11 +69,14 @@ def torch_randn(shape: tuple[int, ...], seed: int) -> np.ndarray:
         return np.concatenate([radius * np.cos(theta), radius * np.sin(theta)], axis=1).reshape(-1)
 
     whole = size - size % 16
-    out = np.empty(size, np.float64)
-    out[:whole] = box_muller(uniform(size)[:whole])
+    out = np.empty(size, np.float32)
+    for a in range(0, whole, RANDN_BLOCK):  # in blocks: an hour-long take's noise needs no float64 copy of it all
+        b = min(whole, a + RANDN_BLOCK)
+        out[a:b] = box_muller(uniform(b - a))
     if size % 16:
+        uniform(size % 16)  # drawn (and overwritten) by torch's first pass
         out[size - 16:] = box_muller(uniform(16))
-    return out.astype(np.float32).reshape(shape)
+    return out.reshape(shape)
 
 
 def band_mask(frames: int, window: int) -> np.ndarray:

@@ -90,11 +90,35 @@ def test_onnx_runtime_animation_equals_torch_on_a_real_line(line):
 
 
 @pytest.mark.parametrize("shape,seed", [((1, 150, 61), 0), ((2, 37, 61), 12345), ((1, 1, 61), 2 ** 32 + 5)])
-def test_noise_is_torchs_seeded_noise(shape, seed):
+def test_noise_is_torchs_seeded_noise(shape, seed, monkeypatch):
     """The ONNX path draws torch.randn's numbers (blocks of 16, a redrawn tail) without torch."""
+    from dubtool import onnxrt
+
     torch = pytest.importorskip("torch")
     ref = torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).numpy()
     np.testing.assert_allclose(torch_randn(shape, seed), ref, rtol=0, atol=1e-5)
+    monkeypatch.setattr(onnxrt, "RANDN_BLOCK", 64)  # drawn block by block: the same stream
+    np.testing.assert_allclose(torch_randn(shape, seed), ref, rtol=0, atol=1e-5)
+
+
+def test_long_take_in_groups_equals_the_whole_take_on_onnx_runtime(line):
+    """The grouped sampling of long takes (bounded memory) runs the ONNX path too: groups of 1 and 2
+    chunks with their margins give the whole-take animation (as tests/test_streaming.py checks on torch)."""
+    from dubtool.generate import _chunk_starts
+
+    audio, _, st = line
+    gen = load_model()
+    take = Audio(np.concatenate([audio.samples] * 3), 16000)  # 24 s: 6 chunks
+    n = int(round(take.duration_s * gen.fps))
+    up = procedural_upper_face(take.duration_s, 30.0, np.random.default_rng(1)).animation.values
+    kp = keypoints_from_curves(up)[:n]
+    whole = gen.generate(take, kp, st, seed=3).values
+    starts = _chunk_starts(n, gen.sampler.chunk_frames, gen.sampler.overlap_frames)
+    steps = gen.sampler.steps
+    for group in (1, 2):
+        grouped = gen._generate_grouped(take, kp, st, n, starts, group, steps + 2, steps, gen.sampler.guidance, 3)
+        grouped[:, :52] = np.clip(grouped[:, :52], 0, 1)
+        np.testing.assert_allclose(grouped, whole, rtol=0, atol=1e-4)
 
 
 def test_sidecar_of_another_checkpoint_is_not_used(copied_model, tiny_model, tmp_path, monkeypatch):
