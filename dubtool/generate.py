@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arkit import NUM_BLENDSHAPES, NUM_CHANNELS, Animation
+from .arkit import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, NUM_CHANNELS, Animation
 from .errors import InputError, ModelError
 
 FORMAT = "dubtool-flow"
@@ -469,6 +469,7 @@ class Generator:
             values = self.denormalize(x[0]).float().cpu().numpy()
         else:
             values = self._generate_grouped(audio, keypoints, style, n, starts, group, margin, steps, guidance, seed)
+        values = apply_articulation_gain(values, self.meta.get("articulation_gain"))
         values[:, :NUM_BLENDSHAPES] = np.clip(values[:, :NUM_BLENDSHAPES], 0.0, 1.0)
         return Animation(values, self.fps, meta={"generator": self.meta.get("name", "dubtool_flow"),
                                                  "steps": steps, "guidance": guidance, "seed": seed})
@@ -512,6 +513,21 @@ class Generator:
             del mel, kp_t, x
             _release_freed_memory()
         return values
+
+
+def apply_articulation_gain(values: np.ndarray, gains: dict | None) -> np.ndarray:
+    """Scale the named channels of (T, 61) weights by their multipliers (about the neutral face, 0), in
+    place: a checkpoint's calibration to real ARKit speech (meta["articulation_gain"], written by
+    scripts/calibrate_articulation.py). Unknown names are a checkpoint error, not silently ignored."""
+    if not gains:
+        return values
+    for name, gain in gains.items():
+        try:
+            c = BLENDSHAPE_NAMES.index(name)
+        except ValueError:
+            raise ModelError(f"checkpoint's articulation_gain names an unknown channel {name!r}") from None
+        values[:, c] *= float(gain)
+    return values
 
 
 def _release_freed_memory() -> None:
@@ -616,4 +632,11 @@ def load_model(path: str | None = None, device: str = "cpu") -> Generator:
         first = str(e).strip().splitlines()[0][:160]
         raise ModelError(f"{p}: weights do not match the stored config ({first})") from None
     net = net.to(device)
-    return Generator(net, dims, sampler, stats, ckpt.get("meta", {}), device)
+    meta = ckpt.get("meta", {})
+    gains = meta.get("articulation_gain") if isinstance(meta, dict) else None
+    if gains is not None:
+        bad = [k for k, v in gains.items() if k not in BLENDSHAPE_NAMES or not 0.0 < float(v) < 10.0] \
+            if isinstance(gains, dict) else ["(not a mapping)"]
+        if bad:
+            raise ModelError(f"{p}: articulation_gain has invalid entries {bad[:3]}")
+    return Generator(net, dims, sampler, stats, meta, device)
