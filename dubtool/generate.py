@@ -515,18 +515,24 @@ class Generator:
         return values
 
 
+# The lips count as sealed below this channel-level gap (metrics.channel_lip_gap, in jawOpen units; the
+# closure threshold, 0.2 of a typical open mouth, is ~0.1 there). The calibration's multipliers act on frames
+# whose lips are open: none up to SEAL_GAP, rising to full strength at 2 x SEAL_GAP. So they amplify how far
+# the mouth opens and never open a seal or a near-seal (scaling those would push them past the threshold).
+SEAL_GAP = 0.1
+
+
 def apply_articulation_gain(values: np.ndarray, gains: dict | None) -> np.ndarray:
     """Scale the named channels of (T, 61) weights by their multipliers (about the neutral face, 0), in
     place: a checkpoint's calibration to real ARKit speech (meta["articulation_gain"], written by
-    scripts/calibrate_articulation.py). Unknown names are a checkpoint error, not silently ignored."""
+    scripts/calibrate_articulation.py), faded out where the lips are sealed or nearly (see SEAL_GAP)."""
     if not gains:
         return values
+    from .metrics import channel_lip_gap
+
+    openness = np.clip(channel_lip_gap(values) / SEAL_GAP - 1.0, 0.0, 1.0)
     for name, gain in gains.items():
-        try:
-            c = BLENDSHAPE_NAMES.index(name)
-        except ValueError:
-            raise ModelError(f"checkpoint's articulation_gain names an unknown channel {name!r}") from None
-        values[:, c] *= float(gain)
+        values[:, BLENDSHAPE_NAMES.index(name)] *= 1.0 + (float(gain) - 1.0) * openness
     return values
 
 
