@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arkit import NUM_BLENDSHAPES, NUM_CHANNELS, Animation
+from .arkit import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, NUM_CHANNELS, Animation
 from .errors import DependencyError, InputError, ModelError
 
 FORMAT = "dubtool-flow"
@@ -473,6 +473,7 @@ class Generator:
             values = self._values(x[0])
         else:
             values = self._generate_grouped(audio, keypoints, style, n, starts, group, margin, steps, guidance, seed)
+        values = apply_articulation_gain(values, self.meta.get("articulation_gain"))
         values[:, :NUM_BLENDSHAPES] = np.clip(values[:, :NUM_BLENDSHAPES], 0.0, 1.0)
         return Animation(values, self.fps, meta={"generator": self.meta.get("name", "dubtool_flow"),
                                                  "steps": steps, "guidance": guidance, "seed": seed})
@@ -516,6 +517,27 @@ class Generator:
             del mel, kp_t, x
             _release_freed_memory()
         return values
+
+
+# The lips count as sealed below this channel-level gap (metrics.channel_lip_gap, in jawOpen units; the
+# closure threshold, 0.2 of a typical open mouth, is ~0.1 there). The calibration's multipliers act on frames
+# whose lips are open: none up to SEAL_GAP, rising to full strength at 2 x SEAL_GAP. So they amplify how far
+# the mouth opens and never open a seal or a near-seal (scaling those would push them past the threshold).
+SEAL_GAP = 0.1
+
+
+def apply_articulation_gain(values: np.ndarray, gains: dict | None) -> np.ndarray:
+    """Scale the named channels of (T, 61) weights by their multipliers (about the neutral face, 0), in
+    place: a checkpoint's calibration to real ARKit speech (meta["articulation_gain"], written by
+    scripts/calibrate_articulation.py), faded out where the lips are sealed or nearly (see SEAL_GAP)."""
+    if not gains:
+        return values
+    from .metrics import channel_lip_gap
+
+    openness = np.clip(channel_lip_gap(values) / SEAL_GAP - 1.0, 0.0, 1.0)
+    for name, gain in gains.items():
+        values[:, BLENDSHAPE_NAMES.index(name)] *= 1.0 + (float(gain) - 1.0) * openness
+    return values
 
 
 def _release_freed_memory() -> None:
@@ -672,7 +694,20 @@ def load_model(path: str | None = None, device: str = "cpu", backend: str | None
         first = str(e).strip().splitlines()[0][:160]
         raise ModelError(f"{p}: weights do not match the stored config ({first})") from None
     net = net.to(device)
-    return Generator(net, dims, sampler, stats, ckpt.get("meta", {}), device)
+    meta = ckpt.get("meta", {})
+    _check_meta(meta, p)
+    return Generator(net, dims, sampler, stats, meta, device)
+
+
+def _check_meta(meta, p: Path) -> None:
+    """The checkpoint meta's articulation gains, when there are any, name blendshapes and are sane
+    (both backends read them: Generator.generate applies them)."""
+    gains = meta.get("articulation_gain") if isinstance(meta, dict) else None
+    if gains is not None:
+        bad = [k for k, v in gains.items() if k not in BLENDSHAPE_NAMES or not 0.0 < float(v) < 10.0] \
+            if isinstance(gains, dict) else ["(not a mapping)"]
+        if bad:
+            raise ModelError(f"{p}: articulation_gain has invalid entries {bad[:3]}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -715,7 +750,9 @@ class OnnxGenerator(Generator):
         dims = _dataclass_from(ModelDimensions, manifest["dims"], checkpoint)
         sampler = _dataclass_from(SamplerConfig, manifest["sampler"], checkpoint)
         stats = {k: np.asarray(manifest["stats"][k], np.float32) for k in STAT_KEYS}
-        return cls(runtime, dims, sampler, stats, manifest.get("meta", {}), checkpoint)
+        meta = manifest.get("meta", {})
+        _check_meta(meta, checkpoint)
+        return cls(runtime, dims, sampler, stats, meta, checkpoint)
 
     @property
     def net(self):

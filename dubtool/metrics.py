@@ -204,7 +204,7 @@ def lip_vertex_error(pred61, ref61, rig=None) -> float:
     return float(np.linalg.norm(pa - pb, axis=2).max(axis=1).mean())
 
 
-def _proxy_lip_gap(v: np.ndarray) -> np.ndarray:
+def channel_lip_gap(v: np.ndarray) -> np.ndarray:
     # Channel-level stand-in for the inner-lip distance, in "jawOpen units": the jaw opens the lips,
     # mouthClose closes them against an open jaw (ARKit's definition), lip raisers/lowerers part them,
     # press/roll seal them.
@@ -224,7 +224,7 @@ def lip_gap(values61, rig=None) -> np.ndarray:
     v = _values(values61)
     rig = _resolve(rig)
     if rig is None:
-        return _proxy_lip_gap(v)
+        return channel_lip_gap(v)
     p = pose_vertices(rig, v, (INNER_UPPER_LIP, INNER_LOWER_LIP))
     crossed = p[:, 0, 1] < p[:, 1, 1]  # canonical +y is up
     return np.where(crossed, 0.0, np.linalg.norm(p[:, 0] - p[:, 1], axis=1))

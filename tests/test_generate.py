@@ -262,3 +262,42 @@ def test_a_style_far_outside_the_training_range_is_held_at_its_edge(gen, speech)
     out = lambda s: gen.generate(audio, kp, s, seed=1).values
     assert np.allclose(out(far), out(edge), atol=1e-5)
     assert not np.allclose(out(inside), out(edge), atol=1e-4)
+
+
+def test_shipped_articulation_calibration_scales_the_lips_and_keeps_seals(gen, speech):
+    """The shipped checkpoint carries per-channel multipliers calibrated to real ARKit speech
+    (scripts/calibrate_articulation.py): where the lips are open the jaw and lips move by those
+    multipliers, sealed (and nearly sealed) lips are left exactly as the network made them, and the rest
+    of the face is untouched."""
+    import copy
+
+    from dubtool.generate import SEAL_GAP
+    from dubtool.metrics import channel_lip_gap
+
+    gains = gen.meta["articulation_gain"]
+    assert gains["jawOpen"] > 1.1 and gains["mouthClose"] == gains["jawOpen"]
+    assert not any(n.startswith(("eye", "brow", "mouthSmile", "head")) for n in gains)
+    raw_gen = copy.copy(gen)
+    raw_gen.meta = {k: v for k, v in gen.meta.items() if k != "articulation_gain"}
+    audio = Audio(speech[0].audio.samples[:32000], 16000)
+    up = _upper(2.0, 3, None)
+    kp, st = keypoints_from_curves(up), style_context(up)
+    cal, raw = gen.generate(audio, kp, st, seed=4).values, raw_gen.generate(audio, kp, st, seed=4).values
+    gap = channel_lip_gap(raw)
+    wide, sealed = gap >= 2 * SEAL_GAP, gap <= SEAL_GAP
+    assert wide.sum() >= 5 and sealed.sum() >= 5, "the line has both open and sealed lips"
+    for name, g in gains.items():
+        c = arkit.index(name)
+        assert np.allclose(cal[wide, c], np.clip(raw[wide, c] * g, 0, 1), atol=1e-6), name
+    assert np.array_equal(cal[sealed], raw[sealed])
+    other = [c for c, n in enumerate(arkit.CHANNEL_NAMES) if n not in gains]
+    assert len(other) == 61 - len(gains) and np.array_equal(cal[:, other], raw[:, other])
+    jaw = arkit.index("jawOpen")
+    assert cal[:, jaw].std() > 1.1 * raw[:, jaw].std()
+
+
+def test_bad_articulation_gains_are_a_checkpoint_error(tmp_path):
+    with pytest.raises(ModelError, match="articulation_gain"):
+        load_model(str(_saved(tmp_path, "gain.pt", lambda c: c["meta"].update(articulation_gain={"jawOpn": 1.2}))))
+    with pytest.raises(ModelError, match="articulation_gain"):
+        load_model(str(_saved(tmp_path, "gain2.pt", lambda c: c["meta"].update(articulation_gain={"jawOpen": -1}))))

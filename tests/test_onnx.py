@@ -103,20 +103,23 @@ def test_noise_is_torchs_seeded_noise(shape, seed, monkeypatch):
 
 def test_long_take_in_groups_equals_the_whole_take_on_onnx_runtime(line):
     """The grouped sampling of long takes (bounded memory) runs the ONNX path too: groups of 1 and 2
-    chunks with their margins give the whole-take animation (as tests/test_streaming.py checks on torch)."""
+    chunks with their margins give the whole-take animation (tests/test_streaming.py checks the margin's
+    size on torch; one ODE step keeps this one short)."""
     from dubtool.generate import _chunk_starts
 
     audio, _, st = line
     gen = load_model()
-    take = Audio(np.concatenate([audio.samples] * 3), 16000)  # 24 s: 6 chunks
+    take = Audio(np.concatenate([audio.samples] * 2), 16000)  # 16 s: 4 chunks
     n = int(round(take.duration_s * gen.fps))
     up = procedural_upper_face(take.duration_s, 30.0, np.random.default_rng(1)).animation.values
     kp = keypoints_from_curves(up)[:n]
-    whole = gen.generate(take, kp, st, seed=3).values
+    steps = 1
+    whole = gen.generate(take, kp, st, steps=steps, seed=3).values
     starts = _chunk_starts(n, gen.sampler.chunk_frames, gen.sampler.overlap_frames)
-    steps = gen.sampler.steps
+    assert len(starts) == 4
     for group in (1, 2):
         grouped = gen._generate_grouped(take, kp, st, n, starts, group, steps + 2, steps, gen.sampler.guidance, 3)
+        grouped = generate.apply_articulation_gain(grouped, gen.meta.get("articulation_gain"))
         grouped[:, :52] = np.clip(grouped[:, :52], 0, 1)
         np.testing.assert_allclose(grouped, whole, rtol=0, atol=1e-4)
 
