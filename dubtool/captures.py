@@ -501,7 +501,8 @@ def model_card(run: CaptureRun, base_name: str) -> str:
              f"- fine-tune: {ft['steps']} steps of {ft['steps_asked']} ({'stopped by the time limit, ' if ft['stopped_by_time_limit'] else ''}"
              f"{ft['seconds']:.0f} s on {ft['device']}), batch {ft['batch']['capture']} capture + "
              f"{ft['batch']['base_corpus']} base-corpus windows of {ft['window_frames']} frames, lr {ft['config']['lr']:g}, "
-             f"weights moved {ft['weight_drift_rms']:.2g} RMS from the base", "",
+             f"weights moved {ft['weight_drift_rms']:.2g} RMS from the base",
+             f"- fitted: {_fitted(ft['config'])}", "",
              "| take | kind | files | s | fps | use |", "|---|---|---|---:|---:|---|"]
     for use, rows in (("fine-tune", run.used), ("held out", run.heldout)):
         lines += [f"| {r['take']} | {r['kind']} | {', '.join(r['files'])} | {r['seconds']:.1f} | {r['fps']:g} | {use} |"
@@ -537,6 +538,21 @@ def model_card(run: CaptureRun, base_name: str) -> str:
                   for r in run.scores["per_take"]]
     lines += ["", "## Base model", "", f"`{run.base}` ({base_name}); its card: `{run.base.with_suffix('.md').name}`.", ""]
     return "\n".join(lines)
+
+
+def _fitted(c: dict) -> str:
+    """The fine-tune's loss set-up in words (FinetuneConfig as a dict)."""
+    parts = ["the lower face only (no loss on the upper face and head)" if c.get("upper_weight", 1) == 0 else
+             "all 61 channels"]
+    if c.get("lip_gap_weight"):
+        parts.append(f"+ the rig's inner-lip gap (weight {c['lip_gap_weight']:g})")
+    amp = c.get("amplitude", "tracked")
+    parts.append({"tracked": "targets at the takes' tracked amplitude",
+                  "takes": "every take's mouth range brought to the takes' median",
+                  "shipped": "each take's mouth range brought to the base model's on its audio"}.get(amp, amp))
+    if c.get("freeze_audio"):
+        parts.append("audio front end frozen")
+    return ", ".join(parts)
 
 
 def run_summary_json(run: CaptureRun) -> str:

@@ -635,12 +635,12 @@ class FinetuneConfig:
     base_share: float = 0.5  # share of each batch drawn from the base corpus, when one is given
     eval_windows: int = 32  # fixed windows on which the loss is measured before and after
     time_limit_s: float = 480.0  # default safety net: the whole job stays within 10 minutes on a 2-core CPU
-    upper_weight: float = 1.0  # loss weight of the upper-face and head channels relative to the recipe's (0: fit the lower face only)
-    lip_gap_weight: float = 0.0  # auxiliary loss on the rig's inner-lip gaps (mm) of the predicted curves vs the take's
-    lip_weight: float | None = None  # loss weight of the closure channels (None: the base recipe's)
-    closure_frame_weight: float | None = None  # extra weight on frames where the take presses its lips (None: the recipe's)
+    upper_weight: float = 0.0  # loss weight of the upper-face and head channels relative to the recipe's (0: fit the lower face only)
+    lip_gap_weight: float = 0.5  # auxiliary loss on the rig's inner-lip gaps (mm) of the predicted curves vs the take's
+    lip_weight: float | None = 1.0  # loss weight of the closure channels (None: the base recipe's 5; a tracker's press/roll are noisy)
+    closure_frame_weight: float | None = 0.0  # extra weight on frames where the take presses its lips (None: the recipe's 12)
     freeze_audio: bool = False  # keep the audio front end at the base's weights
-    amplitude: str = "tracked"  # lower-face amplitude of the targets: "tracked" (as captured), "takes" (every take scaled to the takes' median lip-gap std), "shipped" (each take scaled to the base model's lip-gap std on its audio)
+    amplitude: str = "shipped"  # lower-face amplitude of the targets: "tracked" (as captured), "takes" (every take scaled to the takes' median lip-gap std), "shipped" (each take scaled to the base model's lip-gap std on its audio)
     cpu_threads: int = 1  # torch threads on CPU: 2 threads on 2 busy cores ran 4x slower per step than 1
     seed: int = 0
 
