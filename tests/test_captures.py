@@ -180,7 +180,7 @@ def test_no_valid_pair_fails_in_one_line_exit_2(capture_dir, tiny_model, tmp_pat
     ({"base": "nothere.pt"}, "base checkpoint not found"), ({"device": "tpu"}, "unknown device"),
     ({"unused": {"--config": "x.json"}}, "--config trains from scratch"), ({"out": None}, "--captures needs --out"),
     ({"captures": "nothere"}, "captures folder not found"), ({"base_corpus": "nothere"}, "--base-corpus: no corpus.npz"),
-    ({"out": "actor.md"}, "--out is the checkpoint"),
+    ({"out": "actor.md"}, "--out is the checkpoint"), ({"amplitude": "louder"}, "--amplitude must be one of"),
 ])
 def test_options_are_checked_before_any_work(capture_dir, tmp_path, monkeypatch, change, says):
     from dubtool.commands.train import _train_captures
