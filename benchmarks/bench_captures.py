@@ -174,7 +174,7 @@ def plot(runs: dict[str, list[dict]], out: Path) -> None:
                 continue
             rows = {r["take"]: r for r in res["scores"]["per_take"]}
             ax.bar(x - 0.4 + width * (i + 1.5), [val(rows[t]["fine_tuned_mouth_r"]) for t in takes], width,
-                   label=f"{lab} ({res['scores']['fine_tuned']['mouth_r']:.2f})", color=colors[i % len(colors)])
+                   label=f"{lab} (median {res['scores']['fine_tuned']['mouth_r']:.2f})", color=colors[i % len(colors)])
         ax.set_xticks(x, [t.replace("pcavs_", "").replace("videoretalking_", "vr_").replace("_Source", "")
                           for t in takes], rotation=35, ha="right", fontsize=7)
         ax.set_ylim(-0.3, 1.0)
