@@ -495,8 +495,10 @@ def model_card(run: CaptureRun, base_name: str) -> str:
              "## Data", "",
              f"- captures: `{run.captures_dir}`: {len(run.used)} takes fine-tuned on ({secs:.1f} s), "
              f"{len(run.heldout)} held out, {len(run.rejected)} rejected",
-             "- targets: the takes' own 61 curves, normalised with the base checkpoint's statistics; keypoints "
-             "from each take's upper face, style from the whole take",
+             "- targets: the takes' own 61 curves" + (" (lower-face range scaled, see 'fitted')"
+                                                       if ft["config"].get("amplitude", "tracked") != "tracked" else "")
+             + ", normalised with the base checkpoint's statistics; keypoints from each take's upper face, style "
+             "from the whole take",
              f"- regularisation: {run.regulariser}",
              f"- fine-tune: {ft['steps']} steps of {ft['steps_asked']} ({'stopped by the time limit, ' if ft['stopped_by_time_limit'] else ''}"
              f"{ft['seconds']:.0f} s on {ft['device']}), batch {ft['batch']['capture']} capture + "
