@@ -621,7 +621,9 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
 class FinetuneConfig:
     """Fine-tuning a trained generator on a small set of real takes (`dubtool train --captures`), sized
     for minutes on a 2-core CPU: small batches, a low learning rate, a fast EMA, and a pull back
-    to the base model so it does not forget what the real takes do not show."""
+    to the base model so it does not forget what the real takes do not show. By default it fits the
+    lower face and the rig's lip gap of takes brought to the base model's mouth range (tracked
+    upper-face offsets and press noise are not learnt); picked on a validation split, docs/captures.md."""
 
     steps: int = 300
     batch_size: int = 16
