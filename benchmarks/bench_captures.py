@@ -3,23 +3,26 @@ files, which hold each clip's own audio) used as a small "capture" set. The ship
 clips and both models are scored on the held-out others with the `dubtool eval --reference` figures (mouth-opening
 r against the tracked inner-lip landmarks, per-channel r and amplitude ratios against the clip's tracked curves).
 
-Splits (by speaker/source; the clips' names carry no speaker label, so each split keeps whole sources apart):
+Protocol (hyper-parameters are chosen on `select` only, never on a test split's held-out clips):
+  DEV      4 PC-AVS clips drawn once (numpy default_rng(19)); they are never a test clip of any split below
+  select   fine-tune on the other 11 PC-AVS clips, score on DEV: the validation split the defaults were picked on
   source   fine-tune on the 15 PC-AVS clips (VoxCeleb2 interviews, 224x224), test on the 4 video-retalking
            clips (other people, other footage)
-  auto     `dubtool train`'s own automatic hold-out (20 % of all 19 takes, by a hash of the name)
+  random1..3  test on 4 clips drawn (default_rng(k)) from the 15 clips outside DEV, fine-tune on the other 15
+  auto     `dubtool train`'s own automatic hold-out (20 % of all 19 takes, by a hash of the name; none in DEV)
 
 Evaluation only: the fine-tuned checkpoints are written to a temporary folder and deleted (never ship a model
 trained on the realclips).
 
-    nice python benchmarks/bench_captures.py [--split source|auto|both] [--steps N] [--base-corpus DIR|none]
-        [--base-share 0.5] [--json out.json]
+    nice python benchmarks/bench_captures.py [--split source|random1|...|tests|select] [--steps N]
+        [--set key=value ...] [--base-corpus DIR|none] [--json out.json]
+    python benchmarks/bench_captures.py --plot a.json b.json --png docs/captures_benchmark.png
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
@@ -30,10 +33,47 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_CACHE = Path("/work/cache/realclips")
+TEST_SPLITS = ("source", "random1", "random2", "random3", "auto")
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def split_names(split: str, names: list[str]) -> tuple[list[str], list[str]]:
+    """(fine-tune on, held out) for one split of the protocol in the module docstring."""
+    import numpy as np
+
+    from dubtool.captures import split_holdout
+
+    pc = sorted(n for n in names if n.startswith("pcavs"))
+    vr = sorted(n for n in names if n.startswith("videoretalking"))
+    dev = sorted(np.random.default_rng(19).choice(pc, 4, replace=False).tolist())
+    if split == "select":
+        return [n for n in pc if n not in dev], dev
+    if split == "source":
+        return pc, vr
+    if split.startswith("random"):
+        pool = [n for n in pc if n not in dev] + vr
+        test = sorted(np.random.default_rng(int(split[6:])).choice(pool, 4, replace=False).tolist())
+    elif split == "auto":
+        test = split_holdout(names, 0.2)[1]
+    else:
+        raise SystemExit(f"unknown split {split!r}")
+    assert not set(test) & set(dev), "a test clip is in the validation set"
+    return [n for n in names if n not in test], test
+
+
+def parse_sets(items) -> dict:
+    """--set key=value (FinetuneConfig fields; values as JSON where they parse, else strings)."""
+    out = {}
+    for item in items or ():
+        k, _, v = item.partition("=")
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
 
 
 def run_split(split: str, perfs: list[Path], args) -> dict:
@@ -43,12 +83,13 @@ def run_split(split: str, perfs: list[Path], args) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_captures_") as tmp:
         caps = Path(tmp) / "captures"
         caps.mkdir()
+        used, held = split_names(split, [p.stem for p in perfs])
         for p in perfs:
-            (caps / p.name).symlink_to(p.resolve())
-        held = [p.stem for p in perfs if p.stem.startswith("videoretalking")] if split == "source" else None
+            if p.stem in used or p.stem in held:
+                (caps / p.name).symlink_to(p.resolve())
         base_corpus = None if args.base_corpus == "none" else args.base_corpus
         t0 = time.time()
-        cfg = replace(FinetuneConfig(), base_share=args.base_share, l2_base=args.l2_base)
+        cfg = replace(FinetuneConfig(), base_share=args.base_share, **parse_sets(args.set))
         run = train_on_captures(caps, Path(tmp) / "actor.pt", args.base, holdout=0.2, steps=args.steps,
                                 time_limit_s=args.time_limit, base_corpus=base_corpus, heldout_names=held,
                                 cfg=cfg, progress=False, log=log)
@@ -56,7 +97,7 @@ def run_split(split: str, perfs: list[Path], args) -> dict:
         card = run.card.read_text(encoding="utf-8")
         clean = clean_speech(args.base, run.out) if args.clean_speech else {}
     out = run.to_json()
-    out.update(split=split, wall_s=round(wall, 1), card=card, clean_speech=clean)
+    out.update(split=split, wall_s=round(wall, 1), card=card, clean_speech=clean, sets=parse_sets(args.set))
     return out
 
 
@@ -107,30 +148,40 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[dict], out: Path) -> None:
-    """Per held-out clip mouth-opening r, shipped vs fine-tuned, one panel per run."""
+def plot(runs: dict[str, list[dict]], out: Path) -> None:
+    """Per held-out clip mouth-opening r, one panel per test split: the shipped model and each fine-tune
+    configuration in `runs` ({label: results of --json}) side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
-    for ax, res in zip(axes[0], results):
-        rows = res["scores"]["per_take"]
-        x = np.arange(len(rows))
-        b = [r["base_mouth_r"] if r["base_mouth_r"] is not None else np.nan for r in rows]
-        t = [r["fine_tuned_mouth_r"] if r["fine_tuned_mouth_r"] is not None else np.nan for r in rows]
-        ax.bar(x - 0.2, b, 0.4, label="shipped", color="#9aa7b8")
-        ax.bar(x + 0.2, t, 0.4, label="fine-tuned", color="#e8744f")
-        ax.set_xticks(x, [r["take"].replace("pcavs_", "").replace("videoretalking_", "vr_") for r in rows],
-                      rotation=30, ha="right", fontsize=7)
-        ax.set_ylim(-0.2, 1.0)
+    splits = [s for s in TEST_SPLITS if any(r["split"] == s for rs in runs.values() for r in rs)]
+    fig, axes = plt.subplots(1, len(splits), figsize=(3.3 * len(splits), 3.6), squeeze=False, sharey=True)
+    colors = ["#f2b79f", "#e8744f", "#7a3fb0"]
+    for ax, split in zip(axes[0], splits):
+        by_label = {lab: next((r for r in rs if r["split"] == split), None) for lab, rs in runs.items()}
+        first = next(r for r in by_label.values() if r is not None)
+        takes = [r["take"] for r in first["scores"]["per_take"]]
+        x = np.arange(len(takes))
+        width = 0.8 / (1 + len(runs))
+        val = lambda v: np.nan if v is None else v
+        ax.bar(x - 0.4 + width / 2, [val(r["base_mouth_r"]) for r in first["scores"]["per_take"]], width,
+               label=f"shipped (median {first['scores']['base']['mouth_r']:.2f})", color="#9aa7b8")
+        for i, (lab, res) in enumerate(by_label.items()):
+            if res is None:
+                continue
+            rows = {r["take"]: r for r in res["scores"]["per_take"]}
+            ax.bar(x - 0.4 + width * (i + 1.5), [val(rows[t]["fine_tuned_mouth_r"]) for t in takes], width,
+                   label=f"{lab} (median {res['scores']['fine_tuned']['mouth_r']:.2f})", color=colors[i % len(colors)])
+        ax.set_xticks(x, [t.replace("pcavs_", "").replace("videoretalking_", "vr_").replace("_Source", "")
+                          for t in takes], rotation=35, ha="right", fontsize=7)
+        ax.set_ylim(-0.3, 1.0)
         ax.axhline(0, color="k", lw=0.5)
-        ax.set_title(f"{res['label']}\nmedian {res['scores']['base']['mouth_r']:.2f} -> "
-                     f"{res['scores']['fine_tuned']['mouth_r']:.2f}", fontsize=8)
+        ax.set_title(f"split {split}", fontsize=9)
+        ax.legend(fontsize=6, loc="upper left")
     axes[0][0].set_ylabel("held-out mouth-opening r (lag 0)")
-    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
@@ -141,39 +192,39 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder of the realclips' .perf files")
     ap.add_argument("--base", default=None, help="checkpoint to fine-tune (default: the shipped one)")
-    ap.add_argument("--split", choices=("source", "auto", "both"), default="source")
+    ap.add_argument("--split", nargs="+", choices=("select",) + TEST_SPLITS + ("tests",), default=["source"],
+                    help="one or more splits, in turn (tests: every test split)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--time-limit", type=float, default=None)
     ap.add_argument("--base-corpus", default="none", help="corpus folder to mix in, or none (L2-SP only, what a "
                                                           "studio checkout without build/ gets)")
     ap.add_argument("--base-share", type=float, default=0.5, help="share of each batch from --base-corpus (0: the "
                     "corpus only measures forgetting)")
-    ap.add_argument("--l2-base", type=float, default=FinetuneConfig.l2_base, help="L2-SP weight")
-    ap.add_argument("--no-clean-speech", dest="clean_speech", action="store_false",
-                    help="skip the clean-speech closure check (forgetting) of both models")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="a FinetuneConfig field (l2_base=1, "
+                    "amplitude=tracked, ...): the configurations compared in docs/captures.md")
+    ap.add_argument("--clean-speech", dest="clean_speech", action="store_true",
+                    help="add the clean-speech closure check (forgetting) of both models")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--plot", type=Path, nargs="*", default=None, help="draw the per-clip figure from these --json "
-                    "files (no training) into --png")
+    ap.add_argument("--plot", nargs="*", default=None, metavar="LABEL=FILE", help="draw the per-clip figure from "
+                    "these --json files (no training) into --png")
     ap.add_argument("--png", type=Path, default=None)
     args = ap.parse_args()
     if args.plot:
-        results = []
-        for path in args.plot:
-            for res in json.loads(path.read_text()):
-                l2 = re.search(r"l2_base ([0-9.e-]+)", res["regulariser"])
-                res["label"] = (f"split {res['split']}, L2-SP {l2.group(1) if l2 else '?'}"
-                                + (" + corpus mix" if "of every batch" in res["regulariser"] else ""))
-                results.append(res)
-        plot(results, args.png or Path("captures_benchmark.png"))
+        runs = {}
+        for item in args.plot:  # LABEL=FILE.json or FILE.json
+            label, _, path = item.rpartition("=")
+            runs[label or Path(path).stem] = json.loads(Path(path).read_text())
+        plot(runs, args.png or Path("captures_benchmark.png"))
         return
     perfs = sorted(args.cache.glob("*.perf"))
     if not perfs:
         sys.exit(f"no .perf files in {args.cache} (run `dubtool extract` on ../shared/realclips/*.mp4 into it)")
-    results = [run_split(s, perfs, args) for s in (("source", "auto") if args.split == "both" else (args.split,))]
-    for r in results:
-        print(markdown(r))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    results = []
+    for s in [t for s in args.split for t in (TEST_SPLITS if s == "tests" else (s,))]:
+        results.append(run_split(s, perfs, args))
+        print(markdown(results[-1]), flush=True)
+        if args.json:  # after every split: a long run keeps what it measured
+            args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

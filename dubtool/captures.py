@@ -232,10 +232,11 @@ def split_holdout(names: list[str], share: float) -> tuple[list[str], list[str]]
 
 # --------------------------------------------------------------------------------------- features
 
-def capture_features(cap: Capture, dims) -> dict:
+def capture_features(cap: Capture, dims, gain: float = 1.0) -> dict:
     """One corpus clip (corpus.make_clip's layout) from a take, at the model's frame rate: mel of the
-    audio, target = the take's 61 curves, keypoints from its upper face, style of the whole take. The
-    real lower face carries its emotion itself, so the lower-face offset is zero; no viseme labels."""
+    audio, target = the take's 61 curves (its lower-face blendshapes times `gain`, see `amplitude_gains`),
+    keypoints from its upper face, style of the whole take. The real lower face carries its emotion
+    itself, so the lower-face offset is zero; no viseme labels."""
     from .audio import mel_features
     from .generate import _fit_length, normalize_mel, style_context
     from .keypoints import keypoints_from_curves
@@ -247,15 +248,52 @@ def capture_features(cap: Capture, dims) -> dict:
     mel = _fit_length(mel, n, "mel features", tolerance=n)
     values = cap.animation.resampled(fps).clamped().values.astype(np.float32)
     values = _fit_length(values, n, f"{cap.name}: curves", tolerance=n)
+    kp = keypoints_from_curves(values)
+    if gain != 1.0:
+        lower = LOWER_IDX[LOWER_IDX < NUM_BLENDSHAPES]
+        values[:, lower] = np.clip(values[:, lower] * gain, 0.0, 1.0)
     return {"mel": mel.astype(np.float32), "target": values, "offset": np.zeros((n, len(LOWER_IDX)), np.float32),
-            "keypoints": keypoints_from_curves(values), "viseme": np.zeros(n, np.uint8), "style": style_context(values)}
+            "keypoints": kp, "viseme": np.zeros(n, np.uint8), "style": style_context(values)}
 
 
-def capture_corpus(captures: list[Capture], dims, split: str = "train"):
-    """The takes as a corpus.Corpus (all in `split`), what train._Batcher samples windows from."""
+AMPLITUDES = ("tracked", "takes", "shipped")
+MAX_GAIN = 4.0  # amplitude gains are kept within [1/MAX_GAIN, MAX_GAIN]
+
+
+def amplitude_gains(captures: list[Capture], mode: str, gen=None) -> list[float]:
+    """A gain per take for its lower-face blendshapes (blendshapes are 0 at rest, so the rig's lip gap
+    opens by gain x the take's; the timing is untouched): "tracked" 1 (the takes as captured);
+    "takes" every take's lip-gap std brought to the median over the takes (one actor's range, takes
+    that moved little or a lot evened out); "shipped" each take's brought to the lip-gap std of the
+    base model `gen` on the take's own audio (the base's range, only the timing and shapes learnt)."""
+    from .metrics import lip_gap
+
+    if mode not in AMPLITUDES:
+        raise InputError(f"amplitude must be one of {', '.join(AMPLITUDES)}, got {mode!r}")
+    if mode == "tracked" or not captures:
+        return [1.0] * len(captures)
+    spread = np.array([float(lip_gap(c.animation.values).std()) for c in captures])
+    if mode == "takes":
+        goal = np.full(len(captures), float(np.median(spread)))
+    else:
+        if gen is None:
+            raise InputError("amplitude 'shipped' needs the base model")
+        goal = []
+        for c in captures:
+            f = capture_features(c, gen.dims)
+            goal.append(float(lip_gap(gen.generate(c.audio, f["keypoints"], f["style"], seed=0).values).std()))
+        goal = np.array(goal)
+    gains = np.where(spread > 1e-6, goal / np.maximum(spread, 1e-6), 1.0)
+    return [float(g) for g in np.clip(gains, 1.0 / MAX_GAIN, MAX_GAIN)]
+
+
+def capture_corpus(captures: list[Capture], dims, split: str = "train", gains: list[float] | None = None):
+    """The takes as a corpus.Corpus (all in `split`), what train._Batcher samples windows from;
+    `gains` (one per take, `amplitude_gains`) scale their lower-face targets."""
     from .corpus import SPLITS, Corpus
 
-    feats = [capture_features(c, dims) for c in captures]
+    gains = gains if gains is not None else [1.0] * len(captures)
+    feats = [capture_features(c, dims, g) for c, g in zip(captures, gains)]
     lengths = np.array([len(f["mel"]) for f in feats], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     cat = lambda k: np.concatenate([f[k] for f in feats])
@@ -385,7 +423,8 @@ def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps:
         log("warning: only one valid take (or --holdout 0): nothing held out, no held-out figures")
     log(f"captures: {len(captures)} valid ({sum(c.audio.duration_s for c in train_caps):.1f} s to fine-tune on, "
         f"{len(held_caps)} held out), {len(rejected)} rejected")
-    corpus = capture_corpus(train_caps, gen.dims)
+    gains = amplitude_gains(train_caps, cfg.amplitude, gen)
+    corpus = capture_corpus(train_caps, gen.dims, gains=gains)
     held_corpus = capture_corpus(held_caps, gen.dims) if held_caps else None
     base_dir, base_c = (None, None)
     if base_corpus == "auto":
@@ -456,13 +495,16 @@ def model_card(run: CaptureRun, base_name: str) -> str:
              "## Data", "",
              f"- captures: `{run.captures_dir}`: {len(run.used)} takes fine-tuned on ({secs:.1f} s), "
              f"{len(run.heldout)} held out, {len(run.rejected)} rejected",
-             "- targets: the takes' own 61 curves, normalised with the base checkpoint's statistics; keypoints "
-             "from each take's upper face, style from the whole take",
+             "- targets: the takes' own 61 curves" + (" (lower-face range scaled, see 'fitted')"
+                                                       if ft["config"].get("amplitude", "tracked") != "tracked" else "")
+             + ", normalised with the base checkpoint's statistics; keypoints from each take's upper face, style "
+             "from the whole take",
              f"- regularisation: {run.regulariser}",
              f"- fine-tune: {ft['steps']} steps of {ft['steps_asked']} ({'stopped by the time limit, ' if ft['stopped_by_time_limit'] else ''}"
              f"{ft['seconds']:.0f} s on {ft['device']}), batch {ft['batch']['capture']} capture + "
              f"{ft['batch']['base_corpus']} base-corpus windows of {ft['window_frames']} frames, lr {ft['config']['lr']:g}, "
-             f"weights moved {ft['weight_drift_rms']:.2g} RMS from the base", "",
+             f"weights moved {ft['weight_drift_rms']:.2g} RMS from the base",
+             f"- fitted: {_fitted(ft['config'])}", "",
              "| take | kind | files | s | fps | use |", "|---|---|---|---:|---:|---|"]
     for use, rows in (("fine-tune", run.used), ("held out", run.heldout)):
         lines += [f"| {r['take']} | {r['kind']} | {', '.join(r['files'])} | {r['seconds']:.1f} | {r['fps']:g} | {use} |"
@@ -498,6 +540,21 @@ def model_card(run: CaptureRun, base_name: str) -> str:
                   for r in run.scores["per_take"]]
     lines += ["", "## Base model", "", f"`{run.base}` ({base_name}); its card: `{run.base.with_suffix('.md').name}`.", ""]
     return "\n".join(lines)
+
+
+def _fitted(c: dict) -> str:
+    """The fine-tune's loss set-up in words (FinetuneConfig as a dict)."""
+    parts = ["the lower face only (no loss on the upper face and head)" if c.get("upper_weight", 1) == 0 else
+             "all 61 channels"]
+    if c.get("lip_gap_weight"):
+        parts.append(f"+ the rig's inner-lip gap (weight {c['lip_gap_weight']:g})")
+    amp = c.get("amplitude", "tracked")
+    parts.append({"tracked": "targets at the takes' tracked amplitude",
+                  "takes": "every take's mouth range brought to the takes' median",
+                  "shipped": "each take's mouth range brought to the base model's on its audio"}.get(amp, amp))
+    if c.get("freeze_audio"):
+        parts.append("audio front end frozen")
+    return ", ".join(parts)
 
 
 def run_summary_json(run: CaptureRun) -> str:

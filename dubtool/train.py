@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arkit import BILABIAL_CLOSURE, LOWER_IDX, UPPER_IDX, indices
+from .arkit import BILABIAL_CLOSURE, LOWER_IDX, NUM_BLENDSHAPES, UPPER_IDX, indices
 from .corpus import CorpusConfig, SPLITS, build_corpus, load_corpus
 from .errors import DubtoolError, InputError
 from .generate import Generator, ModelDimensions, RectifiedFlow, SamplerConfig, build_net, save_checkpoint
@@ -621,7 +621,9 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
 class FinetuneConfig:
     """Fine-tuning a trained generator on a small set of real takes (`dubtool train --captures`), sized
     for minutes on a 2-core CPU: small batches, a low learning rate, a fast EMA, and a pull back
-    to the base model so it does not forget what the real takes do not show."""
+    to the base model so it does not forget what the real takes do not show. By default it fits the
+    lower face and the rig's lip gap of takes brought to the base model's mouth range (tracked
+    upper-face offsets and press noise are not learnt); picked on a validation split, docs/captures.md."""
 
     steps: int = 300
     batch_size: int = 16
@@ -635,6 +637,12 @@ class FinetuneConfig:
     base_share: float = 0.5  # share of each batch drawn from the base corpus, when one is given
     eval_windows: int = 32  # fixed windows on which the loss is measured before and after
     time_limit_s: float = 480.0  # default safety net: the whole job stays within 10 minutes on a 2-core CPU
+    upper_weight: float = 0.0  # loss weight of the upper-face and head channels relative to the recipe's (0: fit the lower face only)
+    lip_gap_weight: float = 0.5  # auxiliary loss on the rig's inner-lip gaps (mm) of the predicted curves vs the take's
+    lip_weight: float | None = 1.0  # loss weight of the closure channels (None: the base recipe's 5; a tracker's press/roll are noisy)
+    closure_frame_weight: float | None = 0.0  # extra weight on frames where the take presses its lips (None: the recipe's 12)
+    freeze_audio: bool = False  # keep the audio front end at the base's weights
+    amplitude: str = "shipped"  # lower-face amplitude of the targets: "tracked" (as captured), "takes" (every take scaled to the takes' median lip-gap std), "shipped" (each take scaled to the base model's lip-gap std on its audio)
     cpu_threads: int = 1  # torch threads on CPU: 2 threads on 2 busy cores ran 4x slower per step than 1
     seed: int = 0
 
@@ -666,7 +674,8 @@ def fine_tune(gen: Generator, corpus, cfg: FinetuneConfig = FinetuneConfig(), *,
     # The base recipe's swaps, drops and audio augmentation; no viseme or lip-gap loss (real takes have
     # no phoneme labels).
     tc = replace(train_cfg or TrainConfig(), window_frames=window, batch_size=cfg.batch_size, lr=cfg.lr,
-                 viseme_weight=0.0, lip_gap_weight=0.0, seed=cfg.seed)
+                 viseme_weight=0.0, lip_gap_weight=cfg.lip_gap_weight, seed=cfg.seed)
+    tc = replace(tc, **{k: getattr(cfg, k) for k in ("lip_weight", "closure_frame_weight") if getattr(cfg, k) is not None})
     threads = torch.get_num_threads()
     if device == "cpu" and cfg.cpu_threads:
         torch.set_num_threads(cfg.cpu_threads)
@@ -688,7 +697,16 @@ def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_l
     ema.requires_grad_(False)
     base_params = [p.detach().clone() for p in net.parameters()]
     n_params = sum(p.numel() for p in base_params)
-    weights = torch.as_tensor(channel_weights(tc), device=device)
+    w = channel_weights(tc)
+    w[np.setdiff1d(np.arange(len(w)), LOWER_IDX)] *= cfg.upper_weight
+    weights = torch.as_tensor(w, device=device)
+    lip_gap = None
+    if cfg.lip_gap_weight > 0:
+        t_mean, t_std = (torch.as_tensor(np.asarray(stats[k], np.float32), device=device)
+                         for k in ("target_mean", "target_std"))
+        lip_gap = (lip_gap_basis(device)[0], t_mean, t_std)
+    if cfg.freeze_audio:
+        net.audio.requires_grad_(False)
     n_mels = gen.dims.n_mels
     n_base = int(round(cfg.batch_size * cfg.base_share)) if base_corpus is not None else 0
     n_cap = max(1, cfg.batch_size - n_base)
@@ -714,7 +732,7 @@ def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_l
                 if pr is not None:
                     batch, g = pr
                     g = torch.Generator(device=device).manual_seed(int(g.initial_seed()))
-                    out[name] = round(float(flow_loss(model, batch, tc, weights, g)), 5)
+                    out[name] = round(float(flow_loss(model, batch, tc, weights, g, lip_gap)), 5)
         return out
 
     before = probe_losses(net)
@@ -739,7 +757,7 @@ def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_l
                 other = base_batch(n_base)
                 batch = tuple([torch.cat([a, b]) for a, b in zip(x, y)] if isinstance(x, list) else torch.cat([x, y])
                               for x, y in zip(batch, other))
-            loss = flow_loss(net, batch, tc, weights, cap_batch.gen)
+            loss = flow_loss(net, batch, tc, weights, cap_batch.gen, lip_gap)
             if cfg.l2_base > 0:
                 loss = loss + cfg.l2_base * sum(((p - p0) ** 2).sum() for p, p0 in zip(net.parameters(), base_params))
             optimizer_step(loss, net, ema, opt, sched, step, cfg.grad_clip, cfg.ema_decay)

@@ -14,6 +14,7 @@ import pytest
 from dubtool.arkit import Animation
 from dubtool.audio import Audio, ffmpeg_binary, write_wav
 from dubtool.captures import CaptureLimits, collect, find_pairs, split_holdout
+from dubtool.errors import InputError
 from dubtool.livelink import write_csv
 from dubtool.performance import Performance, save_performance
 
@@ -95,6 +96,35 @@ def test_holdout_is_deterministic_by_name_and_leaves_takes_to_train_on():
     assert split_holdout(names, 0.0) == (names, []) and split_holdout(names[:1], 0.5) == (names[:1], [])
 
 
+def test_amplitude_gains_even_out_the_takes_and_keep_their_timing():
+    from dubtool.arkit import NUM_CHANNELS, index
+    from dubtool.captures import Capture, Pair, amplitude_gains, capture_features
+    from dubtool.generate import ModelDimensions
+    from dubtool.metrics import lip_gap
+
+    fps, sr = 30.0, 16000
+    t = np.arange(90) / fps
+    caps = []
+    for i, amp in enumerate((0.05, 0.1, 0.4)):  # the same speech rhythm, three mouth ranges
+        v = np.zeros((len(t), NUM_CHANNELS), np.float32)
+        v[:, index("jawOpen")] = amp * (1 + np.sin(2 * np.pi * 4 * t)) / 2
+        v[:, index("eyeBlinkLeft")] = 0.5  # upper face: never scaled
+        caps.append(Capture(Pair(f"t{i}", "perf", Path(f"t{i}.perf")), Animation(v, fps),
+                            Audio(np.zeros(len(t) * sr // int(fps), np.float32), sr)))
+    assert amplitude_gains(caps, "tracked") == [1.0, 1.0, 1.0]
+    gains = amplitude_gains(caps, "takes")
+    dims = ModelDimensions()
+    feats = [capture_features(c, dims, g) for c, g in zip(caps, gains)]
+    spread = [lip_gap(f["target"]).std() for f in feats]
+    assert max(spread) / min(spread) < 1.1  # the takes' median range, whatever each take moved (they moved 8x apart)
+    assert gains[1] == pytest.approx(1.0)  # the median take is left as it is
+    for c, f in zip(caps, feats):  # the timing and the upper face are the take's own
+        assert np.corrcoef(f["target"][:, index("jawOpen")], c.animation.values[:, index("jawOpen")])[0, 1] > 0.999
+        assert np.allclose(f["target"][:, index("eyeBlinkLeft")], 0.5)
+    with pytest.raises(InputError, match="amplitude must be one of"):
+        amplitude_gains(caps, "louder")
+
+
 def _cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "dubtool", *args], capture_output=True, text=True, cwd=cwd)
 
@@ -150,11 +180,10 @@ def test_no_valid_pair_fails_in_one_line_exit_2(capture_dir, tiny_model, tmp_pat
     ({"base": "nothere.pt"}, "base checkpoint not found"), ({"device": "tpu"}, "unknown device"),
     ({"unused": {"--config": "x.json"}}, "--config trains from scratch"), ({"out": None}, "--captures needs --out"),
     ({"captures": "nothere"}, "captures folder not found"), ({"base_corpus": "nothere"}, "--base-corpus: no corpus.npz"),
-    ({"out": "actor.md"}, "--out is the checkpoint"),
+    ({"out": "actor.md"}, "--out is the checkpoint"), ({"amplitude": "louder"}, "--amplitude must be one of"),
 ])
 def test_options_are_checked_before_any_work(capture_dir, tmp_path, monkeypatch, change, says):
     from dubtool.commands.train import _train_captures
-    from dubtool.errors import InputError
 
     monkeypatch.chdir(tmp_path)
     args = {"captures": str(capture_dir), "out": "a.pt", "base": None, "holdout": 0.2, "base_corpus": None,

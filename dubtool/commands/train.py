@@ -32,6 +32,9 @@ def train(
     base_corpus: Optional[str] = typer.Option(None, "--base-corpus", help="With --captures: the base model's corpus "
                                               "folder to mix into every batch ('none' = L2-SP only; default: "
                                               "build/corpus*/ when one fits)."),
+    amplitude: Optional[str] = typer.Option(None, "--amplitude", help="With --captures: mouth range the fine-tune "
+                                            "learns: shipped (the base model's, default; only timing and shapes come "
+                                            "from the takes), takes (the takes' median) or tracked (as captured)."),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -48,9 +51,9 @@ def train(
         raise InputError(f"--time-limit must be a positive number of seconds, got {time_limit}")
     if captures is not None:
         _train_captures(captures, out, base, holdout, base_corpus, steps, time_limit, device, as_json,
-                        {"--config": config, "--rebuild-corpus": rebuild_corpus})
+                        {"--config": config, "--rebuild-corpus": rebuild_corpus}, amplitude)
         return
-    for flag, value in (("--base", base), ("--base-corpus", base_corpus)):
+    for flag, value in (("--base", base), ("--base-corpus", base_corpus), ("--amplitude", amplitude)):
         if value is not None:
             raise InputError(f"{flag} goes with --captures DIR (fine-tuning on real takes)")
     from ..assets import REPO_ROOT
@@ -77,14 +80,17 @@ def train(
     emit(as_json, {"checkpoint": str(path)}, [f"checkpoint: {path}"])
 
 
-def _train_captures(captures, out, base, holdout, base_corpus, steps, time_limit, device, as_json, unused) -> None:
+def _train_captures(captures, out, base, holdout, base_corpus, steps, time_limit, device, as_json, unused,
+                    amplitude=None) -> None:
     """`train --captures DIR --out actor.pt`: every path and option checked first, then the job."""
     import json
     import math
     import sys
     from pathlib import Path
 
-    from ..captures import train_on_captures
+    from dataclasses import replace
+
+    from ..captures import AMPLITUDES, train_on_captures
     from ..errors import InputError
     from ..fileio import require_distinct_outputs, require_file, require_writable
     from ..generate import DEFAULT_MODEL
@@ -93,6 +99,8 @@ def _train_captures(captures, out, base, holdout, base_corpus, steps, time_limit
     for flag, value in unused.items():
         if value:
             raise InputError(f"{flag} trains from scratch; it does not go with --captures")
+    if amplitude is not None and amplitude not in AMPLITUDES:
+        raise InputError(f"--amplitude must be one of {', '.join(AMPLITUDES)}, got {amplitude!r}")
     if out is None:
         raise InputError("--captures needs --out: the fine-tuned checkpoint to write (e.g. --out actor.pt)")
     folder = Path(captures)
@@ -118,8 +126,11 @@ def _train_captures(captures, out, base, holdout, base_corpus, steps, time_limit
     require_writable(out, card)
     _device(device)
     log = lambda m: print(m, file=sys.stderr)  # progress and rejected pairs; stdout keeps the results
+    from ..train import FinetuneConfig
+
+    cfg = FinetuneConfig() if amplitude is None else replace(FinetuneConfig(), amplitude=amplitude)
     run = train_on_captures(folder, out, base_path, holdout=holdout, steps=steps, time_limit_s=time_limit,
-                            device=device, base_corpus=corpus_arg, progress=sys.stderr.isatty(), log=log)
+                            device=device, base_corpus=corpus_arg, cfg=cfg, progress=sys.stderr.isatty(), log=log)
     if as_json:
         print(json.dumps(run.to_json(), indent=1))
         return
