@@ -461,7 +461,7 @@ def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps:
     run = CaptureRun(Path(out), base, Path(captures_dir), [_take_row(c) for c in train_caps],
                      [_take_row(c) for c in held_caps], rejected, regulariser, report, scores)
     base_name = gen.meta.get("name", base.stem)
-    meta = dict(gen.meta)
+    meta = {k: v for k, v in gen.meta.items() if k not in ("articulation_gain", "articulation_calibration")}
     meta.update(name=f"{base_name}+{Path(out).stem}", base_model={"path": str(base), "name": base_name},
                 fine_tune={"captures": run.used, "heldout": run.heldout, "rejected": len(rejected),
                            "regulariser": regulariser, **report, "heldout_scores": {k: v for k, v in scores.items()

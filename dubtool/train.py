@@ -772,7 +772,10 @@ def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_l
     after = probe_losses(ema)
     with torch.no_grad():
         drift = float(sum(((p - p0) ** 2).sum() for p, p0 in zip(ema.parameters(), base_params)) / n_params) ** 0.5
-    tuned = Generator(ema.eval(), gen.dims, gen.sampler, stats, dict(gen.meta), device)
+    # The base's articulation gains calibrate its raw output; the fine-tuned network learnt the takes' own
+    # range (or the base's calibrated one, amplitude "shipped"), so none are applied on top.
+    tuned_meta = {k: v for k, v in gen.meta.items() if k not in ("articulation_gain", "articulation_calibration")}
+    tuned = Generator(ema.eval(), gen.dims, gen.sampler, stats, tuned_meta, device)
     report = {"steps": done, "steps_asked": total, "stopped_by_time_limit": stopped, "seconds": round(seconds, 1),
               "window_frames": window, "batch": {"capture": n_cap, "base_corpus": n_base},
               "loss_first_25": round(float(np.mean(losses[:25])), 5), "loss_last_25": round(float(np.mean(losses[-25:])), 5),

@@ -112,7 +112,7 @@ def main() -> int:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     stats = {n: s for n, (_, s) in refmod.parse_stats_markdown(Path(args.reference_stats).read_text()).items()}
-    generator = load_model(args.model)
+    generator = load_model(args.model, backend="torch")
     generator.meta.pop("articulation_gain", None)  # calibrate the raw network output
     wavs = [w for lang in LANGS for w in training_prompt_wavs(lang, args.per_lang)]
     print(f"calibrating on {len(wavs)} training prompts ({', '.join(LANGS)})", file=sys.stderr)
@@ -128,6 +128,13 @@ def main() -> int:
     out = Path(args.out or args.model)
     with atomic_path(out, suffix=".pt") as tmp:
         torch.save(ckpt, tmp)
+    try:  # the ONNX Runtime sidecar is tagged with the .pt's hash: a stale one would be ignored
+        from dubtool.generate import export_onnx
+
+        export_onnx(out)
+    except ImportError:
+        print(f"onnx is not installed: re-export the sidecar with `python -m dubtool.train onnx {out}`",
+              file=sys.stderr)
     print("| channel | generated std | ARKit std | gain |\n|---|---:|---:|---:|")
     for n in sorted(gen_std):
         g = gains.get(n)

@@ -130,9 +130,17 @@ def _cli(*args, cwd):
 
 
 def test_fine_tune_end_to_end(capture_dir, tiny_model, tmp_path):
+    import torch
+
     from dubtool.generate import load_model
 
-    r = _cli("train", "--captures", str(capture_dir), "--base", tiny_model, "--out", "out/actor.pt", "--steps", "20",
+    # A base calibrated like the shipped one: its articulation gains must not be applied on top of a network
+    # that learnt the takes' own range.
+    ck = torch.load(tiny_model, map_location="cpu", weights_only=False)
+    ck["meta"]["articulation_gain"] = {"jawOpen": 1.3, "mouthClose": 1.3}
+    calibrated = tmp_path / "calibrated.pt"
+    torch.save(ck, calibrated)
+    r = _cli("train", "--captures", str(capture_dir), "--base", str(calibrated), "--out", "out/actor.pt", "--steps", "20",
              "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
@@ -145,6 +153,7 @@ def test_fine_tune_end_to_end(capture_dir, tiny_model, tmp_path):
     # A normal checkpoint, normalised with the base's statistics, that localize takes.
     tuned, base = load_model(tmp_path / "out" / "actor.pt"), load_model(tiny_model)
     assert all(np.array_equal(tuned.stats()[k], base.stats()[k]) for k in base.stats())
+    assert "articulation_gain" not in tuned.meta
     assert tuned.meta["base_model"]["name"] == "tiny-untrained"
     card = (tmp_path / "out" / "actor.md").read_text()
     held = summary["heldout"][0]["take"]
