@@ -453,7 +453,21 @@ class Generator:
         off are padded/trimmed. Deterministic for a fixed seed.
 
         A long take is sampled group by group (bounded memory whatever its length, see
-        _generate_grouped); up to about 3 minutes it is one group."""
+        generate_blocks); up to about 3 minutes it is one group."""
+        steps = self.sampler.steps if steps is None else int(steps)
+        guidance = self.sampler.guidance if guidance is None else float(guidance)
+        blocks = [v for _, v in self.generate_blocks(audio, keypoints, style, steps=steps, guidance=guidance,
+                                                      seed=seed)]
+        values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        return Animation(values, self.fps, meta={"generator": self.meta.get("name", "dubtool_flow"),
+                                                 "steps": steps, "guidance": guidance, "seed": seed})
+
+    def generate_blocks(self, audio, keypoints, style: np.ndarray, *, steps: int | None = None,
+                        guidance: float | None = None, seed: int = 0):
+        """`generate`'s frames as (first frame, values (frames, 61)) blocks in order, for callers that
+        stream them on (localize writes an hour of dub in flat memory). `keypoints` is a (T,174) array
+        or a function (a, b) -> keypoints of frames a..b-1, asked for each group's frames only. A take
+        of up to about 3 minutes is one block; longer ones are sampled group by group (_generate_grouped)."""
         steps = self.sampler.steps if steps is None else int(steps)
         guidance = self.sampler.guidance if guidance is None else float(guidance)
         n = int(round(audio.duration_s * self.fps))
@@ -464,27 +478,34 @@ class Generator:
         margin = steps * (2 if sc.method == "midpoint" else 1) + 2
         group = max(GROUP_CHUNKS, 4 * margin)
         if len(starts) <= group + 2 * margin:
-            mel, kp, st = self._prepare(audio, keypoints, style)
+            kp = keypoints(0, max(n, 1)) if callable(keypoints) else keypoints
+            mel, kp, st = self._prepare(audio, kp, style)
             x = self.sample(mel[None], kp[None], st[None], steps=steps, guidance=guidance, seed=seed)
-            values = self.denormalize(x[0]).float().cpu().numpy()
-        else:
-            values = self._generate_grouped(audio, keypoints, style, n, starts, group, margin, steps, guidance, seed)
+            yield 0, self._finish(self.denormalize(x[0]).float().cpu().numpy())
+            return
+        kp_of = keypoints if callable(keypoints) else (lambda a, b: np.asarray(keypoints)[a:b])
+        if not callable(keypoints):
+            self._check_conditioning(keypoints, style, n)
+        for a, values in self._generate_grouped(audio, kp_of, style, n, starts, group, margin, steps, guidance, seed):
+            yield a, self._finish(values)
+
+    @staticmethod
+    def _finish(values: np.ndarray) -> np.ndarray:
+        """The network's denormalised output made an animation's values (frame by frame)."""
         values[:, :NUM_BLENDSHAPES] = np.clip(values[:, :NUM_BLENDSHAPES], 0.0, 1.0)
-        return Animation(values, self.fps, meta={"generator": self.meta.get("name", "dubtool_flow"),
-                                                 "steps": steps, "guidance": guidance, "seed": seed})
+        return values
 
-
-    def _generate_grouped(self, audio, keypoints, style, n: int, starts: list[int], group: int, margin: int,
-                          steps: int, guidance: float, seed: int) -> np.ndarray:
+    def _generate_grouped(self, audio, keypoints_of, style, n: int, starts: list[int], group: int, margin: int,
+                          steps: int, guidance: float, seed: int):
         """The whole-take sampling in groups of `group` chunks, each sampled with `margin` extra chunks on
-        both sides (thrown away), on mel features computed for its frames only and the whole take's
-        starting noise: memory holds one group, not the take. Equal to sampling the take at once up to
+        both sides (thrown away), on mel features and keypoints (`keypoints_of(a, b)`) computed for its
+        frames only and the whole take's starting noise, drawn as it is needed: memory holds one group,
+        not the take. Yields (first frame, values) per group. Equal to sampling the take at once up to
         float rounding (tests/test_streaming.py)."""
         from .audio import mel_features_window
 
         if audio.sample_rate != 16000:
             raise InputError(f"the generator needs 16 kHz audio, got {audio.sample_rate} Hz")
-        kp, st = self._check_conditioning(keypoints, style, n)
         fps, dims = self.fps, self.dims
         chunk = self.sampler.chunk_frames
 
@@ -496,22 +517,51 @@ class Generator:
         step = 4096
         means = np.concatenate([mel_rows(a, min(n, a + step)).mean(axis=1) for a in range(0, n, step)])
         level = float(np.percentile(means, 95))
-        x0 = self._noise(1, n, seed)
-        values = np.empty((n, dims.n_channels), np.float32)
+        noise = _NoiseStream(self, n, seed)
         k = len(starts)
         for c0 in range(0, k, group):
             c1 = min(k, c0 + group)
             lo, hi = max(0, c0 - margin), min(k, c1 + margin)
             fa, fb = starts[lo], starts[hi - 1] + chunk
-            mel, kp_t, st_t = self.normalize_inputs(mel_rows(fa, fb) - level, kp[fa:fb], st)
+            kp, st = self._check_conditioning(keypoints_of(fa, fb), style, fb - fa)
+            mel, kp_t, st_t = self.normalize_inputs(mel_rows(fa, fb) - level, kp, st)
             x = self.sample(mel[None], kp_t[None], st_t[None], steps=steps, guidance=guidance, seed=seed,
-                            x0=x0[:, fa:fb])
+                            x0=noise.frames(fa, fb))
             keep_a = starts[c0] if c0 > 0 else 0
             keep_b = starts[c1] if c1 < k else n
-            values[keep_a:keep_b] = self.denormalize(x[0, keep_a - fa:keep_b - fa]).float().cpu().numpy()
-            del mel, kp_t, x
+            values = self.denormalize(x[0, keep_a - fa:keep_b - fa]).float().cpu().numpy()
+            del mel, kp, kp_t, x
             _release_freed_memory()
-        return values
+            yield keep_a, values
+
+
+class _NoiseStream:
+    """The whole take's starting noise (Generator._noise(1, n, seed)) drawn in pieces as the groups need
+    it, frames before the current group dropped. torch's CPU normal sampler fills in blocks of 16 values
+    from one uniform stream, so pieces of a multiple of 16 values continue the one draw exactly (and
+    its last piece redraws its tail as the one draw does): tests/test_streaming.py checks it."""
+
+    PIECE = 1024  # frames drawn at a time (x 61 channels: a multiple of 16 values)
+
+    def __init__(self, generator: "Generator", n: int, seed: int) -> None:
+        torch = _torch()
+        self._g, self._n = generator, n
+        self._gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        self._base, self._drawn = 0, torch.zeros(1, 0, generator.dims.n_channels)
+
+    def frames(self, a: int, b: int):
+        torch = _torch()
+        if a < self._base:
+            raise ValueError("noise frames must be asked for in increasing order")
+        self._drawn, self._base = self._drawn[:, a - self._base:], a
+        pieces = [self._drawn]
+        have = self._base + self._drawn.shape[1]
+        while have < b:
+            m = min(self.PIECE, self._n - have)
+            pieces.append(torch.randn(1, m, self._g.dims.n_channels, generator=self._gen))
+            have += m
+        self._drawn = torch.cat(pieces, dim=1).clone() if len(pieces) > 1 else self._drawn
+        return (self._g.sampler.temperature * self._drawn[:, :b - a]).to(self._g.device)
 
 
 def _release_freed_memory() -> None:

@@ -67,10 +67,35 @@ def test_generator_in_groups_equals_the_whole_take(speech, tiny_model):
     whole = gen.generate(audio, kp, style, seed=3).values
     starts = _chunk_starts(n, gen.sampler.chunk_frames, gen.sampler.overlap_frames)
     assert len(starts) >= 5
+    asked = []
+
+    def keypoints_of(a, b):  # the keypoints of each group's frames only, asked for in order
+        asked.append((a, b))
+        return kp[a:b]
+
     for group in (1, 2):
-        grouped = gen._generate_grouped(audio, kp, style, n, starts, group, steps + 2, steps, gen.sampler.guidance, 3)
+        asked.clear()
+        blocks = list(gen._generate_grouped(audio, keypoints_of, style, n, starts, group, steps + 2, steps,
+                                            gen.sampler.guidance, 3))
+        assert [a for a, _ in blocks] == sorted(a for a, _ in blocks) and blocks[0][0] == 0
+        assert len(asked) == len(blocks) and asked == sorted(asked)
+        grouped = np.concatenate([v for _, v in blocks])
         grouped[:, :52] = np.clip(grouped[:, :52], 0, 1)
         np.testing.assert_allclose(grouped, whole, rtol=0, atol=1e-4)
+
+
+def test_noise_drawn_in_pieces_is_the_whole_takes_noise(tiny_model, monkeypatch):
+    from dubtool import generate
+
+    gen = generate.load_model(tiny_model)
+    monkeypatch.setattr(generate._NoiseStream, "PIECE", 48)
+    for n in (500, 501, 517):
+        whole = gen._noise(1, n, 7)
+        stream = generate._NoiseStream(gen, n, 7)
+        parts = [stream.frames(0, 100), stream.frames(60, 260), stream.frames(200, n)]
+        np.testing.assert_array_equal(parts[0], whole[:, :100])
+        np.testing.assert_array_equal(parts[1], whole[:, 60:260])
+        np.testing.assert_array_equal(parts[2], whole[:, 200:n])
 
 
 def test_csv_written_in_blocks_is_the_same_text(tmp_path, monkeypatch):
