@@ -120,3 +120,106 @@ def test_zero_phase_smoothing_by_column_blocks_is_unchanged():
     inplace = x.copy()
     one_euro_zero_phase(inplace, 30.0, cfg, scale=0.01, out=inplace, block_columns=100)
     np.testing.assert_array_equal(inplace, expected)
+
+
+def test_a_windowed_dub_reads_like_the_array(speech, tmp_path, monkeypatch):
+    """A recording past STREAM_AUDIO_S stays in a temporary file: slices, indices, spans and the
+    windowed readers (energy, mel rows) give what the in-memory samples give."""
+    path = audiomod.write_wav(audiomod.Audio(speech, 16000), tmp_path / "dub.wav")
+    whole = audiomod.load_audio(path).samples
+    monkeypatch.setattr(audiomod, "STREAM_AUDIO_S", 5)
+    x = audiomod.load_audio(path, windowed=True).samples
+    assert isinstance(x, audiomod.SampleFile) and len(x) == len(whole)
+    assert isinstance(audiomod.load_audio(path).samples, np.ndarray)  # only where asked for
+    for key in (slice(None), slice(100, 5000), slice(-300, None), slice(0, None, 7), slice(None, None, -3)):
+        np.testing.assert_array_equal(x[key], whole[key])
+    idx = np.array([[5, 70000], [3, len(whole) - 1]])
+    np.testing.assert_array_equal(x[idx], whole[idx])
+    assert x[-1] == whole[-1] and x[12345] == whole[12345]
+    span = x.span(16000, 48000)
+    np.testing.assert_array_equal(np.asarray(span), whole[16000:48000])
+    np.testing.assert_array_equal(span[10:20], whole[16010:16020])
+    np.testing.assert_array_equal(audiomod.rms_envelope(x, 16000, 30.0), audiomod.rms_envelope(whole, 16000, 30.0))
+    for frames in ((0, 50), (300, 420)):
+        np.testing.assert_array_equal(audiomod.mel_features_window(x, 16000, 30.0, frames).numpy(),
+                                      audiomod.mel_features_window(whole, 16000, 30.0, frames).numpy())
+
+
+@pytest.mark.parametrize("model_fps,fps,n_extra", [(30.0, 60.0, 0), (30.0, 23.976, 1), (30.0, 24.0, -1), (30.0, 30.0, 0)])
+def test_output_blocks_equal_the_whole_take_resampled(model_fps, fps, n_extra):
+    """localize's block-by-block output (resampling, fitting to the span's frames, clamping) is the
+    whole animation's, frame for frame."""
+    from dubtool.localize import _fit_frames, _OutputFrames
+
+    rng = np.random.default_rng(3)
+    n_model = 331
+    values = rng.uniform(-0.2, 1.2, (n_model, NUM_CHANNELS)).astype(np.float32)
+    n_out = max(1, int(round(n_model / model_fps * fps))) + n_extra
+    whole = Animation(values, model_fps).resampled(fps)
+    expected = Animation(_fit_frames(whole.values, n_out), fps).clamped().values
+    out = _OutputFrames(model_fps, fps, n_model, n_out)
+    blocks, a = [], 0
+    for size in (1, 40, 2, 97, 191):
+        blocks += list(out.push(a, values[a:a + size]))
+        a += size
+    blocks += list(out.finish())
+    assert [j for j, _ in blocks] == list(np.cumsum([0] + [len(v) for _, v in blocks[:-1]]))
+    np.testing.assert_array_equal(np.concatenate([v for _, v in blocks]), expected)
+
+
+def test_csv_written_as_blocks_come_is_write_csvs_text(tmp_path):
+    from dubtool import livelink
+
+    rng = np.random.default_rng(4)
+    for fps, start in ((30.0, 3600.0), (60.0, 10.0), (25.0, 0.0)):  # 30 / 60 / 60 fps timecode cells
+        anim = Animation(rng.uniform(0, 1, (300, NUM_CHANNELS)).astype(np.float32), fps, start)
+        livelink.write_csv(anim, tmp_path / "whole.csv")
+        with livelink.CsvBlockWriter(tmp_path / "blocks.csv", fps, 300, start) as w:
+            for a, b in ((0, 1), (1, 120), (120, 300)):
+                w.write(anim.values[a:b])
+        assert (tmp_path / "blocks.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    with pytest.raises(RuntimeError):  # a failure part-way leaves no file
+        with livelink.CsvBlockWriter(tmp_path / "failed.csv", 30.0, 300) as w:
+            w.write(anim.values[:100])
+            raise RuntimeError("boom")
+    with pytest.raises(ValueError):  # so does a short take
+        with livelink.CsvBlockWriter(tmp_path / "short.csv", 30.0, 300) as w:
+            w.write(anim.values[:100])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocks.csv", "whole.csv"]
+
+
+def test_long_dub_streamed_to_the_csv_equals_the_whole_take(speech, tmp_path, tiny_model, monkeypatch):
+    """A dub past STREAM_AUDIO_S, sampled in generator groups and written to the CSV as the frames
+    come, gives the CSV and metrics of the whole take localized at once in memory."""
+    import json
+
+    from dubtool import generate, localize as loc
+    from dubtool.performance import save_performance
+
+    sys_path = str(REPO / "benchmarks")
+    monkeypatch.syspath_prepend(sys_path)
+    from bench_localize import performance_for
+
+    src = tmp_path / "src.perf"
+    save_performance(performance_for(audiomod.Audio(speech[:16000 * 10], 16000)), src)
+    dub = audiomod.write_wav(audiomod.Audio(speech, 16000), tmp_path / "dub.wav")
+    gen = generate.load_model(tiny_model)
+    gen.sampler = generate.SamplerConfig(steps=1, chunk_frames=40, overlap_frames=8)
+    opts = loc.LocalizeOptions(fps=24.0)
+
+    monkeypatch.setattr(generate, "GROUP_CHUNKS", 10_000)  # the reference: one group, dub in memory
+    whole = loc.localize_files(src, dub, tmp_path / "whole.csv", opts, generator=gen)
+    monkeypatch.setattr(generate, "GROUP_CHUNKS", 1)  # groups of 12 chunks (~16 s): two groups
+    monkeypatch.setattr(audiomod, "STREAM_AUDIO_S", 5)
+    seen = []
+    real = gen._generate_grouped
+    monkeypatch.setattr(gen, "_generate_grouped", lambda *a, **k: seen.append(1) or real(*a, **k))
+    streamed = loc.localize_files(src, dub, tmp_path / "streamed.csv", opts, generator=gen)
+    assert seen, "the dub was not sampled in groups"
+    a = np.loadtxt(tmp_path / "whole.csv", delimiter=",", skiprows=1, usecols=range(2, 63))
+    b = np.loadtxt(tmp_path / "streamed.csv", delimiter=",", skiprows=1, usecols=range(2, 63))
+    assert a.shape == b.shape == (whole["frames"], NUM_CHANNELS)
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)
+    tcs = [ln.split(",")[0] for ln in (tmp_path / "whole.csv").read_text().splitlines()]
+    assert tcs == [ln.split(",")[0] for ln in (tmp_path / "streamed.csv").read_text().splitlines()]
+    assert json.dumps(streamed["metrics"]) == json.dumps(whole["metrics"])
