@@ -351,14 +351,14 @@ def mel_frame_count(num_samples: int, sample_rate: int, fps: float) -> int:
 
 @functools.lru_cache(maxsize=4)
 def _mel_filterbank(sample_rate: int, n_mels: int):
-    import librosa
+    """mel_filterbank as a torch tensor, made once. Not librosa's: importing librosa (scipy, numba)
+    costs ~170 MB of resident memory, more than a long dub's whole window of work."""
     import torch
 
-    return torch.as_tensor(librosa.filters.mel(sr=sample_rate, n_fft=N_FFT, n_mels=n_mels, fmin=20, fmax=7600),
-                           dtype=torch.float32)
+    return torch.as_tensor(mel_filterbank(sample_rate, N_FFT, n_mels, MEL_FMIN, MEL_FMAX))
 
 
-MEL_BLOCK_STFT_FRAMES = 3000  # 30 s of 10 ms STFT frames per torch.stft call in mel_features_window
+MEL_BLOCK_STFT_FRAMES = 1000  # 10 s of 10 ms STFT frames per torch.stft call in mel_features_window
 
 
 def mel_features_window(samples: np.ndarray, sample_rate: int, fps: float, frames: tuple[int, int],
