@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .diskarray import DiskArray
 from .errors import DependencyError, InputError, SilenceError
 from .fileio import atomic_path, require_file
 
@@ -53,65 +54,17 @@ def ffmpeg_path(path: str | os.PathLike) -> str:
     return s
 
 
-class SampleFile:
+class SampleFile(DiskArray):
     """Float32 samples of a long recording kept in an unlinked temporary file and read window by window:
     len(), slices and integer-array indexing work as on the array, each reading only the samples asked
     for, so an hour of dub (230 MB of float32) is never resident. `span(a, b)` is a view of samples a..b-1.
     np.asarray() reads the whole span (the fallback for the few steps that need the recording at once)."""
 
-    dtype = np.dtype(np.float32)
-    ndim = 1
-
     def __init__(self, file, length: int, offset: int = 0) -> None:
-        self._file, self._length, self._offset = file, int(length), int(offset)
-
-    def __len__(self) -> int:
-        return self._length
-
-    @property
-    def shape(self) -> tuple[int]:
-        return (self._length,)
-
-    @property
-    def size(self) -> int:
-        return self._length
-
-    def _read(self, a: int, b: int) -> np.ndarray:
-        a, b = max(0, a), min(self._length, b)
-        if b <= a:
-            return np.zeros(0, np.float32)
-        data = os.pread(self._file.fileno(), 4 * (b - a), 4 * (self._offset + a))
-        return np.frombuffer(bytearray(data), "<f4")
-
-    def __getitem__(self, key):
-        if isinstance(key, slice):
-            a, b, step = key.indices(self._length)
-            if step < 0:
-                return self._read(b + 1, a + 1)[::-1][::-step]
-            return self._read(a, b)[::step]
-        if isinstance(key, (int, np.integer)):
-            i = int(key) + (self._length if key < 0 else 0)
-            if not 0 <= i < self._length:
-                raise IndexError(f"sample {key} out of range")
-            return self._read(i, i + 1)[0]
-        idx = np.asarray(key)
-        if idx.dtype == bool:
-            return self._read(0, self._length)[idx]
-        idx = np.where(idx < 0, idx + self._length, idx).astype(np.int64)
-        if idx.size == 0:
-            return np.zeros(idx.shape, np.float32)
-        lo, hi = int(idx.min()), int(idx.max()) + 1
-        if lo < 0 or hi > self._length:
-            raise IndexError("sample index out of range")
-        return self._read(lo, hi)[idx - lo]
+        super().__init__((length,), "<f4", file, offset)
 
     def span(self, a: int, b: int) -> "SampleFile":
-        a, b = max(0, min(self._length, int(a))), max(0, min(self._length, int(b)))
-        return SampleFile(self._file, max(0, b - a), self._offset + a)
-
-    def __array__(self, dtype=None, copy=None):
-        x = self._read(0, self._length)
-        return x if dtype is None else x.astype(dtype, copy=False)
+        return self.view(a, b)
 
 
 def sample_span(samples, a: int, b: int):
