@@ -223,3 +223,50 @@ def test_long_dub_streamed_to_the_csv_equals_the_whole_take(speech, tmp_path, ti
     tcs = [ln.split(",")[0] for ln in (tmp_path / "whole.csv").read_text().splitlines()]
     assert tcs == [ln.split(",")[0] for ln in (tmp_path / "streamed.csv").read_text().splitlines()]
     assert json.dumps(streamed["metrics"]) == json.dumps(whole["metrics"])
+
+
+def test_zero_phase_smoothing_by_time_blocks_is_unchanged():
+    """The block-by-block (time) One Euro of a take kept on disk equals the in-memory one value for value,
+    also when it writes where it reads."""
+    from dubtool.smoothing import OneEuroConfig, one_euro_zero_phase, one_euro_zero_phase_blocks
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(203, 7, 3)).astype(np.float32)
+    cfg = OneEuroConfig(1.5, 0.5)
+    scale = rng.uniform(0.1, 1.0, (7, 3))
+    expected = one_euro_zero_phase(x, 30.0, cfg, scale=scale)
+    y = x.copy()
+
+    def write(a, v):
+        y[a:a + len(v)] = v
+
+    one_euro_zero_phase_blocks(lambda a, b: y[a:b], write, len(y), (7, 3), 30.0, cfg, scale, block_frames=16)
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_extract_on_disk_equals_extract_in_memory(tmp_path, monkeypatch):
+    """A take past IN_MEMORY_FRAMES (landmarks, blendshapes and poses in temporary files, audio too,
+    post-processed and saved block by block) gives the .perf of the in-memory extraction, gaps and
+    smoothing included."""
+    from dubtool import diskarray, extract as ex, performance as pf, testmedia as tm
+
+    video = tm.make_face_video(tmp_path / "gaps.mp4", tm.Motion(jaw=0.6 * np.sin(np.arange(40) / 4) ** 2), 25.0,
+                               (256, 192), audio=tm.tone_audio(40 / 25.0), blank_frames=[8, 9, 10] + list(range(20, 36)))
+    memory = ex.extract(video)
+    pf.save_performance(memory, tmp_path / "memory.perf")
+    monkeypatch.setattr(ex, "IN_MEMORY_FRAMES", 0)
+    monkeypatch.setattr(ex, "POST_BLOCK_FRAMES", 7)
+    monkeypatch.setattr(ex._FrameBuffers, "BATCH", 5)
+    monkeypatch.setattr(audiomod, "STREAM_AUDIO_S", 0)
+    monkeypatch.setattr(pf, "SAVE_BLOCK_ROWS", 3)
+    disk = ex.extract(video)
+    assert isinstance(disk.landmarks_image, diskarray.DiskArray) and isinstance(disk.audio.samples, diskarray.DiskArray)
+    assert disk.meta["gaps"] == memory.meta["gaps"] and len(memory.meta["gaps"]) == 2
+    pf.save_performance(disk, tmp_path / "disk.perf")
+    a, b = pf.load_performance(tmp_path / "memory.perf"), pf.load_performance(tmp_path / "disk.perf")
+    for name in ("landmarks_image", "landmarks_canonical", "head_pose", "face_found", "confidence"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        np.testing.assert_array_equal(x, y, err_msg=name)
+    np.testing.assert_array_equal(a.animation.values, b.animation.values)
+    np.testing.assert_array_equal(a.audio.samples, b.audio.samples)
