@@ -55,10 +55,13 @@ class DiskArray:
         a, b = max(0, int(a)), min(self.shape[0], int(b))
         n = max(0, b - a)
         out = np.zeros((n,) + self.shape[1:], self.dtype)
-        if n:
-            data = os.pread(self._file.fileno(), n * self._row, (self._offset + a) * self._row)
-            got = np.frombuffer(data, self.dtype)  # a file shorter than written rows reads as zeros
-            out.reshape(-1)[:got.size] = got
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        pos, done = (self._offset + a) * self._row, 0
+        while done < len(view):  # Linux moves at most ~2 GB per call; rows never written read as zeros
+            got = os.preadv(self._file.fileno(), [view[done:]], pos + done)
+            if got == 0:
+                break
+            done += got
         return out
 
     def write(self, a: int, values) -> None:
@@ -69,8 +72,10 @@ class DiskArray:
             raise ValueError(f"rows of shape {v.shape[1:]} written into an array of rows {self.shape[1:]}")
         if a < 0 or a + len(v) > self.shape[0]:
             raise IndexError(f"rows {a}..{a + len(v)} outside 0..{self.shape[0]}")
-        if len(v):
-            os.pwrite(self._file.fileno(), v.tobytes(), (self._offset + a) * self._row)
+        data = memoryview(v.reshape(-1).view(np.uint8))
+        pos, done = (self._offset + a) * self._row, 0
+        while done < len(data):
+            done += os.pwrite(self._file.fileno(), data[done:], pos + done)
 
     def view(self, a: int, b: int) -> "DiskArray":
         """Rows a..b-1 as a DiskArray on the same file (nothing read)."""

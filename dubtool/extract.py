@@ -48,8 +48,8 @@ IRIS_REST_UP_CM = 0.25
 # 0.12 on examples/actor_en.mp4. Without it a straight gaze read as both eyes diverging (left eye yaw
 # +0.05..+0.08, right -0.10..-0.17 rad).
 IRIS_REST_OUT_CM = 0.11
-# Clear limits instead of exhausting memory: the output arrays take ~25 KB per frame at their peak, so
-# 2 h at 30 fps is ~5 GB; frames larger than any camera or codec makes are a corrupt header.
+# Clear limits: a long take's landmarks go to temporary files (~11.5 KB a frame on disk: 2 h at 30 fps is
+# ~2.5 GB of scratch space); frames larger than any camera or codec makes are a corrupt header.
 MAX_FRAMES = 2 * 3600 * 30
 MAX_FRAME_SIDE = 16384
 FIT_RESIDUAL_CM = 1.0  # RMS fit residual (cm) at which confidence falls to 1/e; good tracks ~0.3-0.4

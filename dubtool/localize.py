@@ -627,15 +627,15 @@ class _LineMetrics:
         self.jit_sum, self.jit_count, self.n = 0.0, 0, 0
         self.tail: np.ndarray | None = None
         try:
-            from . import metrics  # noqa: F401
-            self.ok = True
+            from . import metrics
         except ImportError:
-            self.ok = False
+            metrics = None
+        self.m = metrics
 
     def add(self, j0: int, values: np.ndarray) -> None:
-        if not self.ok:
+        m = self.m
+        if m is None:
             return
-        from . import metrics as m
         from .arkit import index
 
         v = np.asarray(values, np.float64)
@@ -658,9 +658,9 @@ class _LineMetrics:
     def result(self, dub: Audio, phonemes) -> dict:
         out: dict = {"lip_audio_lag_frames": None, "bilabial_closure_rate": None, "bilabials": None,
                      "brow_inner_up_corr": None, "jitter": None}
-        if not self.ok:
+        m = self.m
+        if m is None:
             return out
-        from . import metrics as m
         from .audio import rms_envelope
 
         out["jitter"] = round(self.jit_sum / self.jit_count if self.n >= 3 and self.jit_count else 0.0, 6)
