@@ -36,6 +36,7 @@ MAX_CHUNK_BATCH = 32
 # margin on each side that is sampled and thrown away. A takes of up to GROUP_CHUNKS + 2 margins chunks (about
 # 3 minutes at the default 4 steps) is one group: exactly the whole-take sampling.
 GROUP_CHUNKS = 32
+MEL_WINDOW_FRAMES = 1024  # frames of mel features computed at a time for a group (its temporaries ~10 MB)
 STYLE_Z_LIMIT = 3.0  # style context is clipped to +-3 std of the training corpus's (see normalize_inputs)
 
 
@@ -392,6 +393,7 @@ class Generator:
         crossfaded into one global field at every ODE step, so chunk seams stay consistent. `x0`: the
         starting noise (B,T,61) (default: drawn from `seed`)."""
         torch = _torch()
+        _release_freed_memory()  # the inputs' temporaries, before the sampling's own peak
         b, n = mel.shape[0], mel.shape[1]
         sc = self.sampler
         chunk = min(sc.chunk_frames, n)
@@ -509,12 +511,17 @@ class Generator:
         fps, dims = self.fps, self.dims
         chunk = self.sampler.chunk_frames
 
-        def mel_rows(a: int, b: int) -> np.ndarray:
-            return mel_features_window(audio.samples, audio.sample_rate, fps, (a, b), dims.n_mels,
-                                       dims.audio_subframes).numpy()
+        step = MEL_WINDOW_FRAMES
+
+        def mel_rows(a: int, b: int) -> np.ndarray:  # window by window into one array: small temporaries
+            out = np.empty((b - a, dims.mel_width), np.float32)
+            for w in range(a, b, step):
+                out[w - a:min(b, w + step) - a] = mel_features_window(
+                    audio.samples, audio.sample_rate, fps, (w, min(b, w + step)), dims.n_mels,
+                    dims.audio_subframes).numpy()
+            return out
 
         # normalize_mel's loud-frame level over the whole take, from the frame means only (first pass)
-        step = 4096
         means = np.concatenate([mel_rows(a, min(n, a + step)).mean(axis=1) for a in range(0, n, step)])
         level = float(np.percentile(means, 95))
         noise = _NoiseStream(self, n, seed)
