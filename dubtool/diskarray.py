@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import weakref
 
 import numpy as np
 
@@ -29,6 +30,8 @@ class DiskArray:
         self._row = self.dtype.itemsize * math.prod(self.shape[1:])
         self._file = file if file is not None else tempfile.TemporaryFile(prefix=prefix)
         self._offset = int(offset)
+        self._owner = None  # a view keeps the array that owns the file alive
+        self._closer = weakref.finalize(self, self._file.close)  # closed (deleted) when collected
 
     @property
     def ndim(self) -> int:
@@ -46,6 +49,7 @@ class DiskArray:
         return self.shape[0]
 
     def close(self) -> None:
+        """Delete the file now (views of it become unreadable)."""
         self._file.close()
 
     # -- ranges of rows
@@ -85,7 +89,10 @@ class DiskArray:
     @classmethod
     def _from_file(cls, other: "DiskArray", length: int, offset: int) -> "DiskArray":
         out = cls.__new__(cls)
-        DiskArray.__init__(out, (length,) + other.shape[1:], other.dtype, other._file, offset)
+        out.dtype, out.shape = other.dtype, (length,) + other.shape[1:]
+        out._row, out._file, out._offset = other._row, other._file, offset
+        out._owner = other if other._owner is None else other._owner
+        out._closer = None
         return out
 
     # -- numpy-like indexing on the first axis
