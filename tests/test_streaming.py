@@ -171,13 +171,16 @@ def test_csv_written_as_blocks_come_is_write_csvs_text(tmp_path):
     from dubtool import livelink
 
     rng = np.random.default_rng(4)
-    for fps, start in ((30.0, 3600.0), (60.0, 10.0), (25.0, 0.0)):  # 30 / 60 / 60 fps timecode cells
-        anim = Animation(rng.uniform(0, 1, (300, NUM_CHANNELS)).astype(np.float32), fps, start)
+    rates = []
+    for fps, start, n in ((30.0, 3600.0, 300), (60.0, 10.0, 300), (30.0, 0.0, 12)):  # the last: 30 fps cells
+        anim = Animation(rng.uniform(0, 1, (n, NUM_CHANNELS)).astype(np.float32), fps, start)
         livelink.write_csv(anim, tmp_path / "whole.csv")
-        with livelink.CsvBlockWriter(tmp_path / "blocks.csv", fps, 300, start) as w:
-            for a, b in ((0, 1), (1, 120), (120, 300)):
+        with livelink.CsvBlockWriter(tmp_path / "blocks.csv", fps, n, start) as w:
+            for a, b in ((0, 1), (1, 120), (120, n)):
                 w.write(anim.values[a:b])
         assert (tmp_path / "blocks.csv").read_text() == (tmp_path / "whole.csv").read_text()
+        rates.append(livelink.timecode_rate_for(start, fps, n))
+    assert rates == [60.0, 60.0, 30.0]
     with pytest.raises(RuntimeError):  # a failure part-way leaves no file
         with livelink.CsvBlockWriter(tmp_path / "failed.csv", 30.0, 300) as w:
             w.write(anim.values[:100])
