@@ -280,10 +280,6 @@ class BlinkWarp:
         return out
 
 
-def dub_frame_times(num_frames: int, fps: float, start_s: float = 0.0) -> np.ndarray:
-    return start_s + np.arange(num_frames, dtype=np.float64) / fps
-
-
 def compose(lower_values: np.ndarray, performance_values: np.ndarray) -> np.ndarray:
     """Lower face (jaw, mouth, cheek puff, tongue) from the speech model, upper face + head + eye
     rotations from the (warped) performance."""
@@ -615,8 +611,10 @@ class _OutputFrames:
 
 
 class _LineMetrics:
-    """line_metrics gathered block by block from the output frames: per-frame curves only (mouth opening,
-    lip gap, brow) and the jitter sums, so the metrics of an hour cost a few MB."""
+    """The line's metrics gathered block by block from the output frames -- lip-audio lag, bilabial closure
+    on the dub's /p b m/ (with a transcript), brow correlation with the warped source, jitter of the output
+    curves; null where they cannot be computed -- from per-frame curves only (mouth opening, lip gap, brow)
+    and the jitter sums, so the metrics of an hour cost a few MB."""
 
     def __init__(self, src_anim: Animation, timemap: TimeMap, start: float, fps: float, with_gap: bool) -> None:
         self.src, self.timemap, self.start, self.fps, self.with_gap = src_anim, timemap, start, fps, with_gap
@@ -716,38 +714,6 @@ def source_tracking(source) -> dict:
             "long_gaps": meta.get("long_gaps"),
             "untracked_s": None if gaps is None else round(sum(float(g.get("duration_s", 0)) for g in gaps), 3),
             "video": video if isinstance(video, str) and Path(video).suffix.lower() in VIDEO_SUFFIXES else None}
-
-
-def line_metrics(anim: Animation, dub: Audio, phonemes, warped_brow: np.ndarray | None = None) -> dict:
-    """Lip-audio lag, bilabial closure on the dub's /p b m/ (with a transcript), brow correlation
-    with the warped source, jitter of the output curves. Metrics that cannot be computed are null."""
-    from .errors import DubtoolError
-
-    out: dict = {"lip_audio_lag_frames": None, "bilabial_closure_rate": None, "bilabials": None,
-                 "brow_inner_up_corr": None, "jitter": None}
-    try:
-        from . import metrics as m
-    except ImportError:
-        return out
-    out["jitter"] = round(m.jitter(anim.values), 6)
-    try:
-        out["lip_audio_lag_frames"] = int(m.lip_audio_lag(anim.values, dub.samples, dub.sample_rate, anim.fps))
-    except DubtoolError:
-        pass
-    if phonemes:
-        try:
-            checks = m.bilabial_closures(anim.values, phonemes, anim.fps)
-            out["bilabials"] = len(checks)
-            out["bilabial_closure_rate"] = float(np.mean([c.closed for c in checks])) if checks else None
-        except DubtoolError:
-            pass
-    if warped_brow is not None:
-        from .arkit import index
-
-        a, b = anim.values[:, index("browInnerUp")], warped_brow[:, index("browInnerUp")]
-        if a.std() > 1e-6 and b.std() > 1e-6:
-            out["brow_inner_up_corr"] = round(float(np.corrcoef(a, b)[0, 1]), 4)
-    return out
 
 
 def _settings(options: LocalizeOptions, generator) -> dict:
