@@ -1,12 +1,13 @@
 """Peak memory of long jobs: `dubtool localize` on 60 s / 600 s / 3600 s dubs (one 60 s source take) and
-`dubtool extract` on 60 s / 600 s of video. Each job is its own child process; the figure is that
+`dubtool extract` on 60 s / 600 s / 3600 s of video. Each job is its own child process; the figure is that
 child's peak resident set (ru_maxrss from wait4), so start-up (torch, the model) is included and the
-growth with length is the difference between rows. Goal (issue 15): flat from 60 s to 1 h.
+growth with length is the difference between rows. Goal (issue 15): flat from 60 s to 1 h (long dubs and
+takes stream through temporary files: the hour needs ~0.3 GB (dub) / ~1.3 GB (video) free in $TMPDIR).
 
 Material: a minute of Debian's asterisk prompts chained with pauses (benchmarks/bench_localize.chain, real
 speech), repeated to each dub's length; video: examples/actor_en.mp4 looped by ffmpeg (-stream_loop).
 Usage: bench_memory.py [--dubs 60,600] [--videos 10,60] [--keep DIR]. The defaults fit run_all.sh's 900 s
-per script; the hour: `bench_memory.py --dubs 60,600,3600 --videos 60,600` (~35 min on 2 cores)."""
+per script; the hour: `bench_memory.py --dubs 60,600,3600 --videos 60,600,3600` (~60 min on 2 cores)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .diskarray import DiskArray
 from .errors import DependencyError, InputError, SilenceError
 from .fileio import atomic_path, require_file
 
@@ -55,36 +56,73 @@ def ffmpeg_path(path: str | os.PathLike) -> str:
     return s
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: str = "audio file") -> Audio:
+class SampleFile(DiskArray):
+    """Float32 samples of a long recording kept in an unlinked temporary file and read window by window:
+    len(), slices and integer-array indexing work as on the array, each reading only the samples asked
+    for, so an hour of dub (230 MB of float32) is never resident. `span(a, b)` is a view of samples a..b-1.
+    np.asarray() reads the whole span (the fallback for the few steps that need the recording at once)."""
+
+    def __init__(self, file, length: int, offset: int = 0) -> None:
+        super().__init__((length,), "<f4", file, offset)
+
+    def span(self, a: int, b: int) -> "SampleFile":
+        return self.view(a, b)
+
+
+def sample_span(samples, a: int, b: int):
+    """samples[a:b] of an array (a view) or of a SampleFile (a SampleFile view: nothing read)."""
+    if isinstance(samples, SampleFile):
+        return samples.span(a, b)
+    return samples[a:b]
+
+
+def samples_array(samples, dtype=np.float32):
+    """`samples` as an array for windowed readers: a SampleFile stays as it is (read where indexed)."""
+    return samples if isinstance(samples, SampleFile) else np.asarray(samples, dtype)
+
+
+STREAM_AUDIO_S = 180  # load_audio(windowed=True): a recording longer than this stays on disk (SampleFile)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, what: str = "audio file",
+               windowed: bool = False) -> Audio:
     """Decode the first audio stream of any media file to mono float32 at `sample_rate`
-    (ffmpeg downmixes stereo and resamples)."""
+    (ffmpeg downmixes stereo and resamples). With `windowed`, a recording longer than STREAM_AUDIO_S
+    is streamed to an unlinked temporary file and its samples are a SampleFile (read in windows)."""
     p = require_file(path, what)
     cmd = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", ffmpeg_path(p), "-map", "0:a:0", "-t", str(MAX_AUDIO_S + 1),
            "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
-    r = _run_to_buffer(cmd)
+    r = _run_to_buffer(cmd, spill_bytes=4 * STREAM_AUDIO_S * sample_rate if windowed else None)
     if r.returncode != 0:
+        if hasattr(r.stdout, "close"):
+            r.stdout.close()
         msg = r.stderr.decode("utf-8", "replace").strip().splitlines()
         detail = msg[-1] if msg else "unknown error"
         if "matches no streams" in detail or "Stream map" in detail:
             raise InputError(f"{p}: has no audio track")
         raise InputError(f"{p}: cannot decode audio ({detail})")
-    samples = np.frombuffer(r.stdout, dtype="<f4")  # a writable view of the bytearray: no copy
+    if isinstance(r.stdout, (bytes, bytearray)):
+        samples = np.frombuffer(r.stdout, dtype="<f4")  # a writable view of the bytearray: no copy
+    else:  # spilled to a file (cleaned of NaN/inf block by block on the way)
+        samples = SampleFile(r.stdout, os.fstat(r.stdout.fileno()).st_size // 4)
     if samples.size == 0:
         raise InputError(f"{p}: audio track is empty")
     if samples.size > MAX_AUDIO_S * sample_rate:
         raise InputError(f"{p}: audio is longer than {MAX_AUDIO_S // 3600} h, dubtool's limit; cut it into parts "
                          f"(ffmpeg -ss START -t LENGTH)")
-    if not np.all(np.isfinite(samples)):
+    if isinstance(samples, np.ndarray) and not np.all(np.isfinite(samples)):
         samples = np.nan_to_num(samples)
     return Audio(samples, sample_rate)
 
 
-def _run_to_buffer(cmd: list[str]) -> subprocess.CompletedProcess:
+def _run_to_buffer(cmd: list[str], spill_bytes: int | None = None) -> subprocess.CompletedProcess:
     """Run ffmpeg with its stdout read into one growing bytearray (the decoded samples are held once,
-    not as bytes plus an array copy) and its stderr in a temporary file."""
+    not as bytes plus an array copy) and its stderr in a temporary file. With `spill_bytes`, output
+    past that size moves to an unlinked temporary file (returned open as stdout), NaN/inf zeroed."""
     import tempfile
 
     buf = bytearray()
+    spill = None
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
         try:
@@ -93,11 +131,28 @@ def _run_to_buffer(cmd: list[str]) -> subprocess.CompletedProcess:
                 if not block:
                     break
                 buf += block
+                if spill_bytes is not None and (spill is not None or len(buf) > spill_bytes):
+                    if spill is None:
+                        spill = tempfile.TemporaryFile(prefix="dubtool-audio-")
+                    whole = len(buf) - len(buf) % 4
+                    x = np.frombuffer(buf, "<f4", count=whole // 4)
+                    if not np.all(np.isfinite(x)):
+                        x = np.nan_to_num(x)
+                    spill.write(x.tobytes())
+                    del x
+                    del buf[:whole]
+        except BaseException:
+            if spill is not None:
+                spill.close()
+            raise
         finally:
             proc.stdout.close()
             proc.wait()
         err.seek(0)
         stderr = err.read()
+    if spill is not None:
+        spill.flush()
+        return subprocess.CompletedProcess(cmd, proc.returncode, spill, stderr)
     return subprocess.CompletedProcess(cmd, proc.returncode, buf, stderr)
 
 
@@ -128,7 +183,7 @@ def window_energy(samples: np.ndarray, starts: np.ndarray, win: int) -> np.ndarr
     [start, start + win) of the padded signal: cumulative sums block by block, so an hour of audio
     needs a few MB of float64 temporaries, not five copies of the recording. A recording shorter than
     a block is one block: the same arithmetic as a single cumulative sum."""
-    x = np.asarray(samples)
+    x = samples_array(samples, None)
     lead = win // 2
     out = np.empty(len(starts), np.float64)
     i0 = 0
@@ -251,7 +306,7 @@ def _log_mel(frames: np.ndarray, fb: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(spec @ fb.T.astype(np.float64), 1e-6)).astype(np.float32)
 
 
-MEL_BLOCK_STFT_FRAMES = 3000  # 30 s of 10 ms STFT frames per FFT block in mel_features_window
+MEL_BLOCK_STFT_FRAMES = 1000  # 10 s of 10 ms STFT frames per FFT block in mel_features_window (small temporaries)
 
 
 def mel_features_window(samples: np.ndarray, sample_rate: int, fps: float, frames: tuple[int, int],
@@ -266,7 +321,7 @@ def mel_features_window(samples: np.ndarray, sample_rate: int, fps: float, frame
         raise InputError(f"mel subframes must be >= 1, got {subframes}")
     if sample_rate != SAMPLE_RATE:
         raise InputError(f"windowed mel features need {SAMPLE_RATE} Hz audio, got {sample_rate} Hz")
-    x = np.asarray(samples, np.float32)
+    x = samples_array(samples)
     length = len(x)
     hop = sample_rate // 100
     n_stft = 1 + length // hop  # torch.stft(center=True) frames of the whole file

@@ -28,7 +28,7 @@ from . import __version__
 from .arkit import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, NUM_CHANNELS, Animation, index
 from .errors import InputError, ModelError, NoFaceError
 from .performance import NUM_LANDMARKS, Performance
-from .smoothing import OneEuroConfig, one_euro_zero_phase
+from .smoothing import OneEuroConfig, one_euro_zero_phase, one_euro_zero_phase_blocks
 from .video import VideoInfo, iter_frames, probe, scaled_size
 
 # Vertices that move with the skull, not with expression: forehead, nose bridge and tip, eye
@@ -48,8 +48,8 @@ IRIS_REST_UP_CM = 0.25
 # 0.12 on examples/actor_en.mp4. Without it a straight gaze read as both eyes diverging (left eye yaw
 # +0.05..+0.08, right -0.10..-0.17 rad).
 IRIS_REST_OUT_CM = 0.11
-# Clear limits instead of exhausting memory: the output arrays take ~25 KB per frame at their peak, so
-# 2 h at 30 fps is ~5 GB; frames larger than any camera or codec makes are a corrupt header.
+# Clear limits: a long take's landmarks go to temporary files (~11.5 KB a frame on disk: 2 h at 30 fps is
+# ~2.5 GB of scratch space); frames larger than any camera or codec makes are a corrupt header.
 MAX_FRAMES = 2 * 3600 * 30
 MAX_FRAME_SIDE = 16384
 FIT_RESIDUAL_CM = 1.0  # RMS fit residual (cm) at which confidence falls to 1/e; good tracks ~0.3-0.4
@@ -132,13 +132,14 @@ def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def canonicalize(landmarks: np.ndarray, width: int, height: int,
-                 chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+                 chunk: int = 512, out=None) -> tuple[np.ndarray, np.ndarray]:
     """Landmarks (T,478,3) normalised -> (canonical (T,478,3) float32 in canonical-mesh units,
     RMS fit residual (T,) in the same units) by a similarity fit on STABLE_VERTICES.
-    Works in chunks of frames so float64 temporaries stay small for long takes."""
+    Works in chunks of frames so float64 temporaries stay small for long takes; `out` (e.g. a
+    DiskArray) receives the canonical points instead of a new array."""
     idx = np.asarray(STABLE_VERTICES)
     ref = canonical_neutral()[idx]
-    canon = np.empty(landmarks.shape, np.float32)
+    canon = np.empty(landmarks.shape, np.float32) if out is None else out
     resid = np.empty(landmarks.shape[0])
     for a in range(0, landmarks.shape[0], chunk):
         pts = to_metric_camera(landmarks[a:a + chunk], width, height)
@@ -288,12 +289,32 @@ class FaceTracker:
 # ---------------------------------------------------------------------------------------------
 # The job
 
-class _FrameBuffers:
-    """The tracker's per-frame results in arrays grown by half when the video runs past its probed length."""
+# Takes longer than this many frames keep their landmarks, blendshapes and poses in temporary files
+# (diskarray.DiskArray) and are post-processed block by block: flat memory for an hour of video. Shorter
+# ones stay in memory (the same numbers either way: tests/test_streaming.py).
+IN_MEMORY_FRAMES = 2 * 60 * 30
+POST_BLOCK_FRAMES = 1024  # frames per block of the post-processing of a take on disk
 
-    def __init__(self, capacity: int) -> None:
+
+class _FrameBuffers:
+    """The tracker's per-frame results: in arrays grown by half when the video runs past its probed
+    length, or (`on_disk`) appended to temporary files a batch of frames at a time."""
+
+    BATCH = 256
+
+    def __init__(self, capacity: int, on_disk: bool = False) -> None:
         self.n = 0
-        self._alloc(max(16, capacity))
+        self.on_disk = on_disk
+        if on_disk:
+            from .diskarray import DiskArray
+
+            self._disk = [DiskArray((0, NUM_LANDMARKS, 3), np.float32, prefix="dubtool-landmarks-"),
+                          DiskArray((0, NUM_BLENDSHAPES), np.float32, prefix="dubtool-blend-"),
+                          DiskArray((0, 4, 4), np.float64, prefix="dubtool-pose-")]
+            self._found = np.zeros(max(16, capacity), bool)
+            self._batch_alloc()
+        else:
+            self._alloc(max(16, capacity))
 
     def _alloc(self, capacity: int) -> None:
         old = getattr(self, "landmarks", None)
@@ -304,18 +325,77 @@ class _FrameBuffers:
                                                                       self.pose[:self.n], self.found[:self.n])
         self.landmarks, self.blend, self.pose, self.found = lm, bs, pose, found
 
+    def _batch_alloc(self) -> None:
+        k = self.BATCH
+        self._batch = [np.zeros((k, NUM_LANDMARKS, 3), np.float32), np.zeros((k, NUM_BLENDSHAPES), np.float32),
+                       np.tile(np.eye(4), (k, 1, 1))]
+        self._batch_start, self._batch_n = self.n, 0
+
+    def _flush(self) -> None:
+        for disk, part in zip(self._disk, self._batch):
+            disk.shape = (self.n,) + disk.shape[1:]
+            disk.write(self._batch_start, part[:self._batch_n])
+        self._batch_alloc()
+
     def add(self, result) -> None:
-        if self.n == len(self.found):
-            self._alloc(len(self.found) + len(self.found) // 2)
+        if not self.on_disk:
+            if self.n == len(self.found):
+                self._alloc(len(self.found) + len(self.found) // 2)
+            if result is not None:
+                self.landmarks[self.n], self.blend[self.n], self.pose[self.n] = result
+                self.found[self.n] = True
+            self.n += 1
+            return
+        if self.n == len(self._found):
+            self._found = np.concatenate([self._found, np.zeros(len(self._found) // 2, bool)])
         if result is not None:
-            self.landmarks[self.n], self.blend[self.n], self.pose[self.n] = result
-            self.found[self.n] = True
+            for part, value in zip(self._batch, result):
+                part[self._batch_n] = value
+            self._found[self.n] = True
         self.n += 1
+        self._batch_n += 1
+        if self._batch_n == self.BATCH:
+            self._flush()
 
     def arrays(self):
-        """(landmarks, blendshapes, poses, found) of the frames added: views, no copy."""
+        """(landmarks, blendshapes, poses, found) of the frames added: views, no copy (DiskArrays on disk)."""
         n = self.n
+        if self.on_disk:
+            if self._batch_n:
+                self._flush()
+            return (*self._disk, self._found[:n])
         return self.landmarks[:n], self.blend[:n], self.pose[:n], self.found[:n]
+
+
+def _by_blocks(fn, arrays, n: int, block: int):
+    """fn(*(rows a..b-1 of each array)) for consecutive blocks of frames; yields (a, result)."""
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        yield a, fn(*(arr[a:b] for arr in arrays))
+
+
+def _frames_like(arr, dtype, on_disk: bool, prefix: str):
+    from .diskarray import frames_array
+
+    return frames_array(tuple(arr.shape), dtype, on_disk, prefix)
+
+
+def _orthonormalize_all(pose, on_disk: bool):
+    """orthonormalize of every frame: at once in memory, block by block in place on disk."""
+    if not on_disk:
+        return orthonormalize(pose)
+    for a, p in _by_blocks(orthonormalize, [pose], len(pose), POST_BLOCK_FRAMES):
+        pose[a:a + len(p)] = p
+    return pose
+
+
+def _smooth_on_disk(arr, fps: float, cfg: OneEuroConfig, scale: float, clip: tuple[float, float] | None = None) -> None:
+    """one_euro_zero_phase of a DiskArray in place (optionally clipped), block by block."""
+    def write(a, v):
+        arr[a:a + len(v)] = v if clip is None else np.clip(v, *clip)
+
+    one_euro_zero_phase_blocks(lambda a, b: arr[a:b], write, len(arr), arr.shape[1:], fps, cfg, scale,
+                               POST_BLOCK_FRAMES)
 
 
 def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOptions(),
@@ -340,14 +420,14 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
 
     # The audio decodes (in its own ffmpeg) while the frames are tracked.
     pool = ThreadPoolExecutor(max_workers=1)
-    audio_job = pool.submit(load_audio, info.path, what="video file") if info.has_audio else None
+    audio_job = pool.submit(load_audio, info.path, what="video file", windowed=True) if info.has_audio else None
     pool.shutdown(wait=False)
 
     tracker = FaceTracker()
     expected = max(1, int(round(info.duration_s * fps))) if info.duration_s else 0
     # Per-frame results go straight into preallocated arrays (no list of small arrays plus a stacked
     # copy): a frame costs its 478 landmarks once. Untracked frames stay zero.
-    buf = _FrameBuffers(expected + 2)
+    buf = _FrameBuffers(expected + 2, on_disk=expected > IN_MEMORY_FRAMES)
     t_track = 0.0
     try:
         for i, frame in enumerate(iter_frames(info.path, fps=fps, size=size, threads=options.decode_threads)):
@@ -362,6 +442,7 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
     t_decode_track = time.perf_counter() - t0
 
     landmarks, blend, pose, face_found = buf.arrays()
+    on_disk = buf.on_disk
     del buf
     n = len(face_found)
     ratio = float(face_found.mean()) if n else 0.0
@@ -381,27 +462,51 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
 
     ts = time.perf_counter()
     # Untracked frames hold zeros here (a degenerate but finite fit); gap filling replaces them.
-    canon, resid = canonicalize(landmarks, info.width, info.height)
+    canon, resid = canonicalize(landmarks, info.width, info.height,
+                                out=_frames_like(landmarks, np.float32, on_disk, "dubtool-canonical-"))
     resid[~face_found] = np.inf
     confidence = np.where(face_found, np.exp(-(resid / FIT_RESIDUAL_CM) ** 2), 0.0).astype(np.float32)
     gaps = fill_gaps([landmarks, canon, blend, pose], face_found, fps, options.max_gap_s)
-    pose = orthonormalize(pose)
+    pose = _orthonormalize_all(pose, on_disk)
 
     if options.smoothing is not None:
         cfg = options.smoothing
         # Speeds are normalised per unit so one beta fits: landmarks in image fractions, canonical
         # points in cm, weights 0..1, translations in cm.
-        one_euro_zero_phase(landmarks, fps, cfg, scale=0.01, out=landmarks)
-        one_euro_zero_phase(canon, fps, cfg, scale=0.3, out=canon)
-        blend = np.clip(one_euro_zero_phase(blend, fps, cfg, scale=0.1), 0.0, 1.0)
-        pose_s = pose.copy()
-        pose_s[:, :3, :] = one_euro_zero_phase(pose[:, :3, :], fps, cfg, scale=np.array([[0.1] * 3 + [0.5]] * 3))
-        pose = orthonormalize(pose_s)
+        pose_scale = np.array([[0.1] * 3 + [0.5]] * 3)
+        if on_disk:
+            _smooth_on_disk(landmarks, fps, cfg, 0.01)
+            _smooth_on_disk(canon, fps, cfg, 0.3)
+            _smooth_on_disk(blend, fps, cfg, 0.1, clip=(0.0, 1.0))
+
+            def write_pose(a, v):
+                p = pose[a:a + len(v)]
+                p[:, :3, :] = v
+                pose[a:a + len(v)] = orthonormalize(p)
+
+            one_euro_zero_phase_blocks(lambda a, b: pose[a:b][:, :3, :], write_pose, n, (3, 4), fps, cfg,
+                                       pose_scale, POST_BLOCK_FRAMES)
+        else:
+            one_euro_zero_phase(landmarks, fps, cfg, scale=0.01, out=landmarks)
+            one_euro_zero_phase(canon, fps, cfg, scale=0.3, out=canon)
+            blend = np.clip(one_euro_zero_phase(blend, fps, cfg, scale=0.1), 0.0, 1.0)
+            pose_s = pose.copy()
+            pose_s[:, :3, :] = one_euro_zero_phase(pose[:, :3, :], fps, cfg, scale=pose_scale)
+            pose = orthonormalize(pose_s)
 
     values = np.zeros((n, NUM_CHANNELS), np.float32)
-    values[:, :NUM_BLENDSHAPES] = blend
-    values[:, index("HeadYaw"):index("HeadYaw") + 3] = head_rotations(pose)
-    values[:, index("LeftEyeYaw"):index("LeftEyeYaw") + 6] = eye_rotations(canon)
+    for a, v in _by_blocks(lambda b: b, [blend], n, POST_BLOCK_FRAMES):
+        values[a:a + len(v), :NUM_BLENDSHAPES] = v
+    for a, v in _by_blocks(head_rotations, [pose], n, POST_BLOCK_FRAMES):
+        values[a:a + len(v), index("HeadYaw"):index("HeadYaw") + 3] = v
+    for a, v in _by_blocks(eye_rotations, [canon], n, POST_BLOCK_FRAMES):
+        values[a:a + len(v), index("LeftEyeYaw"):index("LeftEyeYaw") + 6] = v
+    if on_disk:  # the .perf keeps head poses in float32
+        pose32 = _frames_like(pose, np.float32, True, "dubtool-pose32-")
+        for a, v in _by_blocks(lambda p: p, [pose], n, POST_BLOCK_FRAMES):
+            pose32[a:a + len(v)] = v
+        pose.close()
+        pose = pose32
     t_post = time.perf_counter() - ts
 
     long_gaps = [g for g in gaps if g["filled"] == "held"]
@@ -428,7 +533,8 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
             warnings.warn(f"{info.path}: ignored unreadable timecode tag {info.timecode!r}")
         meta["source_timecode"] = info.timecode
     anim = Animation(values, fps, start_tc, {"source": os.path.abspath(info.path)})
-    return Performance(landmarks, canon, pose.astype(np.float32), anim, face_found, confidence, audio, meta)
+    return Performance(landmarks, canon, pose if on_disk else pose.astype(np.float32), anim, face_found, confidence,
+                       audio, meta)
 
 
 def summary(perf: Performance, outputs: dict[str, str]) -> dict:

@@ -36,6 +36,7 @@ MAX_CHUNK_BATCH = 32
 # margin on each side that is sampled and thrown away. A takes of up to GROUP_CHUNKS + 2 margins chunks (about
 # 3 minutes at the default 4 steps) is one group: exactly the whole-take sampling.
 GROUP_CHUNKS = 32
+MEL_WINDOW_FRAMES = 1024  # frames of mel features computed at a time for a group (its temporaries ~10 MB)
 STYLE_Z_LIMIT = 3.0  # style context is clipped to +-3 std of the training corpus's (see normalize_inputs)
 
 
@@ -396,6 +397,7 @@ class Generator:
         crossfaded into one global field at every ODE step, so chunk seams stay consistent. `x0`: the
         starting noise (B,T,61) (default: drawn from `seed`)."""
         torch = _torch()
+        _release_freed_memory()  # the inputs' temporaries, before the sampling's own peak
         b, n = mel.shape[0], mel.shape[1]
         sc = self.sampler
         chunk = min(sc.chunk_frames, n)
@@ -450,6 +452,20 @@ class Generator:
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         return self.sampler.temperature * torch.randn(b, n, self.dims.n_channels, generator=gen).to(self.device)
 
+    def _noise_source(self, seed: int):
+        """m -> (1, m, channels) standard normals continuing one seeded torch CPU stream (_NoiseStream)."""
+        torch = _torch()
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        return lambda m: torch.randn(1, m, self.dims.n_channels, generator=gen)
+
+    @staticmethod
+    def _concat_frames(pieces):
+        torch = _torch()
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1).clone()
+
+    def _scaled_noise(self, x):
+        return (self.sampler.temperature * x).to(self.device)
+
     def generate(self, audio, keypoints: np.ndarray, style: np.ndarray, *, steps: int | None = None,
                  guidance: float | None = None, seed: int = 0) -> Animation:
         """Animate `audio` (dubtool.audio.Audio) with the upper face given by `keypoints` (T,174)
@@ -457,7 +473,21 @@ class Generator:
         off are padded/trimmed. Deterministic for a fixed seed.
 
         A long take is sampled group by group (bounded memory whatever its length, see
-        _generate_grouped); up to about 3 minutes it is one group."""
+        generate_blocks); up to about 3 minutes it is one group."""
+        steps = self.sampler.steps if steps is None else int(steps)
+        guidance = self.sampler.guidance if guidance is None else float(guidance)
+        blocks = [v for _, v in self.generate_blocks(audio, keypoints, style, steps=steps, guidance=guidance,
+                                                      seed=seed)]
+        values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        return Animation(values, self.fps, meta={"generator": self.meta.get("name", "dubtool_flow"),
+                                                 "steps": steps, "guidance": guidance, "seed": seed})
+
+    def generate_blocks(self, audio, keypoints, style: np.ndarray, *, steps: int | None = None,
+                        guidance: float | None = None, seed: int = 0):
+        """`generate`'s frames as (first frame, values (frames, 61)) blocks in order, for callers that
+        stream them on (localize writes an hour of dub in flat memory). `keypoints` is a (T,174) array
+        or a function (a, b) -> keypoints of frames a..b-1, asked for each group's frames only. A take
+        of up to about 3 minutes is one block; longer ones are sampled group by group (_generate_grouped)."""
         steps = self.sampler.steps if steps is None else int(steps)
         guidance = self.sampler.guidance if guidance is None else float(guidance)
         n = int(round(audio.duration_s * self.fps))
@@ -468,55 +498,95 @@ class Generator:
         margin = steps * (2 if sc.method == "midpoint" else 1) + 2
         group = max(GROUP_CHUNKS, 4 * margin)
         if len(starts) <= group + 2 * margin:
-            mel, kp, st = self._prepare(audio, keypoints, style)
+            kp = keypoints(0, max(n, 1)) if callable(keypoints) else keypoints
+            mel, kp, st = self._prepare(audio, kp, style)
             x = self.sample(mel[None], kp[None], st[None], steps=steps, guidance=guidance, seed=seed)
-            values = self._values(x[0])
-        else:
-            values = self._generate_grouped(audio, keypoints, style, n, starts, group, margin, steps, guidance, seed)
+            yield 0, self._finish(self._values(x[0]))
+            return
+        kp_of = keypoints if callable(keypoints) else (lambda a, b: np.asarray(keypoints)[a:b])
+        if not callable(keypoints):
+            self._check_conditioning(keypoints, style, n)
+        for a, values in self._generate_grouped(audio, kp_of, style, n, starts, group, margin, steps, guidance, seed):
+            yield a, self._finish(values)
+
+    def _finish(self, values: np.ndarray) -> np.ndarray:
+        """The network's denormalised output made an animation's values, frame by frame (so blocks of a
+        take give the whole take's values): the checkpoint's articulation gains, then the weights' range."""
         values = apply_articulation_gain(values, self.meta.get("articulation_gain"))
         values[:, :NUM_BLENDSHAPES] = np.clip(values[:, :NUM_BLENDSHAPES], 0.0, 1.0)
-        return Animation(values, self.fps, meta={"generator": self.meta.get("name", "dubtool_flow"),
-                                                 "steps": steps, "guidance": guidance, "seed": seed})
+        return values
 
-
-    def _generate_grouped(self, audio, keypoints, style, n: int, starts: list[int], group: int, margin: int,
-                          steps: int, guidance: float, seed: int) -> np.ndarray:
+    def _generate_grouped(self, audio, keypoints_of, style, n: int, starts: list[int], group: int, margin: int,
+                          steps: int, guidance: float, seed: int):
         """The whole-take sampling in groups of `group` chunks, each sampled with `margin` extra chunks on
-        both sides (thrown away), on mel features computed for its frames only and the whole take's
-        starting noise: memory holds one group, not the take. Equal to sampling the take at once up to
+        both sides (thrown away), on mel features and keypoints (`keypoints_of(a, b)`) computed for its
+        frames only and the whole take's starting noise, drawn as it is needed: memory holds one group,
+        not the take. Yields (first frame, values) per group. Equal to sampling the take at once up to
         float rounding (tests/test_streaming.py)."""
         from .audio import mel_features_window
 
         if audio.sample_rate != 16000:
             raise InputError(f"the generator needs 16 kHz audio, got {audio.sample_rate} Hz")
-        kp, st = self._check_conditioning(keypoints, style, n)
         fps, dims = self.fps, self.dims
         chunk = self.sampler.chunk_frames
 
-        def mel_rows(a: int, b: int) -> np.ndarray:
-            return mel_features_window(audio.samples, audio.sample_rate, fps, (a, b), dims.n_mels,
-                                       dims.audio_subframes)
+        step = MEL_WINDOW_FRAMES
+
+        def mel_rows(a: int, b: int) -> np.ndarray:  # window by window into one array: small temporaries
+            out = np.empty((b - a, dims.mel_width), np.float32)
+            for w in range(a, b, step):
+                out[w - a:min(b, w + step) - a] = mel_features_window(
+                    audio.samples, audio.sample_rate, fps, (w, min(b, w + step)), dims.n_mels,
+                    dims.audio_subframes)
+            return out
 
         # normalize_mel's loud-frame level over the whole take, from the frame means only (first pass)
-        step = 4096
         means = np.concatenate([mel_rows(a, min(n, a + step)).mean(axis=1) for a in range(0, n, step)])
         level = float(np.percentile(means, 95))
-        x0 = self._noise(1, n, seed)
-        values = np.empty((n, dims.n_channels), np.float32)
+        noise = _NoiseStream(self, n, seed)
         k = len(starts)
         for c0 in range(0, k, group):
             c1 = min(k, c0 + group)
             lo, hi = max(0, c0 - margin), min(k, c1 + margin)
             fa, fb = starts[lo], starts[hi - 1] + chunk
-            mel, kp_t, st_t = self.normalize_inputs(mel_rows(fa, fb) - level, kp[fa:fb], st)
+            kp, st = self._check_conditioning(keypoints_of(fa, fb), style, fb - fa)
+            mel, kp_t, st_t = self.normalize_inputs(mel_rows(fa, fb) - level, kp, st)
             x = self.sample(mel[None], kp_t[None], st_t[None], steps=steps, guidance=guidance, seed=seed,
-                            x0=x0[:, fa:fb])
+                            x0=noise.frames(fa, fb))
             keep_a = starts[c0] if c0 > 0 else 0
             keep_b = starts[c1] if c1 < k else n
-            values[keep_a:keep_b] = self._values(x[0, keep_a - fa:keep_b - fa])
-            del mel, kp_t, x
+            values = self._values(x[0, keep_a - fa:keep_b - fa])
+            del mel, kp, kp_t, x
             _release_freed_memory()
-        return values
+            yield keep_a, values
+
+
+class _NoiseStream:
+    """The whole take's starting noise (Generator._noise(1, n, seed)) drawn in pieces as the groups need
+    it, frames before the current group dropped. torch's CPU normal sampler fills in blocks of 16 values
+    from one uniform stream, so pieces of a multiple of 16 values continue the one draw exactly (and
+    its last piece redraws its tail as the one draw does); the ONNX backend's numpy replica of that
+    sampler (onnxrt.torch_randn_stream) does the same. tests/test_streaming.py checks it."""
+
+    PIECE = 1024  # frames drawn at a time (x 61 channels: a multiple of 16 values)
+
+    def __init__(self, generator: "Generator", n: int, seed: int) -> None:
+        self._g, self._n = generator, n
+        self._draw = generator._noise_source(seed)  # m frames -> (1, m, channels) standard normals
+        self._base, self._drawn = 0, None
+
+    def frames(self, a: int, b: int):
+        if a < self._base:
+            raise ValueError("noise frames must be asked for in increasing order")
+        pieces = [] if self._drawn is None else [self._drawn[:, a - self._base:]]
+        self._base = a
+        have = a + (0 if self._drawn is None else pieces[0].shape[1])
+        while have < b:
+            m = min(self.PIECE, self._n - have)
+            pieces.append(self._draw(m))
+            have += m
+        self._drawn = self._g._concat_frames(pieces)
+        return self._g._scaled_noise(self._drawn[:, :b - a])
 
 
 # The lips count as sealed below this channel-level gap (metrics.channel_lip_gap, in jawOpen units; the
@@ -781,6 +851,19 @@ class OnnxGenerator(Generator):
         from .onnxrt import torch_randn
 
         return np.float32(self.sampler.temperature) * torch_randn((b, n, self.dims.n_channels), seed)
+
+    def _noise_source(self, seed: int):
+        from .onnxrt import torch_randn_stream
+
+        draw = torch_randn_stream(seed)
+        return lambda m: draw(m * self.dims.n_channels).reshape(1, m, self.dims.n_channels)
+
+    @staticmethod
+    def _concat_frames(pieces):
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+
+    def _scaled_noise(self, x):
+        return np.float32(self.sampler.temperature) * x
 
     def sample(self, mel, kp, st, *, steps: int, guidance: float, seed: int, method: str | None = None, x0=None):
         """`Generator.sample` on numpy arrays: the same chunks, crossfade, guidance and ODE steps."""

@@ -144,6 +144,17 @@ def timecodes_for(times_s: np.ndarray, rate: float | None = None) -> list[str]:
 CSV_BLOCK_ROWS = 2048  # rows formatted at a time: the text of an hour never sits in memory at once
 
 
+def _rows_text(values: np.ndarray, tcs: list[str]) -> str:
+    """CSV rows of (frames, 61) channel values with their timecode cells."""
+    v = np.asarray(values)[:, _CSV_TO_CHANNEL].astype(np.float32)
+    # Rotations are the last 9 columns in both orders; only blendshape columns are permuted.
+    v[:, NUM_BLENDSHAPES:] *= ROTATION_FILE_SIGN
+    out = io.StringIO()
+    for tc, row in zip(tcs, _fmt_cells(v)):
+        out.write(tc + f",{NUM_CHANNELS}," + ",".join(row) + "\n")
+    return out.getvalue()
+
+
 def _csv_blocks(anim: Animation, timecode_rate: float | None = None) -> Iterator[str]:
     """The CSV text of an animation in pieces (header, then blocks of rows)."""
     start = anim.timecode_start_s or 0.0
@@ -155,13 +166,58 @@ def _csv_blocks(anim: Animation, timecode_rate: float | None = None) -> Iterator
         tcs = timecodes_for(start + np.arange(anim.num_frames) / anim.fps, timecode_rate)
     yield ",".join(HEADER) + "\n"
     for r0 in range(0, anim.num_frames, CSV_BLOCK_ROWS):
-        v = anim.values[r0:r0 + CSV_BLOCK_ROWS, _CSV_TO_CHANNEL].copy()
-        # Rotations are the last 9 columns in both orders; only blendshape columns are permuted.
-        v[:, NUM_BLENDSHAPES:] *= ROTATION_FILE_SIGN
-        out = io.StringIO()
-        for tc, row in zip(tcs[r0:r0 + CSV_BLOCK_ROWS], _fmt_cells(v)):
-            out.write(tc + f",{NUM_CHANNELS}," + ",".join(row) + "\n")
-        yield out.getvalue()
+        yield _rows_text(anim.values[r0:r0 + CSV_BLOCK_ROWS], tcs[r0:r0 + CSV_BLOCK_ROWS])
+
+
+def timecode_rate_for(start_s: float, fps: float, num_frames: int) -> float:
+    """The rate `timecodes_for(times, None)` picks for frames start_s + i / fps, i < num_frames (60, or
+    30 when no frame number would pass 30), found block by block without holding the cells."""
+    for r0 in range(0, num_frames, 8192):
+        times = start_s + np.arange(r0, min(num_frames, r0 + 8192)) / fps
+        if max(float(format_timecode(t, WRITE_TIMECODE_RATE).split(":")[3]) for t in times) > UNREAL_60FPS_MIN_FRAME:
+            return WRITE_TIMECODE_RATE
+    return 30.0
+
+
+class CsvBlockWriter:
+    """A Live Link Face CSV of `num_frames` frames written as its blocks of values come (localize streams
+    an hour of dub through it): the same text as write_csv of the whole animation, atomically (nothing
+    at `path` unless every frame was written and the block closed without an error)."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, num_frames: int, timecode_start_s: float | None = None,
+                 timecode_rate: float | None = None) -> None:
+        self.path, self.fps, self.num_frames = Path(path), float(fps), int(num_frames)
+        self._start = timecode_start_s or 0.0
+        self._rate = timecode_rate or timecode_rate_for(self._start, self.fps, self.num_frames)
+        self.rows = 0
+
+    def __enter__(self) -> "CsvBlockWriter":
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        try:
+            self._f = open(tmp, "w", encoding="utf-8", newline="\n")
+            self._f.write(",".join(HEADER) + "\n")
+        except BaseException as e:
+            self._atomic.__exit__(type(e), e, e.__traceback__)
+            raise
+        return self
+
+    def write(self, values: np.ndarray) -> None:
+        for r0 in range(0, len(values), CSV_BLOCK_ROWS):
+            v = values[r0:r0 + CSV_BLOCK_ROWS]
+            times = self._start + np.arange(self.rows, self.rows + len(v)) / self.fps
+            self._f.write(_rows_text(v, timecodes_for(times, self._rate)))
+            self.rows += len(v)
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self._f.close()
+            if exc_type is None and self.rows != self.num_frames:
+                raise ValueError(f"CSV writer got {self.rows} frames, expected {self.num_frames}")
+        except BaseException as e:
+            self._atomic.__exit__(type(e), e, e.__traceback__)
+            raise
+        return self._atomic.__exit__(exc_type, exc, tb)
 
 
 def to_csv_text(anim: Animation, timecode_rate: float | None = None) -> str:

@@ -15,6 +15,7 @@ written before the CSV so an existing CSV means a finished line).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -26,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from .align import AlignConfig, align
-from .arkit import EYE_ROT_IDX, HEAD_IDX, UPPER_IDX, Animation
-from .audio import Audio, load_audio, require_speech
+from .arkit import EYE_ROT_IDX, HEAD_IDX, NUM_BLENDSHAPES, NUM_CHANNELS, UPPER_IDX, Animation
+from .audio import Audio, load_audio, require_speech, sample_span
 from .errors import DubtoolError, InputError, ModelError
 from .export import check_export_paths
 from .fileio import require_distinct_outputs, require_file, require_writable, staged_outputs, write_text_atomic
@@ -229,42 +230,54 @@ def warp_preserving_blinks(values: np.ndarray, fps: float, timemap: TimeMap, dub
     speed: the eyelid channels are split into a blink-free baseline (blinks bridged linearly), which
     is warped, plus each blink event, re-timed to the dub time of its centre at slope 1. A blink in a
     phrase the dub says 2x slower then still lasts ~150 ms instead of a sleepy 300 ms."""
-    from .arkit import index
+    return BlinkWarp(values, fps, timemap, channels)(dub_times_s)
 
-    ch = [index("eyeBlinkLeft"), index("eyeBlinkRight")] if channels is None else list(channels)
-    v = np.asarray(values, np.float32)
-    src_t = timemap.source_time(dub_times_s)
-    out = warp_values(v, fps, src_t)
-    lid = v[:, ch].mean(axis=1)
-    events = blink_events(lid, fps)
-    if not events:
+
+class BlinkWarp:
+    """warp_preserving_blinks with the source's blink events found once: calling it on any dub times
+    gives those frames' values, so a long dub is warped window by window (frame by frame the same)."""
+
+    def __init__(self, values: np.ndarray, fps: float, timemap: TimeMap, channels=None) -> None:
+        from .arkit import index
+
+        self.ch = [index("eyeBlinkLeft"), index("eyeBlinkRight")] if channels is None else list(channels)
+        self.v = v = np.asarray(values, np.float32)
+        self.fps, self.timemap = fps, timemap
+        lid = v[:, self.ch].mean(axis=1)
+        self.events = blink_events(lid, fps)
+        if not self.events:
+            return
+        base = v[:, self.ch].astype(np.float64).copy()
+        frames = np.arange(len(v))
+        for a, e in self.events:  # bridge each blink on the baseline
+            lo, hi = max(a - 1, 0), min(e, len(v) - 1)
+            for k in range(len(self.ch)):
+                base[a:e, k] = np.interp(frames[a:e], [lo, hi], [base[lo, k], base[hi, k]])
+        self.base = base
+
+    def __call__(self, dub_times_s: np.ndarray) -> np.ndarray:
+        v, fps, ch = self.v, self.fps, self.ch
+        src_t = self.timemap.source_time(dub_times_s)
+        out = warp_values(v, fps, src_t)
+        if not self.events:
+            return out
+        base = self.base
+        warped_base = warp_values(base, fps, src_t)
+        result = warped_base.copy()
+        src_times = np.arange(len(v)) / fps
+        dub_t = np.asarray(dub_times_s, np.float64)
+        for a, e in self.events:
+            centre_src = 0.5 * (a + e - 1) / fps
+            centre_dub = float(self.timemap.dub_time(centre_src))
+            half = 0.5 * (e - a) / fps + 0.5 / fps
+            m = np.abs(dub_t - centre_dub) <= half
+            if not m.any():
+                continue
+            s = centre_src + (dub_t[m] - centre_dub)  # slope 1 around the mapped centre
+            bump = np.stack([np.interp(s, src_times, v[:, c] - base[:, k]) for k, c in enumerate(ch)], axis=1)
+            result[m] = np.maximum(result[m], warped_base[m] + np.clip(bump, 0, None))
+        out[:, ch] = np.clip(result, 0, 1)
         return out
-    base = v[:, ch].astype(np.float64).copy()
-    frames = np.arange(len(v))
-    for a, e in events:  # bridge each blink on the baseline
-        lo, hi = max(a - 1, 0), min(e, len(v) - 1)
-        for k in range(len(ch)):
-            base[a:e, k] = np.interp(frames[a:e], [lo, hi], [base[lo, k], base[hi, k]])
-    warped_base = warp_values(base, fps, src_t)
-    result = warped_base.copy()
-    src_times = frames / fps
-    dub_t = np.asarray(dub_times_s, np.float64)
-    for a, e in events:
-        centre_src = 0.5 * (a + e - 1) / fps
-        centre_dub = float(timemap.dub_time(centre_src))
-        half = 0.5 * (e - a) / fps + 0.5 / fps
-        m = np.abs(dub_t - centre_dub) <= half
-        if not m.any():
-            continue
-        s = centre_src + (dub_t[m] - centre_dub)  # slope 1 around the mapped centre
-        bump = np.stack([np.interp(s, src_times, v[:, c] - base[:, k]) for k, c in enumerate(ch)], axis=1)
-        result[m] = np.maximum(result[m], warped_base[m] + np.clip(bump, 0, None))
-    out[:, ch] = np.clip(result, 0, 1)
-    return out
-
-
-def dub_frame_times(num_frames: int, fps: float, start_s: float = 0.0) -> np.ndarray:
-    return start_s + np.arange(num_frames, dtype=np.float64) / fps
 
 
 def compose(lower_values: np.ndarray, performance_values: np.ndarray) -> np.ndarray:
@@ -330,10 +343,18 @@ def _shift_phonemes(phonemes, offset_s: float, duration_s: float) -> list:
 
 # --- the job ------------------------------------------------------------------------------------
 
+OUT_BLOCK_FRAMES = 4096  # frames per block where no generator groups set the pace (teacher, keyframes)
+
+
 def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), generator=None,
-             timemap: TimeMap | None = None) -> LocalizeResult:
+             timemap: TimeMap | None = None, sink=None) -> LocalizeResult:
     """Localize one line: `source` is a Performance, `dub` the dub Audio. Returns the animation at
-    the output fps over [start_s, end_s) of the dub, the time map and a JSON-able report."""
+    the output fps over [start_s, end_s) of the dub, the time map and a JSON-able report.
+
+    The frames are made window by window (the generator's groups; `_LineFrames`). With `sink`, a
+    function (fps, frames, timecode_start_s) -> write, called once before the first frames, each block of
+    output values (frames, 61) goes to `write` in order and is not kept (the result's animation is then
+    None): an hour of dub runs in flat memory."""
     options.validate()
     timings: dict[str, float] = {}
     warnings_: list[str] = []
@@ -354,8 +375,8 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
             timemap = uniform_timemap(source.duration_s, dub.duration_s, "source has no audio; uniform stretch")
             warnings_.append("source has no audio track: the performance is stretched uniformly onto the dub")
         else:
-            timemap = align(source.audio, dub, options.align, source_text, dub_text,
-                            source_voice or "en", dub_voice or "en")
+            timemap = align(source.audio, _whole(dub) if source_text and dub_text else dub, options.align,
+                            source_text, dub_text, source_voice or "en", dub_voice or "en")
     timings["align_s"] = time.perf_counter() - t
 
     # 2. the dub span to process and its frames
@@ -365,7 +386,7 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
         raise InputError(f"--start {start:.2f} s is past the end of the dub ({dub.duration_s:.2f} s)")
     end = min(end, dub.duration_s)
     sr = dub.sample_rate
-    seg = Audio(dub.samples[int(round(start * sr)):int(round(end * sr))], sr)
+    seg = Audio(sample_span(dub.samples, int(round(start * sr)), int(round(end * sr))), sr)
     if options.model == "flow" and generator is None:
         generator = get_generator(options.model_path, options.device)
     model_fps = float(generator.fps) if options.model == "flow" else float(options.fps or src_anim.fps)
@@ -373,28 +394,23 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
     n_model = max(1, int(round(seg.duration_s * model_fps)))
     n_out = max(1, int(round(seg.duration_s * fps)))
 
-    # 3. warp the source performance onto the dub timeline (at the model's frame rate)
+    # 3. the source performance warped onto the dub timeline (at the model's frame rate), window by window
     t = time.perf_counter()
-    dub_times = dub_frame_times(n_model, model_fps, start)
-    src_times = timemap.source_time(dub_times)
-    warped = (warp_values(src_anim.values, src_anim.fps, src_times) if options.stretch_blinks
-              else warp_preserving_blinks(src_anim.values, src_anim.fps, timemap, dub_times))
-    performance = warped
+    kf = None
     if options.keyframes:
         from .keyframes import keyframe_curves, load_keyframes
 
         track = load_keyframes(options.keyframes)
         kf = keyframe_curves(track, model_fps, dub.duration_s).values
-        kf = warp_values(kf, model_fps, dub_times)  # the processed span
-        performance = blend_performance(warped, kf, options.keyframe_blend)
+    frames = _LineFrames(source, timemap, model_fps, start, options, kf, timings)
     timings["warp_s"] = time.perf_counter() - t
 
-    # 4. lower face
+    # 4. lower face, block by block
     t = time.perf_counter()
     phonemes = None
     if dub_text:
         try:
-            phonemes = _shift_phonemes(dub_phonemes(dub, dub_text, options.lang), start, seg.duration_s)
+            phonemes = _shift_phonemes(dub_phonemes(_whole(dub), dub_text, options.lang), start, seg.duration_s)
         except DubtoolError as e:
             if options.model == "teacher":
                 raise
@@ -403,18 +419,15 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
         from .generate import style_context
 
         style = style_context(src_anim.values)
-        keypoints = performance_keypoints(source, performance, src_times, src_anim.fps)
-        timings["keypoints_s"] = time.perf_counter() - t
-        lower = generator.generate(seg, keypoints, style, steps=options.steps, guidance=options.guidance,
-                                   seed=options.seed).values
-        lower = _fit_frames(lower, n_model)
+        timings["keypoints_s"] = 0.0
+        lower_blocks = generator.generate_blocks(seg, frames.keypoints, style, steps=options.steps,
+                                                 guidance=options.guidance, seed=options.seed)
     else:
         from .teacher import lower_face_from_phonemes
 
         lower = _fit_frames(lower_face_from_phonemes(phonemes, seg.duration_s, model_fps).values, n_model)
-    timings["generate_s"] = time.perf_counter() - t
+        lower_blocks = ((a, lower[a:a + OUT_BLOCK_FRAMES]) for a in range(0, n_model, OUT_BLOCK_FRAMES))
 
-    values = lower if options.upper == "model" else compose(lower, performance)
     # Time of day of the output's first frame: the dub's start timecode (--timecode, else the source
     # take's, since a dub is conformed to the source picture) plus the processed span's offset.
     if options.timecode is not None:
@@ -424,17 +437,35 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
     else:
         tc_base = source.animation.timecode_start_s or 0.0
     tc_start = tc_base + start
-    anim = Animation(values, model_fps, tc_start,
-                     {"source": source.meta.get("source"), "lang": options.lang, "model": options.model})
-    if abs(fps - model_fps) > 1e-9:
-        anim = anim.resampled(fps)
-    anim = Animation(_fit_frames(anim.values, n_out), fps, tc_start, anim.meta).clamped()
+    meta = {"source": source.meta.get("source"), "lang": options.lang, "model": options.model}
+    kept: list[np.ndarray] = []
+    on_frames = kept.append if sink is None else sink(fps, n_out, tc_start)
+    metrics_acc = _LineMetrics(src_anim, timemap, start, fps, phonemes is not None)
+    out = _OutputFrames(model_fps, fps, n_model, n_out)
+    t_metrics = 0.0
+    for block in _model_blocks(lower_blocks, n_model):
+        warped, performance = frames.frames(block[0], block[0] + len(block[1]))
+        values = block[1] if options.upper == "model" else compose(block[1], performance)
+        for j0, ob in out.push(block[0], values):
+            tm = time.perf_counter()
+            metrics_acc.add(j0, ob)
+            t_metrics += time.perf_counter() - tm
+            on_frames(ob)
+    for j0, ob in out.finish():
+        tm = time.perf_counter()
+        metrics_acc.add(j0, ob)
+        t_metrics += time.perf_counter() - tm
+        on_frames(ob)
+    timings["generate_s"] = time.perf_counter() - t - t_metrics
+    anim = None
+    if sink is None:
+        anim = Animation(kept[0] if len(kept) == 1 else np.concatenate(kept), fps, tc_start, meta)
+    del kept
 
     # 5. metrics
     t = time.perf_counter()
-    metrics = line_metrics(anim, seg, phonemes, warped_brow=warp_values(src_anim.values, src_anim.fps,
-                                                                        timemap.source_time(anim.times_s + start)))
-    timings["metrics_s"] = time.perf_counter() - t
+    metrics = metrics_acc.result(seg, phonemes)
+    timings["metrics_s"] = time.perf_counter() - t + t_metrics
     timings["total_s"] = time.perf_counter() - t0
 
     report = {
@@ -445,7 +476,7 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
         "dub_duration_s": round(dub.duration_s, 4),
         "span_s": [round(start, 4), round(end, 4)],
         "fps": fps,
-        "frames": anim.num_frames,
+        "frames": n_out,
         "timemap": timemap.to_json(),
         "settings": _settings(options, generator),
         "metrics": metrics,
@@ -455,6 +486,198 @@ def localize(source, dub: Audio, options: LocalizeOptions = LocalizeOptions(), g
         "realtime_factor": round(seg.duration_s / max(timings["total_s"], 1e-9), 2),
     }
     return LocalizeResult(anim, timemap, report)
+
+
+def _whole(audio: Audio) -> Audio:
+    """`audio` with its samples in memory (a windowed recording read at once): for the transcript steps,
+    which need the whole recording."""
+    return audio if isinstance(audio.samples, np.ndarray) else Audio(np.asarray(audio.samples), audio.sample_rate)
+
+
+class _LineFrames:
+    """The warped source performance (blended with keyframe curves) of model frames a..b-1 of the
+    processed span and the generator's keypoints for them, computed on demand (the last window kept:
+    the generator asks for a group with its margins, then localize for the group's frames)."""
+
+    def __init__(self, source, timemap: TimeMap, fps: float, start: float, options: LocalizeOptions, kf, timings):
+        src = source.animation
+        self.source, self.timemap, self.fps, self.start, self.options = source, timemap, fps, start, options
+        self.kf, self.timings = kf, timings
+        self.blinks = None if options.stretch_blinks else BlinkWarp(src.values, src.fps, timemap)
+        self._last: tuple[int, int, np.ndarray, np.ndarray] | None = None
+
+    def frames(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """(warped source, performance) of frames a..b-1 (frames x 61 float32)."""
+        last = self._last
+        if last is not None and last[0] <= a and b <= last[1]:
+            return last[2][a - last[0]:b - last[0]], last[3][a - last[0]:b - last[0]]
+        t = time.perf_counter()
+        src = self.source.animation
+        dub_times = self.start + np.arange(a, b, dtype=np.float64) / self.fps
+        warped = (warp_values(src.values, src.fps, self.timemap.source_time(dub_times)) if self.blinks is None
+                  else self.blinks(dub_times))
+        performance = warped
+        if self.kf is not None:
+            kf = warp_values(self.kf, self.fps, dub_times)  # the processed span
+            performance = blend_performance(warped, kf, self.options.keyframe_blend)
+        self._last = (a, b, warped, performance)
+        self.timings["warp_s"] = self.timings.get("warp_s", 0.0) + time.perf_counter() - t
+        return warped, performance
+
+    def keypoints(self, a: int, b: int) -> np.ndarray:
+        _, performance = self.frames(a, b)
+        t = time.perf_counter()
+        src = self.source.animation
+        dub_times = self.start + np.arange(a, b, dtype=np.float64) / self.fps
+        kp = performance_keypoints(self.source, performance, self.timemap.source_time(dub_times), src.fps)
+        self.timings["keypoints_s"] = self.timings.get("keypoints_s", 0.0) + time.perf_counter() - t
+        return kp
+
+
+def _model_blocks(blocks, n: int):
+    """The lower face's (first frame, values) blocks fitted to n frames (as _fit_frames does to the whole)."""
+    done = 0
+    last = None
+    for a, v in blocks:
+        v = np.asarray(v, np.float32)[:max(0, n - done)]
+        if len(v):
+            yield done, v
+            done += len(v)
+            last = v[-1:]
+    if done < n and last is not None:
+        yield done, np.repeat(last, n - done, axis=0)
+
+
+class _OutputFrames:
+    """Model-rate blocks -> output-rate blocks as the whole take gets them: Animation.resampled's linear
+    interpolation (the same neighbours, so the same numbers) when the rates differ, then _fit_frames to
+    n_out frames and the blendshapes clamped to 0..1. Blocks are yielded as (first output frame, values)."""
+
+    def __init__(self, model_fps: float, fps: float, n_model: int, n_out: int) -> None:
+        self.model_fps, self.fps, self.n_model, self.n_out = model_fps, fps, n_model, n_out
+        self.same = abs(fps - model_fps) <= 1e-9
+        self.n_res = n_model if self.same else max(1, int(round(n_model / model_fps * fps)))
+        self.emitted = 0  # output frames made so far
+        self.buf: np.ndarray | None = None  # model frames buf_start.. (resampling only)
+        self.buf_start = 0
+        self.last: np.ndarray | None = None
+
+    def _check(self, a: int, values: np.ndarray) -> None:
+        if not np.all(np.isfinite(values)):
+            bad = a + int(np.argwhere(~np.isfinite(values))[0][0])
+            raise InputError(f"animation has NaN/inf values (first at frame {bad})")
+
+    def _emit(self, v: np.ndarray):
+        v = np.asarray(v, np.float32)[:max(0, self.n_out - self.emitted)]
+        if not len(v):
+            return
+        v = v.copy()
+        v[:, :NUM_BLENDSHAPES] = np.clip(v[:, :NUM_BLENDSHAPES], 0.0, 1.0)
+        j0 = self.emitted
+        self.emitted += len(v)
+        self.last = v[-1:]
+        yield j0, v
+
+    def push(self, a: int, values: np.ndarray):
+        self._check(a, values)
+        if self.same:
+            yield from self._emit(values)
+            return
+        self.buf = values if self.buf is None else np.concatenate([self.buf, values])
+        yield from self._resample(final=False)
+
+    def _resample(self, final: bool):
+        have = self.buf_start + len(self.buf)
+        j1 = self.n_res
+        if not final:  # output frames whose right neighbour has arrived
+            j1 = min(j1, int(np.floor((have - 1) / self.model_fps * self.fps)) + 1)
+            while j1 > self.emitted and (j1 - 1) / self.fps > (have - 1) / self.model_fps:
+                j1 -= 1
+        j0 = min(self.emitted, self.n_res)
+        if j1 > j0:
+            t_new = np.arange(j0, j1) / self.fps
+            t_old = np.arange(self.buf_start, have) / self.model_fps
+            v = np.stack([np.interp(t_new, t_old, self.buf[:, c]) for c in range(NUM_CHANNELS)], axis=1)
+            yield from self._emit(v)
+        if not final:  # keep the model frames the next output frame needs
+            keep = max(0, min(int(np.floor(j1 / self.fps * self.model_fps)) - 1, have - 1) - self.buf_start)
+            self.buf, self.buf_start = self.buf[keep:], self.buf_start + keep
+
+    def finish(self):
+        if not self.same and self.buf is not None:
+            yield from self._resample(final=True)
+        if self.emitted < self.n_out and self.last is not None:
+            yield from self._emit(np.repeat(self.last, self.n_out - self.emitted, axis=0))
+
+
+class _LineMetrics:
+    """The line's metrics gathered block by block from the output frames -- lip-audio lag, bilabial closure
+    on the dub's /p b m/ (with a transcript), brow correlation with the warped source, jitter of the output
+    curves; null where they cannot be computed -- from per-frame curves only (mouth opening, lip gap, brow)
+    and the jitter sums, so the metrics of an hour cost a few MB."""
+
+    def __init__(self, src_anim: Animation, timemap: TimeMap, start: float, fps: float, with_gap: bool) -> None:
+        self.src, self.timemap, self.start, self.fps, self.with_gap = src_anim, timemap, start, fps, with_gap
+        self.mouth: list[np.ndarray] = []
+        self.gap: list[np.ndarray] = []
+        self.brow_out: list[np.ndarray] = []
+        self.brow_src: list[np.ndarray] = []
+        self.jit_sum, self.jit_count, self.n = 0.0, 0, 0
+        self.tail: np.ndarray | None = None
+        try:
+            from . import metrics
+        except ImportError:
+            metrics = None
+        self.m = metrics
+
+    def add(self, j0: int, values: np.ndarray) -> None:
+        m = self.m
+        if m is None:
+            return
+        from .arkit import index
+
+        v = np.asarray(values, np.float64)
+        self.n += len(v)
+        ext = v[:, :NUM_BLENDSHAPES] if self.tail is None else np.concatenate([self.tail, v[:, :NUM_BLENDSHAPES]])
+        if len(ext) >= 3:
+            d = np.abs(np.diff(ext, n=2, axis=0))
+            self.jit_sum += float(d.sum())
+            self.jit_count += d.size
+        self.tail = ext[-2:]
+        self.mouth.append(m.mouth_opening(v))
+        if self.with_gap:
+            self.gap.append(m.normalized_lip_gap(v))
+        ch = index("browInnerUp")
+        times = np.arange(j0, j0 + len(v), dtype=np.float64) / self.fps + self.start
+        self.brow_out.append(np.asarray(values, np.float32)[:, ch])
+        self.brow_src.append(warp_values(self.src.values[:, ch:ch + 1], self.src.fps,
+                                         self.timemap.source_time(times))[:, 0])
+
+    def result(self, dub: Audio, phonemes) -> dict:
+        out: dict = {"lip_audio_lag_frames": None, "bilabial_closure_rate": None, "bilabials": None,
+                     "brow_inner_up_corr": None, "jitter": None}
+        m = self.m
+        if m is None:
+            return out
+        from .audio import rms_envelope
+
+        out["jitter"] = round(self.jit_sum / self.jit_count if self.n >= 3 and self.jit_count else 0.0, 6)
+        try:
+            env = rms_envelope(dub.samples, dub.sample_rate, self.fps).astype(np.float64)
+            out["lip_audio_lag_frames"] = int(m.best_lag(*m.lags_and_correlation(np.concatenate(self.mouth), env)))
+        except DubtoolError:
+            pass
+        if phonemes:
+            try:
+                checks = m.closures_from_gap(np.concatenate(self.gap), phonemes, self.fps)
+                out["bilabials"] = len(checks)
+                out["bilabial_closure_rate"] = float(np.mean([c.closed for c in checks])) if checks else None
+            except DubtoolError:
+                pass
+        a, b = np.concatenate(self.brow_out), np.concatenate(self.brow_src)
+        if a.std() > 1e-6 and b.std() > 1e-6:
+            out["brow_inner_up_corr"] = round(float(np.corrcoef(a, b)[0, 1]), 4)
+        return out
 
 
 def performance_keypoints(source, performance: np.ndarray, source_times_s: np.ndarray, source_fps: float) -> np.ndarray:
@@ -491,38 +714,6 @@ def source_tracking(source) -> dict:
             "long_gaps": meta.get("long_gaps"),
             "untracked_s": None if gaps is None else round(sum(float(g.get("duration_s", 0)) for g in gaps), 3),
             "video": video if isinstance(video, str) and Path(video).suffix.lower() in VIDEO_SUFFIXES else None}
-
-
-def line_metrics(anim: Animation, dub: Audio, phonemes, warped_brow: np.ndarray | None = None) -> dict:
-    """Lip-audio lag, bilabial closure on the dub's /p b m/ (with a transcript), brow correlation
-    with the warped source, jitter of the output curves. Metrics that cannot be computed are null."""
-    from .errors import DubtoolError
-
-    out: dict = {"lip_audio_lag_frames": None, "bilabial_closure_rate": None, "bilabials": None,
-                 "brow_inner_up_corr": None, "jitter": None}
-    try:
-        from . import metrics as m
-    except ImportError:
-        return out
-    out["jitter"] = round(m.jitter(anim.values), 6)
-    try:
-        out["lip_audio_lag_frames"] = int(m.lip_audio_lag(anim.values, dub.samples, dub.sample_rate, anim.fps))
-    except DubtoolError:
-        pass
-    if phonemes:
-        try:
-            checks = m.bilabial_closures(anim.values, phonemes, anim.fps)
-            out["bilabials"] = len(checks)
-            out["bilabial_closure_rate"] = float(np.mean([c.closed for c in checks])) if checks else None
-        except DubtoolError:
-            pass
-    if warped_brow is not None:
-        from .arkit import index
-
-        a, b = anim.values[:, index("browInnerUp")], warped_brow[:, index("browInnerUp")]
-        if a.std() > 1e-6 and b.std() > 1e-6:
-            out["brow_inner_up_corr"] = round(float(np.corrcoef(a, b)[0, 1]), 4)
-    return out
 
 
 def _settings(options: LocalizeOptions, generator) -> dict:
@@ -580,10 +771,15 @@ def _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, g
                              {"-o": out_csv, "--report": report_path or default_report_path(out_csv), "--fbx": fbx,
                               "--gltf": gltf, "--preview": preview})
     require_writable(out_csv, report_path or default_report_path(out_csv), fbx, gltf, preview)
-    dub = load_audio(dub_path, what="dub audio")
+    dub = load_audio(dub_path, what="dub audio", windowed=True)
     require_speech(dub, str(dub_path))
     source = load_source(source_path)
-    result = localize(source, dub, options, generator)
+    if fbx or gltf or preview:  # these need the whole animation
+        result = localize(source, dub, options, generator)
+        csv_done = False
+    else:  # the CSV is written as the frames come: flat memory whatever the dub's length
+        result = _localize_to_csv(source, dub, options, generator, out_csv)
+        csv_done = True
     anim = result.animation
     report = result.report
     report["source"], report["dub"] = str(source_path), str(dub_path)
@@ -617,5 +813,18 @@ def _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, g
     report["outputs"] = outputs
     report["timings_s"]["job_total_s"] = round(time.perf_counter() - t0, 4)
     write_text_atomic(rp, compact_json(report))
-    write_csv(anim, out_csv)
+    if not csv_done:
+        write_csv(anim, out_csv)
     return report
+
+
+def _localize_to_csv(source, dub: Audio, options: LocalizeOptions, generator, out_csv: Path) -> LocalizeResult:
+    """localize() with its frames streamed into the CSV at `out_csv` (atomic: nothing there on failure;
+    inside localize_files' staging it appears with the other outputs). The result's animation is None."""
+    from .livelink import CsvBlockWriter
+
+    with contextlib.ExitStack() as stack:
+        def sink(fps: float, frames: int, timecode_start_s: float):
+            return stack.enter_context(CsvBlockWriter(out_csv, fps, frames, timecode_start_s)).write
+
+        return localize(source, dub, options, generator, sink=sink)

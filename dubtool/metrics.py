@@ -265,12 +265,17 @@ def bilabial_closures(values61, phonemes, fps: float, rig=None, threshold: float
     rig (rest gap 0.2 mm, jawOpen 0.5 gap 16.5 mm) the default CLOSURE_THRESHOLD 0.09 means an inner-lip
     gap under 1.7 mm."""
     v = _values(values61)
-    gap = normalized_lip_gap(v, rig)
+    return closures_from_gap(normalized_lip_gap(v, rig), phonemes, fps, threshold, tolerance_s)
+
+
+def closures_from_gap(gap: np.ndarray, phonemes, fps: float, threshold: float = CLOSURE_THRESHOLD,
+                      tolerance_s: float = 0.04) -> list[ClosureCheck]:
+    """bilabial_closures on a normalized lip-gap curve (T,) (normalized_lip_gap of the animation)."""
     out = []
     for sym, a, b in _phoneme_spans(phonemes):
         if not _is_bilabial(sym):
             continue
-        sl = _span_frames(a, b, fps, len(v), tolerance_s)
+        sl = _span_frames(a, b, fps, len(gap), tolerance_s)
         if sl.stop <= sl.start:  # phoneme outside the animation: counts as not closed
             out.append(ClosureCheck(sym, a, b, float("inf"), False))
             continue
@@ -337,10 +342,15 @@ def lip_audio_xcorr(values61, samples: np.ndarray, sample_rate: int, fps: float,
                     rig=None) -> tuple[np.ndarray, np.ndarray]:
     """(lags, correlation): Pearson correlation of mouth opening shifted by each lag against the speech
     RMS envelope. Positive lag = the mouth moves that many frames after the sound."""
-    from .audio import rms_envelope
+    from .audio import rms_envelope, samples_array
 
     mouth = mouth_opening(values61, rig)
-    env = rms_envelope(np.asarray(samples, np.float32), int(sample_rate), float(fps)).astype(np.float64)
+    env = rms_envelope(samples_array(samples), int(sample_rate), float(fps)).astype(np.float64)
+    return lags_and_correlation(mouth, env, max_lag_frames)
+
+
+def lags_and_correlation(mouth: np.ndarray, env: np.ndarray, max_lag_frames: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """lip_audio_xcorr on a mouth-opening curve and an RMS envelope at the same frame rate."""
     n = min(len(mouth), len(env))
     mouth, env = mouth[:n], env[:n]
     k = int(max(0, min(max_lag_frames, n // 3)))
@@ -358,7 +368,11 @@ def lip_audio_lag(values61, samples: np.ndarray, sample_rate: int, fps: float, m
                   rig=None) -> int:
     """Lag (frames) that best aligns mouth opening with the speech RMS envelope; positive = lips late.
     Raises InputError when either curve is flat (nothing to align)."""
-    lags, corr = lip_audio_xcorr(values61, samples, sample_rate, fps, max_lag_frames, rig)
+    return best_lag(*lip_audio_xcorr(values61, samples, sample_rate, fps, max_lag_frames, rig))
+
+
+def best_lag(lags: np.ndarray, corr: np.ndarray) -> int:
+    """The lag of the highest correlation (lip_audio_lag's choice); InputError when none is finite."""
     if not np.isfinite(corr).any():
         raise InputError("cannot measure lip-audio lag: the mouth or the audio does not move")
     best = np.nanmax(corr)

@@ -46,16 +46,13 @@ def sha256_bytes(data: bytes) -> str:
 RANDN_BLOCK = 1 << 20  # values per block of torch_randn (a multiple of 16)
 
 
-def torch_randn(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """float32 standard normals equal (to float rounding) to `torch.randn(*shape, generator=
-    torch.Generator().manual_seed(seed))` on the CPU, so the ONNX path starts from the torch path's noise
-    and both give the same animation for a seed. torch's CPU normal sampler: a Mersenne Twister seeded
-    with init_genrand(seed) (numpy's legacy RandomState seeds it the same way), 24-bit uniform floats,
-    Box-Muller on blocks of 16 (u[0:8] radii, u[8:16] angles), and when the size is not a multiple of
-    16 the last 16 values redrawn from 16 fresh uniforms. tests/test_onnx.py checks it against torch."""
-    size = int(np.prod(shape))
-    if size < 16:  # torch draws such tiny tensors one by one with another method; the generator never does
-        raise ValueError(f"torch_randn needs at least 16 values, got {size}")
+def torch_randn_stream(seed: int):
+    """A function size -> float32 standard normals that continues one stream equal (to float rounding) to
+    torch.randn's on a CPU `torch.Generator().manual_seed(seed)`, call after call as torch's generator
+    does: torch's CPU normal sampler is a Mersenne Twister seeded with init_genrand(seed) (numpy's legacy
+    RandomState seeds it the same way), 24-bit uniform floats, Box-Muller on blocks of 16 (u[0:8] radii,
+    u[8:16] angles), and when a call's size is not a multiple of 16 its last 16 values redrawn from 16
+    fresh uniforms. tests/test_onnx.py checks it against torch."""
     rs = np.random.RandomState(int(seed) & 0xFFFFFFFF)
 
     def uniform(n: int) -> np.ndarray:
@@ -68,15 +65,27 @@ def torch_randn(shape: tuple[int, ...], seed: int) -> np.ndarray:
         theta = 2.0 * np.pi * u[:, 8:]
         return np.concatenate([radius * np.cos(theta), radius * np.sin(theta)], axis=1).reshape(-1)
 
-    whole = size - size % 16
-    out = np.empty(size, np.float32)
-    for a in range(0, whole, RANDN_BLOCK):  # in blocks: an hour-long take's noise needs no float64 copy of it all
-        b = min(whole, a + RANDN_BLOCK)
-        out[a:b] = box_muller(uniform(b - a))
-    if size % 16:
-        uniform(size % 16)  # drawn (and overwritten) by torch's first pass
-        out[size - 16:] = box_muller(uniform(16))
-    return out.reshape(shape)
+    def draw(size: int) -> np.ndarray:
+        if size < 16:  # torch draws such tiny tensors one by one with another method; the generator never does
+            raise ValueError(f"torch_randn needs at least 16 values, got {size}")
+        whole = size - size % 16
+        out = np.empty(size, np.float32)
+        for a in range(0, whole, RANDN_BLOCK):  # in blocks: an hour-long take's noise needs no float64 copy of it all
+            b = min(whole, a + RANDN_BLOCK)
+            out[a:b] = box_muller(uniform(b - a))
+        if size % 16:
+            uniform(size % 16)  # drawn (and overwritten) by torch's first pass
+            out[size - 16:] = box_muller(uniform(16))
+        return out
+
+    return draw
+
+
+def torch_randn(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """float32 standard normals equal (to float rounding) to `torch.randn(*shape, generator=
+    torch.Generator().manual_seed(seed))` on the CPU (one draw of torch_randn_stream), so the ONNX path
+    starts from the torch path's noise and both give the same animation for a seed."""
+    return torch_randn_stream(seed)(int(np.prod(shape))).reshape(shape)
 
 
 def band_mask(frames: int, window: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 
 from .arkit import Animation
 from .audio import Audio
+from .diskarray import DiskArray
 from .errors import InputError
 from .fileio import atomic_path, require_file
 
@@ -83,17 +84,50 @@ def save_performance(perf: Performance, path: str | os.PathLike) -> Path:
                                                                 "face_found", "confidence")}
             arrays["animation"] = perf.animation.values
             for name, value in arrays.items():
-                value = np.asarray(value)
-                # Streamed into the zip member (np.save writes in buffered pieces): no in-memory copy of a
-                # long take's landmarks.
+                # Streamed into the zip member (np.save writes in buffered pieces; a DiskArray goes block by
+                # block): no in-memory copy of a long take's landmarks.
                 with z.open(f"{name}.npy", "w", force_zip64=value.nbytes > (1 << 30)) as f:
-                    np.save(f, value)
-            if perf.audio is not None:
+                    if isinstance(value, DiskArray):
+                        _save_rows(f, value)
+                    else:
+                        np.save(f, np.asarray(value))
+            if perf.audio is not None and isinstance(perf.audio.samples, DiskArray):
+                _write_wav_member(z, perf.audio)
+            elif perf.audio is not None:
                 buf = io.BytesIO()
                 sf.write(buf, perf.audio.samples, perf.audio.sample_rate, format="WAV", subtype="FLOAT")
                 z.writestr("audio.wav", buf.getvalue())
             z.writestr("meta.json", json.dumps(meta, indent=1, default=str))
     return Path(path)
+
+
+SAVE_BLOCK_ROWS = 1024
+
+
+def _save_rows(f, arr: DiskArray) -> None:
+    """np.save's bytes for an array kept on disk: the same .npy header, then the rows block by block."""
+    header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False, "shape": tuple(arr.shape)}
+    np.lib.format.write_array_header_1_0(f, header)
+    for a in range(0, len(arr), SAVE_BLOCK_ROWS):
+        f.write(arr.read(a, a + SAVE_BLOCK_ROWS).tobytes())
+
+
+def _write_wav_member(z: zipfile.ZipFile, audio: Audio) -> None:
+    """audio.wav of a recording kept on disk: written by soundfile block by block into a temporary file
+    (the same file as sf.write of the whole), then copied into the zip member in pieces."""
+    import shutil
+    import tempfile
+
+    import soundfile as sf
+
+    samples = audio.samples
+    with tempfile.TemporaryDirectory(prefix="dubtool-wav-") as td:
+        tmp = os.path.join(td, "audio.wav")
+        with sf.SoundFile(tmp, "w", audio.sample_rate, 1, "FLOAT", format="WAV") as w:
+            for a in range(0, len(samples), 1 << 20):
+                w.write(samples[a:a + (1 << 20)])
+        with open(tmp, "rb") as src, z.open("audio.wav", "w", force_zip64=os.path.getsize(tmp) > (1 << 30)) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def load_performance(path: str | os.PathLike) -> Performance:

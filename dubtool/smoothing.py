@@ -52,17 +52,31 @@ def one_euro(x: np.ndarray, rate_hz: float, config: OneEuroConfig = OneEuroConfi
     out, flat_in, flat_out, s = _frames(x, out, scale)
     if flat_in is None:
         return out
+    _one_euro_steps(flat_in, flat_out, None, rate_hz, config, s)
+    return out
+
+
+def _one_euro_steps(flat_in: np.ndarray, flat_out: np.ndarray, state, rate_hz: float, config: OneEuroConfig,
+                    s: np.ndarray):
+    """One Euro over the frames of flat_in (T, values) into flat_out, continuing from `state` (the
+    (prev, dprev) float64 the previous frames left; None: this is the take's first frame). Returns the
+    state after the last frame, so a take filtered block by block is filtered exactly as in one go."""
     a_d = _alpha(config.d_cutoff, rate_hz)
-    prev = flat_in[0].astype(np.float64)
-    dprev = np.zeros_like(prev)
-    flat_out[0] = prev
-    for t in range(1, flat_in.shape[0]):
+    t0 = 0
+    if state is None:
+        prev = flat_in[0].astype(np.float64)
+        dprev = np.zeros_like(prev)
+        flat_out[0] = prev
+        t0 = 1
+    else:
+        prev, dprev = state
+    for t in range(t0, flat_in.shape[0]):
         cur = flat_in[t].astype(np.float64)
         dprev += a_d * ((cur - prev) * rate_hz - dprev)
         a = _alpha(config.min_cutoff + config.beta * np.abs(dprev) / s, rate_hz)
         prev += a * (cur - prev)
         flat_out[t] = prev
-    return out
+    return prev, dprev
 
 
 def one_euro_zero_phase(x: np.ndarray, rate_hz: float, config: OneEuroConfig = OneEuroConfig(),
@@ -85,3 +99,40 @@ def one_euro_zero_phase(x: np.ndarray, rate_hz: float, config: OneEuroConfig = O
         block += backward
         block *= 0.5
     return out
+
+
+def one_euro_zero_phase_blocks(read, write, n: int, frame_shape: tuple[int, ...], rate_hz: float,
+                               config: OneEuroConfig = OneEuroConfig(), scale: np.ndarray | float = 1.0,
+                               block_frames: int = 1024) -> None:
+    """one_euro_zero_phase of a take too long to hold, read and written by ranges of frames: `read(a, b)`
+    gives frames a..b-1 (b - a, *frame_shape), `write(a, values)` stores float32 results from frame a
+    (it may write where `read` reads: frame a is read before it is written). The forward pass goes to
+    a temporary file; the reversed pass reads it back block by block, last block first, and writes the
+    mean. Memory: a few blocks of frames. Equal to one_euro_zero_phase value for value (the same float64
+    recursion per value, the same float32 mean; tests/test_streaming.py)."""
+    from .diskarray import DiskArray
+
+    if n == 0:
+        return
+    width = int(np.prod(frame_shape))
+    s = np.broadcast_to(np.asarray(scale, np.float64), frame_shape).reshape(-1)
+    forward = DiskArray((n, width), np.float32, prefix="dubtool-smooth-")
+    try:
+        state = None
+        for a in range(0, n, block_frames):
+            x = np.asarray(read(a, min(n, a + block_frames))).reshape(-1, width)
+            out = np.empty(x.shape, np.float32)
+            state = _one_euro_steps(x, out, state, rate_hz, config, s)
+            forward.write(a, out)
+        state = None
+        for a in reversed(range(0, n, block_frames)):
+            b = min(n, a + block_frames)
+            x = np.asarray(read(a, b)).reshape(-1, width)[::-1]
+            back = np.empty(x.shape, np.float32)
+            state = _one_euro_steps(x, back, state, rate_hz, config, s)
+            block = forward.read(a, b)
+            block += back[::-1]
+            block *= 0.5
+            write(a, block.reshape((b - a,) + tuple(frame_shape)))
+    finally:
+        forward.close()

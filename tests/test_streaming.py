@@ -67,10 +67,36 @@ def test_generator_in_groups_equals_the_whole_take(speech, tiny_model):
     whole = gen.generate(audio, kp, style, seed=3).values
     starts = _chunk_starts(n, gen.sampler.chunk_frames, gen.sampler.overlap_frames)
     assert len(starts) >= 5
+    asked = []
+
+    def keypoints_of(a, b):  # the keypoints of each group's frames only, asked for in order
+        asked.append((a, b))
+        return kp[a:b]
+
     for group in (1, 2):
-        grouped = gen._generate_grouped(audio, kp, style, n, starts, group, steps + 2, steps, gen.sampler.guidance, 3)
+        asked.clear()
+        blocks = list(gen._generate_grouped(audio, keypoints_of, style, n, starts, group, steps + 2, steps,
+                                            gen.sampler.guidance, 3))
+        assert [a for a, _ in blocks] == sorted(a for a, _ in blocks) and blocks[0][0] == 0
+        assert len(asked) == len(blocks) and asked == sorted(asked)
+        grouped = np.concatenate([v for _, v in blocks])
         grouped[:, :52] = np.clip(grouped[:, :52], 0, 1)
         np.testing.assert_allclose(grouped, whole, rtol=0, atol=1e-4)
+
+
+def test_noise_drawn_in_pieces_is_the_whole_takes_noise(tiny_model, monkeypatch):
+    from dubtool import generate
+
+    monkeypatch.setattr(generate._NoiseStream, "PIECE", 48)
+    # torch's sampler (the tiny checkpoint has no ONNX sidecar) and ONNX Runtime's numpy replica of it
+    for gen in (generate.load_model(tiny_model), generate.load_model(backend="onnx")):
+        for n in (500, 501, 517):
+            whole = np.asarray(gen._noise(1, n, 7))
+            stream = generate._NoiseStream(gen, n, 7)
+            parts = [stream.frames(0, 100), stream.frames(60, 260), stream.frames(200, n)]
+            np.testing.assert_array_equal(np.asarray(parts[0]), whole[:, :100])
+            np.testing.assert_array_equal(np.asarray(parts[1]), whole[:, 60:260])
+            np.testing.assert_array_equal(np.asarray(parts[2]), whole[:, 200:n])
 
 
 def test_csv_written_in_blocks_is_the_same_text(tmp_path, monkeypatch):
@@ -95,3 +121,156 @@ def test_zero_phase_smoothing_by_column_blocks_is_unchanged():
     inplace = x.copy()
     one_euro_zero_phase(inplace, 30.0, cfg, scale=0.01, out=inplace, block_columns=100)
     np.testing.assert_array_equal(inplace, expected)
+
+
+def test_a_windowed_dub_reads_like_the_array(speech, tmp_path, monkeypatch):
+    """A recording past STREAM_AUDIO_S stays in a temporary file: slices, indices, spans and the
+    windowed readers (energy, mel rows) give what the in-memory samples give."""
+    path = audiomod.write_wav(audiomod.Audio(speech, 16000), tmp_path / "dub.wav")
+    whole = audiomod.load_audio(path).samples
+    monkeypatch.setattr(audiomod, "STREAM_AUDIO_S", 5)
+    x = audiomod.load_audio(path, windowed=True).samples
+    assert isinstance(x, audiomod.SampleFile) and len(x) == len(whole)
+    assert isinstance(audiomod.load_audio(path).samples, np.ndarray)  # only where asked for
+    for key in (slice(None), slice(100, 5000), slice(-300, None), slice(0, None, 7), slice(None, None, -3)):
+        np.testing.assert_array_equal(x[key], whole[key])
+    idx = np.array([[5, 70000], [3, len(whole) - 1]])
+    np.testing.assert_array_equal(x[idx], whole[idx])
+    assert x[-1] == whole[-1] and x[12345] == whole[12345]
+    span = x.span(16000, 48000)
+    np.testing.assert_array_equal(np.asarray(span), whole[16000:48000])
+    np.testing.assert_array_equal(span[10:20], whole[16010:16020])
+    np.testing.assert_array_equal(audiomod.rms_envelope(x, 16000, 30.0), audiomod.rms_envelope(whole, 16000, 30.0))
+    for frames in ((0, 50), (300, 420)):
+        np.testing.assert_array_equal(audiomod.mel_features_window(x, 16000, 30.0, frames),
+                                      audiomod.mel_features_window(whole, 16000, 30.0, frames))
+
+
+@pytest.mark.parametrize("model_fps,fps,n_extra", [(30.0, 60.0, 0), (30.0, 23.976, 1), (30.0, 24.0, -1), (30.0, 30.0, 0)])
+def test_output_blocks_equal_the_whole_take_resampled(model_fps, fps, n_extra):
+    """localize's block-by-block output (resampling, fitting to the span's frames, clamping) is the
+    whole animation's, frame for frame."""
+    from dubtool.localize import _fit_frames, _OutputFrames
+
+    rng = np.random.default_rng(3)
+    n_model = 331
+    values = rng.uniform(-0.2, 1.2, (n_model, NUM_CHANNELS)).astype(np.float32)
+    n_out = max(1, int(round(n_model / model_fps * fps))) + n_extra
+    whole = Animation(values, model_fps).resampled(fps)
+    expected = Animation(_fit_frames(whole.values, n_out), fps).clamped().values
+    out = _OutputFrames(model_fps, fps, n_model, n_out)
+    blocks, a = [], 0
+    for size in (1, 40, 2, 97, 191):
+        blocks += list(out.push(a, values[a:a + size]))
+        a += size
+    blocks += list(out.finish())
+    assert [j for j, _ in blocks] == list(np.cumsum([0] + [len(v) for _, v in blocks[:-1]]))
+    np.testing.assert_array_equal(np.concatenate([v for _, v in blocks]), expected)
+
+
+def test_csv_written_as_blocks_come_is_write_csvs_text(tmp_path):
+    from dubtool import livelink
+
+    rng = np.random.default_rng(4)
+    rates = []
+    for fps, start, n in ((30.0, 3600.0, 300), (60.0, 10.0, 300), (30.0, 0.0, 12)):  # the last: 30 fps cells
+        anim = Animation(rng.uniform(0, 1, (n, NUM_CHANNELS)).astype(np.float32), fps, start)
+        livelink.write_csv(anim, tmp_path / "whole.csv")
+        with livelink.CsvBlockWriter(tmp_path / "blocks.csv", fps, n, start) as w:
+            for a, b in ((0, 1), (1, 120), (120, n)):
+                w.write(anim.values[a:b])
+        assert (tmp_path / "blocks.csv").read_text() == (tmp_path / "whole.csv").read_text()
+        rates.append(livelink.timecode_rate_for(start, fps, n))
+    assert rates == [60.0, 60.0, 30.0]
+    with pytest.raises(RuntimeError):  # a failure part-way leaves no file
+        with livelink.CsvBlockWriter(tmp_path / "failed.csv", 30.0, 300) as w:
+            w.write(anim.values[:100])
+            raise RuntimeError("boom")
+    with pytest.raises(ValueError):  # so does a short take
+        with livelink.CsvBlockWriter(tmp_path / "short.csv", 30.0, 300) as w:
+            w.write(anim.values[:100])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocks.csv", "whole.csv"]
+
+
+def test_long_dub_streamed_to_the_csv_equals_the_whole_take(speech, tmp_path, tiny_model, monkeypatch):
+    """A dub past STREAM_AUDIO_S, sampled in generator groups and written to the CSV as the frames
+    come, gives the CSV and metrics of the whole take localized at once in memory."""
+    import json
+
+    from dubtool import generate, localize as loc
+    from dubtool.performance import save_performance
+
+    sys_path = str(REPO / "benchmarks")
+    monkeypatch.syspath_prepend(sys_path)
+    from bench_localize import performance_for
+
+    src = tmp_path / "src.perf"
+    save_performance(performance_for(audiomod.Audio(speech[:16000 * 10], 16000)), src)
+    dub = audiomod.write_wav(audiomod.Audio(speech, 16000), tmp_path / "dub.wav")
+    gen = generate.load_model(tiny_model)
+    gen.sampler = generate.SamplerConfig(steps=1, chunk_frames=40, overlap_frames=8)
+    opts = loc.LocalizeOptions(fps=24.0)
+
+    monkeypatch.setattr(generate, "GROUP_CHUNKS", 10_000)  # the reference: one group, dub in memory
+    whole = loc.localize_files(src, dub, tmp_path / "whole.csv", opts, generator=gen)
+    monkeypatch.setattr(generate, "GROUP_CHUNKS", 1)  # groups of 12 chunks (~16 s): two groups
+    monkeypatch.setattr(audiomod, "STREAM_AUDIO_S", 5)
+    seen = []
+    real = gen._generate_grouped
+    monkeypatch.setattr(gen, "_generate_grouped", lambda *a, **k: seen.append(1) or real(*a, **k))
+    streamed = loc.localize_files(src, dub, tmp_path / "streamed.csv", opts, generator=gen)
+    assert seen, "the dub was not sampled in groups"
+    a = np.loadtxt(tmp_path / "whole.csv", delimiter=",", skiprows=1, usecols=range(2, 63))
+    b = np.loadtxt(tmp_path / "streamed.csv", delimiter=",", skiprows=1, usecols=range(2, 63))
+    assert a.shape == b.shape == (whole["frames"], NUM_CHANNELS)
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)
+    tcs = [ln.split(",")[0] for ln in (tmp_path / "whole.csv").read_text().splitlines()]
+    assert tcs == [ln.split(",")[0] for ln in (tmp_path / "streamed.csv").read_text().splitlines()]
+    assert json.dumps(streamed["metrics"]) == json.dumps(whole["metrics"])
+
+
+def test_zero_phase_smoothing_by_time_blocks_is_unchanged():
+    """The block-by-block (time) One Euro of a take kept on disk equals the in-memory one value for value,
+    also when it writes where it reads."""
+    from dubtool.smoothing import OneEuroConfig, one_euro_zero_phase, one_euro_zero_phase_blocks
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(203, 7, 3)).astype(np.float32)
+    cfg = OneEuroConfig(1.5, 0.5)
+    scale = rng.uniform(0.1, 1.0, (7, 3))
+    expected = one_euro_zero_phase(x, 30.0, cfg, scale=scale)
+    y = x.copy()
+
+    def write(a, v):
+        y[a:a + len(v)] = v
+
+    one_euro_zero_phase_blocks(lambda a, b: y[a:b], write, len(y), (7, 3), 30.0, cfg, scale, block_frames=16)
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_extract_on_disk_equals_extract_in_memory(tmp_path, monkeypatch):
+    """A take past IN_MEMORY_FRAMES (landmarks, blendshapes and poses in temporary files, audio too,
+    post-processed and saved block by block) gives the .perf of the in-memory extraction, gaps and
+    smoothing included."""
+    from dubtool import diskarray, extract as ex, performance as pf, testmedia as tm
+
+    video = tm.make_face_video(tmp_path / "gaps.mp4", tm.Motion(jaw=0.6 * np.sin(np.arange(40) / 4) ** 2), 25.0,
+                               (256, 192), audio=tm.tone_audio(40 / 25.0), blank_frames=[8, 9, 10] + list(range(20, 36)))
+    memory = ex.extract(video)
+    pf.save_performance(memory, tmp_path / "memory.perf")
+    monkeypatch.setattr(ex, "IN_MEMORY_FRAMES", 0)
+    monkeypatch.setattr(ex, "POST_BLOCK_FRAMES", 7)
+    monkeypatch.setattr(ex._FrameBuffers, "BATCH", 5)
+    monkeypatch.setattr(audiomod, "STREAM_AUDIO_S", 0)
+    monkeypatch.setattr(pf, "SAVE_BLOCK_ROWS", 3)
+    disk = ex.extract(video)
+    assert isinstance(disk.landmarks_image, diskarray.DiskArray) and isinstance(disk.audio.samples, diskarray.DiskArray)
+    assert disk.meta["gaps"] == memory.meta["gaps"] and len(memory.meta["gaps"]) == 2
+    pf.save_performance(disk, tmp_path / "disk.perf")
+    a, b = pf.load_performance(tmp_path / "memory.perf"), pf.load_performance(tmp_path / "disk.perf")
+    for name in ("landmarks_image", "landmarks_canonical", "head_pose", "face_found", "confidence"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+        np.testing.assert_array_equal(x, y, err_msg=name)
+    np.testing.assert_array_equal(a.animation.values, b.animation.values)
+    np.testing.assert_array_equal(a.audio.samples, b.audio.samples)
