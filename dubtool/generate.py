@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arkit import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, NUM_CHANNELS, Animation
+from .arkit import BLENDSHAPE_NAMES, NUM_BLENDSHAPES, NUM_CHANNELS, Animation, index
 from .errors import DependencyError, InputError, ModelError
 
 FORMAT = "dubtool-flow"
@@ -606,7 +606,7 @@ def apply_articulation_gain(values: np.ndarray, gains: dict | None) -> np.ndarra
 
     openness = np.clip(channel_lip_gap(values) / SEAL_GAP - 1.0, 0.0, 1.0)
     for name, gain in gains.items():
-        values[:, BLENDSHAPE_NAMES.index(name)] *= 1.0 + (float(gain) - 1.0) * openness
+        values[:, index(name)] *= 1.0 + (float(gain) - 1.0) * openness
     return values
 
 
