@@ -394,11 +394,13 @@ def lip_gap_basis(device):
 
 def validate(gen: Generator, corpus, split: str, n_clips: int, seed: int = 0) -> dict:
     """Sample whole held-out clips and compare with their targets: lower/upper-face mean absolute
-    error (weights) and, where the metrics module can run, the bilabial closure rate."""
+    error (weights) and, where the metrics module can run, the bilabial closure rate and the share of
+    open-vowel frames whose lips are sealed (a false closure)."""
     ids = np.flatnonzero(corpus.split == SPLITS.index(split))[:n_clips]
     if len(ids) == 0:
         return {}
     lower, upper, closures = [], [], []
+    open_closed = [0, 0]  # open-vowel frames with the lips sealed, open-vowel frames
     for i in ids:
         s, n = int(corpus.starts[i]), int(corpus.lengths[i])
         mel = corpus.mel[s:s + n].astype(np.float32)
@@ -414,17 +416,23 @@ def validate(gen: Generator, corpus, split: str, n_clips: int, seed: int = 0) ->
         phon = corpus.clips[i].get("phonemes")
         if phon:
             try:
-                from .metrics import bilabial_closure_rate
+                from .metrics import bilabial_closure_rate, open_vowel_false_closures
                 from .phonemes import Phoneme
 
-                r = bilabial_closure_rate(pred, [Phoneme(p, a, b) for p, a, b in phon], gen.fps)
+                ph = [Phoneme(p, a, b) for p, a, b in phon]
+                r = bilabial_closure_rate(pred, ph, gen.fps)
                 if r is not None and np.isfinite(r):
                     closures.append(float(r))
+                c, t = open_vowel_false_closures(pred, ph, gen.fps)
+                open_closed[0] += c
+                open_closed[1] += t
             except Exception:  # metrics needs the rig; validation goes on without this figure
                 pass
     out = {"lower_mae": float(np.mean(lower)), "upper_mae": float(np.mean(upper))}
     if closures:
         out["bilabial_closure"] = float(np.mean(closures))
+    if open_closed[1]:
+        out["open_vowel_closed"] = open_closed[0] / open_closed[1]
     return out
 
 

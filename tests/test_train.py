@@ -127,3 +127,49 @@ def test_room_augmentation_is_off_by_default_and_runs_inside_augment_mel():
     assert torch.allclose(bt.augment_mel(x), (x - 1.0) / 2.0)
     on = _batcher(sub=3, room_noise_p=1.0).augment_mel(x)
     assert not torch.allclose(on, (x - 1.0) / 2.0)
+
+
+class _Replay:
+    """A generator whose 'sample' returns a given animation (normalised with identity statistics):
+    validation is then scored on known curves."""
+
+    def __init__(self, values):
+        self.values = torch.as_tensor(values)
+        self.sampler = SimpleNamespace(steps=1, guidance=1.0)
+        self.fps = 30.0
+
+    def normalize_inputs(self, mel, kp, st):
+        return torch.as_tensor(mel), torch.as_tensor(kp), torch.as_tensor(st)
+
+    def sample(self, *a, **k):
+        return self.values[None]
+
+    def denormalize(self, x):
+        return x
+
+
+def test_validation_counts_sealed_open_vowels_and_closures():
+    from dubtool.metrics import open_vowel_false_closures
+    from dubtool.phonemes import Phoneme
+    from dubtool.teacher import lower_face_from_phonemes
+    from dubtool.train import validate
+
+    phon = [("m", 0.2, 0.3), ("a", 0.3, 0.6), ("t", 0.6, 0.7), ("a", 0.7, 1.0), ("p", 1.0, 1.1), ("a", 1.1, 1.5)]
+    ph = [Phoneme(*p) for p in phon]
+    teacher = lower_face_from_phonemes(ph, 1.8, 30.0).values
+    sealed = teacher.copy()
+    sealed[:, :52] = 0.0  # the rest face: lips together everywhere
+    n = len(teacher)
+    for values, closure in ((teacher, 1.0), (sealed, 1.0)):
+        corpus = SimpleNamespace(
+            split=np.array([1]), starts=np.array([0]), lengths=np.array([n]), mel=np.zeros((n, 80), np.float16),
+            keypoints=np.zeros((n, 174), np.float16), target=values.astype(np.float16),
+            style=np.zeros((1, 122), np.float32), clips=[{"phonemes": phon}])
+        out = validate(_Replay(values), corpus, "val_voice", 1)
+        closed, total = open_vowel_false_closures(values, ph, 30.0)
+        assert total > 20 and out["open_vowel_closed"] == pytest.approx(closed / total)
+        assert out["bilabial_closure"] == closure
+    assert validate(_Replay(sealed), corpus, "val_voice", 1)["open_vowel_closed"] == 1.0
+    c, t = open_vowel_false_closures(teacher, ph, 30.0)
+    assert c / t < 0.5  # the teacher opens on its open vowels: the two cases differ
+    assert out["lower_mae"] == 0.0
