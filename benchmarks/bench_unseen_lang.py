@@ -92,6 +92,11 @@ def source_performance(cache: Path):
     return load_performance(perf_path)
 
 
+# Open-vowel frames this close to a /p b m/ span are where real lips are already closing (they lead the sound
+# by ~50 ms) or still opening; the "far" figure counts only the others.
+NEAR_BILABIAL_S = 0.07
+
+
 def score_line(anim, audio, phonemes) -> dict:
     from dubtool import metrics
     from dubtool.audio import rms_envelope
@@ -99,23 +104,28 @@ def score_line(anim, audio, phonemes) -> dict:
 
     checks = metrics.bilabial_closures(anim, phonemes, anim.fps)
     closed, open_frames = metrics.open_vowel_false_closures(anim, phonemes, anim.fps)
+    far_closed, far_frames = metrics.open_vowel_false_closures(anim, phonemes, anim.fps,
+                                                               away_from_bilabials_s=NEAR_BILABIAL_S)
     env = rms_envelope(audio.samples, audio.sample_rate, anim.fps).astype(np.float64)
     n = min(len(env), anim.num_frames)
     return {"bilabials": len(checks), "closed": sum(c.closed for c in checks),
             "min_gaps": [round(c.min_gap, 3) for c in checks if math.isfinite(c.min_gap)],
             "open_vowel_frames": open_frames, "open_vowel_closed": closed,
+            "far_open_vowel_frames": far_frames, "far_open_vowel_closed": far_closed,
             "jaw_env_r": pearson(anim.values[:n, metrics.JAW_OPEN], env[:n])}
 
 
 def summarise(items: list[dict]) -> dict:
     b = sum(i["bilabials"] for i in items)
     o = sum(i["open_vowel_frames"] for i in items)
+    fo = sum(i.get("far_open_vowel_frames", 0) for i in items)
     rs = [i["jaw_env_r"] for i in items if math.isfinite(i["jaw_env_r"])]
     gaps = [g for i in items for g in i["min_gaps"]]
     return {"lines": len(items), "bilabials": b,
             "closure": sum(i["closed"] for i in items) / b if b else math.nan,
             "open_vowel_frames": o,
             "open_vowel_closed": sum(i["open_vowel_closed"] for i in items) / o if o else math.nan,
+            "far_open_vowel_closed": sum(i.get("far_open_vowel_closed", 0) for i in items) / fo if fo else math.nan,
             "jaw_env_r": float(np.mean(rs)) if rs else math.nan,
             "median_min_gap_at_pbm": float(np.median(gaps)) if gaps else math.nan}
 
@@ -196,12 +206,14 @@ def markdown(res: dict) -> str:
              "closure = /p b m/ with the lips sealed (normalized gap < 0.2); open-vowel closed = fraction of "
              "open-vowel frames with the lips sealed; flow = no transcript, teacher = with transcript.", "",
              "| set | lines | /p b m/ | closure flow | closure teacher | open-vowel closed flow | teacher | "
+             "of them > 70 ms from a /p b m/, flow | teacher | "
              "jaw-envelope r flow | teacher | median min gap at /p b m/ flow |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, d in res["languages"].items():
         f, t = d["flow"], d["teacher"]
         lines.append(f"| {name} | {f['lines']} | {f['bilabials']} | {_f(f['closure'])} | {_f(t['closure'])} | "
-                     f"{_f(f['open_vowel_closed'])} | {_f(t['open_vowel_closed'])} | {_f(f['jaw_env_r'])} | "
+                     f"{_f(f['open_vowel_closed'])} | {_f(t['open_vowel_closed'])} | "
+                     f"{_f(f.get('far_open_vowel_closed'))} | {_f(t.get('far_open_vowel_closed'))} | {_f(f['jaw_env_r'])} | "
                      f"{_f(t['jaw_env_r'])} | {_f(f['median_min_gap_at_pbm'])} |")
     return "\n".join(lines) + "\n"
 

@@ -292,14 +292,22 @@ def bilabial_closure_rate(values61, phonemes, fps: float, rig=None, threshold: f
     return float(np.mean([c.closed for c in checks])) if checks else float("nan")
 
 
-def open_vowel_false_closures(values61, phonemes, fps: float, rig=None, threshold: float = 0.2) -> tuple[int, int]:
+def open_vowel_false_closures(values61, phonemes, fps: float, rig=None, threshold: float = 0.2,
+                              away_from_bilabials_s: float = 0.0) -> tuple[int, int]:
     """(closed, total): frames inside open-vowel spans (/a ɑ æ ɐ ɒ/, no tolerance) whose normalized lip
-    gap is below the closure `threshold` — lips shut where the sound is an open vowel."""
+    gap is below the closure `threshold` — lips shut where the sound is an open vowel. With
+    `away_from_bilabials_s` > 0, frames within that time of a /p b m/ span are left out (there real lips
+    are closing ahead of the sound or still opening after it)."""
     v = _values(values61)
     mask = np.zeros(len(v), bool)
-    for sym, a, b in _phoneme_spans(phonemes):
+    spans = _phoneme_spans(phonemes)
+    for sym, a, b in spans:
         if _is_open_vowel(sym):
             mask[_span_frames(a, b, fps, len(v))] = True
+    if away_from_bilabials_s > 0:
+        for sym, a, b in spans:
+            if _is_bilabial(sym):
+                mask[_span_frames(a, b, fps, len(v), away_from_bilabials_s)] = False
     if not mask.any():
         return 0, 0
     gap = normalized_lip_gap(v, rig)

@@ -260,3 +260,18 @@ def test_crossed_lips_have_no_gap(rig):
     # mouthClose beyond jawOpen lifts the lower lip past the upper one: sealed, gap 0 (not |distance|).
     v = _anim_from_jaw([0.0, 0.1], close=[0.3, 0.0])
     np.testing.assert_allclose(metrics.lip_gap(v, rig), [0.0, 0.3], atol=1e-9)
+
+
+def test_open_vowel_false_closures_can_leave_out_the_frames_beside_a_bilabial():
+    from dubtool.phonemes import Phoneme
+
+    # /a/ 0.0-0.5 s, /m/ 0.5-0.6 s, /a/ 0.6-1.0 s at 30 fps; the lips sealed (rest face) from 0.40 to 0.70 s
+    ph = [Phoneme("a", 0.0, 0.5), Phoneme("m", 0.5, 0.6), Phoneme("a", 0.6, 1.0)]
+    v = np.zeros((30, NUM_CHANNELS), np.float32)
+    v[:, index("jawOpen")] = 0.5
+    v[12:21, index("jawOpen")] = 0.0
+    closed, total = metrics.open_vowel_false_closures(v, ph, 30.0)
+    assert (closed, total) == (6, 27)  # frames 12-14 and 18-20 lie in the vowels
+    far_closed, far_total = metrics.open_vowel_false_closures(v, ph, 30.0, away_from_bilabials_s=0.07)
+    # frames 13-14 and 18-20 lie within 70 ms of the /m/ ([0.43, 0.67) s): frame 12 is the one far closure left
+    assert (far_closed, far_total) == (1, 27 - 5)
