@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dubtool.arkit import Animation, index
-from dubtool.export import load_face_rig
+from dubtool.rig import load_rig
 from dubtool.render import FaceRenderer, RenderOptions, render_video
 
 FRAMES, RUNS = 300, 3
@@ -25,7 +25,7 @@ def take() -> Animation:
 
 
 def main() -> None:
-    anim, rig = take(), load_face_rig()
+    anim, rig = take(), load_rig()
     for samples in (0, 4):
         opts = RenderOptions(width=512, height=512, samples=samples)
         r = FaceRenderer(rig, opts)

@@ -26,13 +26,6 @@ def load_animation(path: str | os.PathLike) -> Animation:
     raise InputError(f"{p}: unknown animation format {suffix or '(no extension)'}; give a Live Link .csv or a .perf file")
 
 
-def load_face_rig():
-    """The shipped face rig (dubtool.rig.load_rig)."""
-    from .rig import load_rig
-
-    return load_rig()
-
-
 def check_export_paths(fbx: str | os.PathLike | None, gltf: str | os.PathLike | None) -> None:
     """Refuse output names whose suffix does not match the format (before any work is done)."""
     if fbx is not None and Path(fbx).suffix.lower() != ".fbx":
@@ -45,7 +38,10 @@ def export_animation(anim: Animation, fbx: str | os.PathLike | None = None, gltf
                      take_name: str = "dub", rig=None) -> list[Path]:
     """Write the requested interchange files; returns their paths."""
     check_export_paths(fbx, gltf)
-    rig = rig or load_face_rig()
+    if rig is None:
+        from .rig import load_rig
+
+        rig = load_rig()
     written = []
     if fbx is not None:
         from .fbx import write_fbx

@@ -412,9 +412,9 @@ def build_scene(anim: Animation, rig, take_name: str = "dub") -> list[Node]:
 def write_fbx(anim: Animation, path: str | os.PathLike, rig=None, take_name: str = "dub") -> Path:
     """Write `anim` on the face rig as a binary FBX 7.4 file (atomically)."""
     if rig is None:
-        from .export import load_face_rig
+        from .rig import load_rig
 
-        rig = load_face_rig()
+        rig = load_rig()
     data = encode(build_scene(anim, rig, take_name))
     with atomic_path(path, suffix=".fbx") as tmp:
         tmp.write_bytes(data)

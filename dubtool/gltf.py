@@ -168,9 +168,9 @@ def encode_glb(doc: dict, binary: bytes) -> bytes:
 def write_gltf(anim: Animation, path: str | os.PathLike, rig=None, take_name: str = "dub") -> Path:
     """Write `anim` on the face rig as .glb (binary) or .gltf (JSON, embedded buffer), atomically."""
     if rig is None:
-        from .export import load_face_rig
+        from .rig import load_rig
 
-        rig = load_face_rig()
+        rig = load_rig()
     p = Path(path)
     doc, binary = build_gltf(anim, rig, take_name)
     if p.suffix.lower() == ".gltf":

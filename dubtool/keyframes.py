@@ -985,18 +985,15 @@ def words_from_audio(audio_path: str | os.PathLike, text: str, lang: str = "en")
 def plan_keyframes(script_text: str, duration_s: float | None = None, words: tuple[Word, ...] | None = None,
                    options: PlanOptions = PlanOptions(), llm=None, matcher: PrototypeMatcher | None = None,
                    log: Callable[[str], None] = lambda m: None) -> KeyframeTrack:
-    """Script -> KeyframeTrack, by the user's language model when `llm` (a keyframes_llm.LLMConfig)
-    is given, else (or when the model fails and fallback is allowed) by the offline planner."""
+    """Script -> KeyframeTrack, by the user's language model when `llm` (a keyframes_llm.LLMConfig, or
+    anything with its `plan` method) is given, else (or when the model fails and fallback is allowed) by the offline planner."""
     warnings: list[str] = []
     if words is None:
         words, duration_s = estimate_word_times(parse_script(script_text).spoken_text, duration_s)
     elif duration_s is None:
         duration_s = (words[-1].end_s + 0.3) if words else 1.0
     if llm is not None:
-        from .keyframes_llm import plan_with_llm
-
-        track = plan_with_llm(script_text, float(duration_s), tuple(words), options, llm, log=log,
-                              matcher=matcher)
+        track = llm.plan(script_text, float(duration_s), tuple(words), options, log=log, matcher=matcher)
         if track is not None:
             return track
     track = plan_offline(script_text, duration_s, words, options, matcher, warnings)

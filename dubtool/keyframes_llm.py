@@ -40,6 +40,13 @@ class LLMConfig:
     temperature: float = 0.2
     max_tokens: int = 2048
 
+    def plan(self, script_text: str, duration_s: float, words: tuple[Word, ...], options: PlanOptions,
+             log: Callable[[str], None] = lambda m: None,
+             matcher: PrototypeMatcher | None = None) -> KeyframeTrack | None:
+        """`plan_with_llm` with this configuration (what `keyframes.plan_keyframes` calls: the planner
+        module needs no import of this one)."""
+        return plan_with_llm(script_text, duration_s, words, options, self, log=log, matcher=matcher)
+
 
 SYSTEM_PROMPT = """You are a facial animator. You plan the UPPER-FACE performance of one line of dialogue as semantic keyframes, in two steps: (1) read the script, its context and cues ([angry], (whispering), *nods*, punctuation) and decide when the face changes and describe each change in a short phrase ("brows lift in surprise, eyes widen"); (2) give each keyframe ARKit targets.
 

@@ -609,7 +609,7 @@ def render_video(anim: Animation, out_path: str | os.PathLike, audio: str | os.P
     """Render `anim` (optionally beside a source performance) to an mp4 with the dub audio."""
     import time
 
-    from .export import load_face_rig
+    from .rig import load_rig
 
     t0 = time.perf_counter()
     if options.fps is not None:
@@ -623,7 +623,7 @@ def render_video(anim: Animation, out_path: str | os.PathLike, audio: str | os.P
         if abs(a_dur - duration) > 1.0 / fps:
             how = "padded with silence" if a_dur < duration else "trimmed"
             warnings.append(f"audio is {a_dur:.2f} s, animation {duration:.2f} s: audio {how} to the animation")
-    rig = rig or load_face_rig()
+    rig = rig or load_rig()
     renderer = FaceRenderer(rig, options)
     w, h = options.width, options.height
     frame_w, frame_h = w, h
@@ -680,9 +680,9 @@ def render_video(anim: Animation, out_path: str | os.PathLike, audio: str | os.P
 
 def render_frames(anim: Animation, options: RenderOptions = RenderOptions(), rig=None) -> Iterator[np.ndarray]:
     """Rendered frames of `anim` as (H, W, 3) uint8 arrays (for tests, benchmarks and stills)."""
-    from .export import load_face_rig
+    from .rig import load_rig
 
-    renderer = FaceRenderer(rig or load_face_rig(), options)
+    renderer = FaceRenderer(rig or load_rig(), options)
     try:
         for row in anim.values:
             yield renderer.render(row)[..., :3].copy()
