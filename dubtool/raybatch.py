@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from .batch import ManifestRow, RowResult, run_row
+from .batchrow import ManifestRow, RowResult, run_row
 from .errors import DependencyError, InputError
 from .localize import LocalizeOptions, default_report_path
 

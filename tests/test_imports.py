@@ -7,8 +7,7 @@ from pathlib import Path
 import dubtool
 
 PKG = Path(dubtool.__file__).resolve().parent
-# Known and not yet broken: batch dispatches rows to raybatch, which runs batch's row function.
-KNOWN = {frozenset({"dubtool.batch", "dubtool.raybatch"})}
+KNOWN: set[frozenset] = set()
 
 
 def _graph() -> dict[str, set[str]]:
