@@ -347,6 +347,22 @@ def _median(xs) -> float | None:
     return round(float(np.median(xs)), 4) if xs else None
 
 
+def heldout_verdict(scores: dict) -> str:
+    """'better' / 'not better' than the base on the held-out takes, in words with the figures: better
+    when the median mouth-opening r (lag 0) rises and at least half of the takes improve."""
+    b, t = scores["base"]["mouth_r"], scores["fine_tuned"]["mouth_r"]
+    def ok(x) -> bool:
+        return x is not None and math.isfinite(x)
+
+    pairs = [(r["base_mouth_r"], r["fine_tuned_mouth_r"]) for r in scores["per_take"]
+             if ok(r["base_mouth_r"]) and ok(r["fine_tuned_mouth_r"])]
+    up = sum(ft > bs for bs, ft in pairs)
+    figures = f"median mouth-opening r {_fmt(b)} -> {_fmt(t)}, {up} of {len(pairs)} takes better"
+    if not (ok(b) and ok(t) and pairs):
+        return f"not scored ({figures})"
+    return ("better" if t > b and 2 * up >= len(pairs) else "not better") + f" than the base ({figures})"
+
+
 def summarize_scores(rows: list[dict], channels=CARD_CHANNELS) -> dict:
     """Medians over takes: mouth-opening r (lag 0 and best lag), jawOpen r, the loudness-envelope
     baseline, and per channel r and amplitude (p95 and std ratio, generated / real)."""
@@ -458,6 +474,11 @@ def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps:
         scores = {"base": summarize_scores(per_base), "fine_tuned": summarize_scores(per_tuned),
                   "per_take": [{"take": b["take"], "base_mouth_r": b["mouth_r"], "fine_tuned_mouth_r": t["mouth_r"]}
                                for b, t in zip(per_base, per_tuned)]}
+        verdict = heldout_verdict(scores)
+        scores["verdict"] = verdict
+        if not verdict.startswith("better"):
+            log(f"warning: the fine-tuned model is {verdict} on the held-out takes; the base model may serve "
+                "this actor as well (more takes help; the card has the per-take figures)")
     run = CaptureRun(Path(out), base, Path(captures_dir), [_take_row(c) for c in train_caps],
                      [_take_row(c) for c in held_caps], rejected, regulariser, report, scores)
     base_name = gen.meta.get("name", base.stem)
@@ -520,6 +541,8 @@ def model_card(run: CaptureRun, base_name: str) -> str:
         lines.append("No take was held out (one valid take, or --holdout 0): no held-out figures.")
     else:
         b, t = run.scores["base"], run.scores["fine_tuned"]
+        if run.scores.get("verdict"):
+            lines += [f"**Verdict: {run.scores['verdict']}.**", ""]
         lines += [f"{b['takes']} held-out takes: {', '.join(r['take'] for r in run.heldout)}. Mouth opening of the "
                   "real take: tracked inner-lip landmarks (.perf / video) or the rig lip gap of its weights (CSV).", "",
                   "| figure | base | fine-tuned |", "|---|---:|---:|"]

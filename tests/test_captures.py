@@ -161,6 +161,11 @@ def test_fine_tune_end_to_end(capture_dir, tiny_model, tmp_path):
     row = next(line for line in card.splitlines() if line.startswith("| mouth-opening r, lag 0 |"))
     assert row.count("|") == 4 and "–" not in row  # base and fine-tuned figures, both measured
     assert summary["scores"]["fine_tuned"]["mouth_r"] == pytest.approx(float(row.split("|")[3]), abs=0.006)
+    verdict = summary["scores"]["verdict"]  # one held-out take: better exactly when its r rose
+    s = summary["scores"]
+    assert verdict.startswith("better") == (s["fine_tuned"]["mouth_r"] > s["base"]["mouth_r"])
+    assert f"**Verdict: {verdict}.**" in card
+    assert ("warning: the fine-tuned model is not better" in r.stderr) == verdict.startswith("not better")
     # What `localize --model-path out/actor.pt` runs (in-process: one interpreter start less).
     from dubtool.livelink import read_csv
     from dubtool.localize import LocalizeOptions, localize_files
@@ -200,3 +205,18 @@ def test_options_are_checked_before_any_work(capture_dir, tmp_path, monkeypatch,
     with pytest.raises(InputError, match=says):
         _train_captures(**args)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_the_verdict_needs_a_higher_median_and_half_the_takes():
+    from dubtool.captures import heldout_verdict
+
+    def scores(pairs):
+        b, t = (float(np.median([p[i] for p in pairs])) for i in (0, 1))
+        return {"base": {"mouth_r": b}, "fine_tuned": {"mouth_r": t},
+                "per_take": [{"take": f"t{i}", "base_mouth_r": x, "fine_tuned_mouth_r": y} for i, (x, y) in enumerate(pairs)]}
+
+    assert heldout_verdict(scores([(0.3, 0.5), (0.4, 0.6), (0.2, 0.1)])).startswith("better than the base (median "
+                                                                                   "mouth-opening r 0.30 -> 0.50, 2 of 3")
+    assert heldout_verdict(scores([(0.3, 0.2), (0.4, 0.35), (0.2, 0.5)])).startswith("not better")  # median falls
+    assert heldout_verdict(scores([(0.3, 0.9), (0.4, 0.3), (0.5, 0.45), (0.6, 0.55)])).startswith("not better")  # 1 of 4
+    assert heldout_verdict(scores([(float("nan"), 0.5)])).startswith("not scored")
