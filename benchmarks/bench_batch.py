@@ -41,7 +41,9 @@ sys.path.insert(0, str(ROOT))
 from dubtool.audio import SAMPLE_RATE, Audio, load_audio, write_wav  # noqa: E402
 
 SOUNDS = Path("/usr/share/asterisk/sounds")
-VOICES = (("fr", "fr"), ("es", "es"), ("en", "en"), ("ru", "ru"))
+# The voices' own folders, not the fr/es/en/ru links: installing asterisk-prompt-fr-armelle or -es-co turns
+# fr/ and es/ into folders of .gsm prompts (2026-12-02).
+VOICES = (("fr_CA_f_June", "fr"), ("es_MX_f_Allison", "es"), ("en_US_f_Allison", "en"), ("ru_RU_f_IvrvoiceRU", "ru"))
 PAUSE_S = 0.3
 
 
