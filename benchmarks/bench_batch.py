@@ -29,14 +29,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-# As `dubtool` itself does (cli.main): torch's OpenMP threads sleep rather than spin while they wait
-# (BENCH_OMP_DEFAULT=1 leaves OpenMP's default, to time code from before that change).
-if not os.environ.get("BENCH_OMP_DEFAULT"):
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# As `dubtool` itself does (cli.main): torch's OpenMP threads sleep rather than spin while they wait, numpy's
+# OpenBLAS runs one thread (BENCH_OMP_DEFAULT=1 leaves the libraries' defaults, to time code from before).
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+if not os.environ.get("BENCH_OMP_DEFAULT"):  # dubtool's own thread settings (cli.thread_defaults), before numpy loads
+    from dubtool import cli as _cli
+
+    getattr(_cli, "thread_defaults", lambda: os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE"))()
+
+import numpy as np  # noqa: E402
 
 from dubtool.audio import SAMPLE_RATE, Audio, load_audio, write_wav  # noqa: E402
 

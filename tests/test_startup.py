@@ -117,3 +117,22 @@ def test_face_tracker_does_not_import_mediapipes_drawing_utilities(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split("\n")[:2] == ["[]", "DrawingSpec True"]
+
+
+@pytest.mark.parametrize("preset,expected", [(None, 1), ("2", 2)])
+def test_the_command_runs_numpy_with_one_blas_thread_unless_told(preset, expected, tmp_path):
+    """numpy's OpenBLAS kept a second thread spinning after every small product of a line: half the CPU of a
+    batch line, taken from the core a second worker needs. `dubtool` runs one BLAS thread unless
+    OPENBLAS_NUM_THREADS says otherwise (workers inherit it)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")  # noqa: F841
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 cores")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    env["PYTHONPATH"] = str(ROOT)
+    if preset:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    code = ("from dubtool.cli import thread_defaults\nthread_defaults()\nimport numpy, threadpoolctl\n"
+            "print(max(i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout.strip()) == expected
