@@ -794,10 +794,12 @@ def _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, g
                               "--gltf": gltf, "--preview": preview})
     require_writable(out_csv, report_path or default_report_path(out_csv), fbx, gltf, preview)
     model_loaded = _prefetch_generator(options, generator)
-    dub = load_audio(dub_path, what="dub audio", windowed=True)
-    require_speech(dub, str(dub_path))
-    source = load_source(source_path)
-    model_loaded()
+    try:
+        dub = load_audio(dub_path, what="dub audio", windowed=True)
+        require_speech(dub, str(dub_path))
+        source = load_source(source_path)
+    finally:  # also on a bad input: a process exiting while onnxruntime builds a session in a thread aborts
+        model_loaded()
     if fbx or gltf or preview:  # these need the whole animation
         result = localize(source, dub, options, generator)
         csv_done = False
