@@ -29,19 +29,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-# As `dubtool` itself does (cli.main): torch's OpenMP threads sleep rather than spin while they wait
-# (BENCH_OMP_DEFAULT=1 leaves OpenMP's default, to time code from before that change).
-if not os.environ.get("BENCH_OMP_DEFAULT"):
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# As `dubtool` itself does (cli.main): torch's OpenMP threads sleep rather than spin while they wait, numpy's
+# OpenBLAS runs one thread (BENCH_OMP_DEFAULT=1 leaves the libraries' defaults, to time code from before).
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+if not os.environ.get("BENCH_OMP_DEFAULT"):  # dubtool's own thread settings (cli.thread_defaults), before numpy loads
+    from dubtool import cli as _cli
+
+    getattr(_cli, "thread_defaults", lambda: os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE"))()
+
+import numpy as np  # noqa: E402
 
 from dubtool.audio import SAMPLE_RATE, Audio, load_audio, write_wav  # noqa: E402
 
 SOUNDS = Path("/usr/share/asterisk/sounds")
-VOICES = (("fr", "fr"), ("es", "es"), ("en", "en"), ("ru", "ru"))
+# The voices' own folders, not the fr/es/en/ru links: installing asterisk-prompt-fr-armelle or -es-co turns
+# fr/ and es/ into folders of .gsm prompts (2026-12-02).
+VOICES = (("fr_CA_f_June", "fr"), ("es_MX_f_Allison", "es"), ("en_US_f_Allison", "en"), ("ru_RU_f_IvrvoiceRU", "ru"))
 PAUSE_S = 0.3
 
 
@@ -142,13 +146,63 @@ def generation_alone(gen, wavs, style, keypoints_for, audio_s, runs, figures) ->
     figures["generate_x"] = audio_s / g
 
 
+def _generation_worker(wavs, perf, runs, barrier, queue) -> None:
+    """One of `generation_two_processes`'s workers: 1 thread, the model loaded, its lines' features
+    computed, then `runs` timed passes of sampling started together with the other worker."""
+    from dubtool.generate import set_num_threads, style_context
+    from dubtool.keypoints import keypoints_from_curves
+    from dubtool.localize import get_generator
+    from dubtool.performance import load_performance
+
+    set_num_threads(1)
+    gen = get_generator(None, "cpu")
+    src = load_performance(perf)
+    style = style_context(src.animation.values)
+    kp_src = np.asarray(keypoints_from_curves(src.animation.values), np.float32)
+    feats = []
+    for w in wavs:
+        a = load_audio(w)
+        n = int(round(a.duration_s * gen.fps))
+        feats.append(gen._prepare(a, kp_src[np.minimum(np.arange(n), len(kp_src) - 1)], style))
+    sc = gen.sampler
+    spans = []
+    for _ in range(runs):
+        barrier.wait()
+        t = time.time()
+        for mel, kpt, st in feats:
+            gen.sample(mel[None], kpt[None], st[None], steps=sc.steps, guidance=sc.guidance, seed=0)
+        spans.append((t, time.time()))
+    queue.put(spans)
+
+
+def generation_two_processes(wavs, perf, audio_s, runs, figures) -> None:
+    """The network's sampling alone with both cores busy: 2 processes of 1 thread (as `--workers 2`),
+    each sampling half of the lines; wall from the common start to the last one's end."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    halves = [wavs[0::2], wavs[1::2]]
+    procs = [ctx.Process(target=_generation_worker, args=(h, perf, runs, barrier, queue)) for h in halves]
+    for p in procs:
+        p.start()
+    spans = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    walls = [max(s[r][1] for s in spans) - min(s[r][0] for s in spans) for r in range(runs)]
+    g = statistics.median(walls)
+    print(f"generation alone, 2 processes of 1 thread (each half of the lines), new lines: {audio_s / g:.0f}x real "
+          f"time (goal >= 100x; median of {runs}: {g:.1f} s; {min(walls):.1f}-{max(walls):.1f})")
+    figures["generate2_x"] = audio_s / g
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lines", type=int, default=200)
     ap.add_argument("--five", type=int, default=60, help="number of 5 s lines for the lines/min goal")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--oneshot", type=int, default=8, help="lines run one-shot (fresh process each)")
-    ap.add_argument("--parts", default="first,batch,workers2,five,floor,generate,oneshot",
+    ap.add_argument("--parts", default="first,batch,workers2,five,five2,floor,generate,generate2,oneshot",
                     help="comma list of the figures to measure")
     ap.add_argument("--json", help="also write all figures here")
     args = ap.parse_args()
@@ -211,6 +265,9 @@ def main() -> None:
                     lines, audio_s, manifest, workers=2)
     if "five" in parts:
         timed_batch("batch of 5 s lines, model loaded (goal >= 300 lines/min)", "five", five, audio5_s, manifest5)
+    if "five2" in parts:
+        timed_batch("batch of 5 s lines, `--workers 2` (1 thread each, incl. their start-up and model load)", "five2",
+                    five, audio5_s, manifest5, workers=2)
 
     # (c) the physical floor on the same lines
     src = load_performance(perf)
@@ -239,6 +296,8 @@ def main() -> None:
 
     if "generate" in parts:  # the network's sampling alone on new lines, for the >= 100x goal
         generation_alone(gen, wavs, style, keypoints_for, audio_s, args.runs, figures)
+    if "generate2" in parts:
+        generation_two_processes(wavs, perf, audio_s, args.runs, figures)
     if "oneshot" in parts and args.oneshot:  # (b) a fresh `dubtool localize` process per line
         sub = [(w, lang) for w, (lang, _) in zip(wavs, lines)][:args.oneshot]
         times, secs = [], 0.0

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DUB_3S = Path("/usr/share/asterisk/sounds/fr/agent-pass.wav")
+DUB_3S = Path("/usr/share/asterisk/sounds/fr_CA_f_June/agent-pass.wav")  # the fr-ca voice (fr/ may hold other prompts)
 HEAVY = ("torch", "librosa", "scipy", "numba", "mediapipe", "matplotlib", "pydantic", "numpy")
 
 

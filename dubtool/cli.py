@@ -206,6 +206,22 @@ def _fill_optional_values(argv: list[str]) -> list[str]:
     return out
 
 
+def thread_defaults() -> None:
+    """Thread settings of the `dubtool` command, unless the environment sets them (read when numpy and
+    torch load, so before either is imported; batch workers inherit them):
+    * torch's OpenMP threads spin at every barrier by default; on a machine whose cores other jobs share,
+      that made generation with 2 threads 8x slower than with 1 (docs/benchmarks.md). Waiting threads
+      sleep instead; OMP_WAIT_POLICY=ACTIVE brings the spinning back.
+    * numpy's OpenBLAS keeps a second thread spinning after each product: on the small products of a
+      line (mel filter bank, alignment) it burnt a core for nothing, half the CPU of a batch line (280
+      -> 140 ms per 5 s line) and the core a second worker or ONNX Runtime's second thread needs. One
+      BLAS thread; OPENBLAS_NUM_THREADS=2 restores it."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main() -> None:
     import os
     import signal
@@ -215,10 +231,7 @@ def main() -> None:
     global _MAIN_PID
     sys.argv[1:] = _fill_optional_values(sys.argv[1:])
     set_output_mode(*_requested_modes(sys.argv[1:]))
-    # torch's OpenMP threads spin at every barrier by default; on a machine whose cores other jobs share,
-    # that made generation with 2 threads 8x slower than with 1 (docs/benchmarks.md). Waiting threads
-    # sleep instead; set OMP_WAIT_POLICY=ACTIVE to get the spinning back. Read when torch loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    thread_defaults()
     if not os.environ.get("DUBTOOL_DEBUG"):
         warnings.showwarning = _warning_line
     if threading_main():

@@ -74,12 +74,54 @@ ProgressFn = Callable[[int, int], None]  # (frames done, frames expected)
 
 
 # ---------------------------------------------------------------------------------------------
+# Importing MediaPipe without its drawing utilities
+
+class _DeferMediapipeSolutions:
+    """A sys.meta_path finder that makes `mediapipe.python.solutions` a lazily executed module.
+    `import mediapipe` (which any mediapipe.tasks import runs first) imports the legacy solutions API, whose
+    drawing utilities import matplotlib.pyplot and cv2: ~0.8 s of CPU (70 % of mediapipe's import, a third
+    of a one-shot localize from a video) for code dubtool never calls. With this finder the solutions
+    package is imported as before but runs only when one of its attributes is first used
+    (importlib.util.LazyLoader): nothing changes for code that uses it. Installed once, by import_mediapipe."""
+
+    NAME = "mediapipe.python.solutions"
+
+    def find_spec(self, name, path, target=None):
+        if name != self.NAME:
+            return None
+        import importlib
+        import importlib.machinery
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        # mediapipe/__init__ deletes these names after importing the solutions, which import them
+        for sub in ("framework", "gpu", "modules", "util"):
+            importlib.import_module("mediapipe." + sub)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
+
+
+def import_mediapipe():
+    """`import mediapipe` without executing its solutions API (_DeferMediapipeSolutions); the module."""
+    if "mediapipe" not in sys.modules and not any(isinstance(f, _DeferMediapipeSolutions) for f in sys.meta_path):
+        sys.meta_path.insert(0, _DeferMediapipeSolutions())
+    try:
+        import mediapipe
+    finally:
+        sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _DeferMediapipeSolutions)]
+    return mediapipe
+
+
+# ---------------------------------------------------------------------------------------------
 # Canonical mesh and pure geometry
 
 def _parse_canonical_mesh() -> np.ndarray:
     from .assets import bundle_member
 
     try:
+        import_mediapipe()
         from mediapipe.tasks.cc.vision.face_geometry.proto import geometry_pipeline_metadata_pb2 as pb
     except ImportError as e:  # pragma: no cover - mediapipe layout change
         raise ModelError(f"cannot read the canonical face mesh: {e}") from None
@@ -247,7 +289,7 @@ class FaceTracker:
 
         model = face_landmarker_path()
         with _native_stderr_silenced():
-            import mediapipe as mp
+            mp = import_mediapipe()
             from mediapipe.tasks.python import BaseOptions, vision
 
         self._mp = mp

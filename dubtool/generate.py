@@ -891,16 +891,11 @@ class OnnxGenerator(Generator):
             x0 = self._noise(b, n, seed)
         rt = self.runtime
         mc, kc, stc = chunks(mel), chunks(kp), np.repeat(st, k, axis=0)
-
-        def encode(drop: bool):
-            flags = np.full(b * k, drop)
-            parts = [rt.encode(mc[i:i + m], kc[i:i + m], stc[i:i + m], flags[i:i + m]) for i in range(0, b * k, m)]
-            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-        cf, cg = encode(False)
-        if guidance != 1.0:
-            uf, ug = encode(True)
-            cf, cg = np.concatenate([cf, uf]), np.concatenate([cg, ug])
+        if guidance != 1.0:  # the conditional and the audio-free encodings in one batch (as the velocity's passes)
+            mc, kc, stc = np.concatenate([mc, mc]), np.concatenate([kc, kc]), np.concatenate([stc, stc])
+        flags = np.arange(mc.shape[0]) >= b * k
+        parts = [rt.encode(mc[i:i + m], kc[i:i + m], stc[i:i + m], flags[i:i + m]) for i in range(0, mc.shape[0], m)]
+        cf, cg = parts[0] if len(parts) == 1 else (np.concatenate([p[j] for p in parts]) for j in (0, 1))
         if chunk not in self._mask:
             self._mask[chunk] = band_mask(chunk, self.dims.attn_window)
         mask = self._mask[chunk]

@@ -318,6 +318,28 @@ def get_generator(model_path: str | None = None, device: str = "cpu"):
     return _GENERATORS[key]
 
 
+def _prefetch_generator(options: "LocalizeOptions", generator):
+    """Start loading the flow generator in a thread (a one-shot run: nothing cached yet), so that importing
+    onnxruntime and building its sessions overlap the dub's ffmpeg decode and the source's loading (a video
+    source: its tracking), ~0.2 s of wall. Returns a function that waits for it; a load that failed is
+    retried (and reports its error) where the generator is needed, as without the thread."""
+    import threading
+
+    if options.model != "flow" or generator is not None or (options.model_path, options.device) in _GENERATORS \
+            or options.device.startswith("cuda"):
+        return lambda: None
+
+    def load() -> None:
+        try:
+            get_generator(options.model_path, options.device)
+        except Exception:  # noqa: BLE001 - raised again, in the main thread, by localize's own call
+            pass
+
+    thread = threading.Thread(target=load, name="dubtool-model-load", daemon=True)
+    thread.start()
+    return thread.join
+
+
 def dub_phonemes(dub: Audio, text: str, lang: str) -> list:
     """Phonemes of the dub with times, from its transcript aligned to the recording
     (`phonealign.align_phonemes`; without it, align's espeak-synthesis DTW)."""
@@ -771,9 +793,13 @@ def _localize_files(source_path, dub_path, out_csv, options, report_path, fbx, g
                              {"-o": out_csv, "--report": report_path or default_report_path(out_csv), "--fbx": fbx,
                               "--gltf": gltf, "--preview": preview})
     require_writable(out_csv, report_path or default_report_path(out_csv), fbx, gltf, preview)
-    dub = load_audio(dub_path, what="dub audio", windowed=True)
-    require_speech(dub, str(dub_path))
-    source = load_source(source_path)
+    model_loaded = _prefetch_generator(options, generator)
+    try:
+        dub = load_audio(dub_path, what="dub audio", windowed=True)
+        require_speech(dub, str(dub_path))
+        source = load_source(source_path)
+    finally:  # also on a bad input: a process exiting while onnxruntime builds a session in a thread aborts
+        model_loaded()
     if fbx or gltf or preview:  # these need the whole animation
         result = localize(source, dub, options, generator)
         csv_done = False

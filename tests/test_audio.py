@@ -60,3 +60,33 @@ def test_numpy_mel_features_equal_the_torch_stft_features_the_models_were_traine
     w = (pos - lo).float()[:, None]
     ref = (mel[lo] * (1 - w) + mel[hi] * w).reshape(n, 3 * N_MELS)
     np.testing.assert_allclose(got, ref.numpy(), rtol=0, atol=5e-4)
+
+
+def test_plain_wav_is_read_without_ffmpeg_and_gives_ffmpegs_samples(tmp_path, monkeypatch):
+    """A 16 kHz mono 16-bit WAV (a dub already in dubtool's format) is read in Python, not by an ffmpeg
+    process (its start-up was ~40 % of a batch line): bit for bit the samples ffmpeg decodes, full
+    scale and clipped values included. Other rates still go through ffmpeg (resampled)."""
+    import subprocess
+    from pathlib import Path
+
+    import dubtool.audio as audio_mod
+    from dubtool.audio import Audio, load_audio, write_wav
+
+    rng = np.random.default_rng(3)
+    noise = np.concatenate([rng.uniform(-1.2, 1.2, 20000), [-1.0, 1.0, 0.0]]).astype(np.float32)
+    wavs = [write_wav(Audio(noise, SAMPLE_RATE), tmp_path / "noise.wav"),
+            Path(__file__).resolve().parent.parent / "examples" / "dub_fr.wav"]
+    calls = []
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(audio_mod.subprocess, "Popen", lambda *a, **k: calls.append(a) or real_popen(*a, **k))
+    direct = [load_audio(w).samples for w in wavs]
+    assert calls == []
+    monkeypatch.setattr(audio_mod, "_read_plain_wav", lambda *a: None)  # the ffmpeg decode, as before
+    for w, d in zip(wavs, direct):
+        ref = load_audio(w).samples
+        assert d.dtype == ref.dtype == np.float32 and np.array_equal(d, ref), w
+    assert len(calls) == 2
+    monkeypatch.undo()
+    monkeypatch.setattr(audio_mod.subprocess, "Popen", lambda *a, **k: calls.append(a) or real_popen(*a, **k))
+    eight = write_wav(Audio(noise[:8000], 8000), tmp_path / "eight.wav")
+    assert load_audio(eight).samples.size == 16000 and len(calls) == 3  # resampled by ffmpeg

@@ -103,3 +103,36 @@ def test_one_shot_localize_with_the_shipped_model_never_imports_torch(tmp_path, 
     assert "onnxruntime" in names  # it did run the flow model
     heavy = sorted(names & {"torch", "librosa", "scipy", "numba", "langcodes", "mediapipe", "matplotlib"})
     assert not heavy, f"a one-shot localize imported {heavy}"
+
+
+def test_face_tracker_does_not_import_mediapipes_drawing_utilities(tmp_path):
+    """`import mediapipe` runs its legacy solutions API, whose drawing utilities import matplotlib.pyplot
+    and cv2 (~0.8 s of a one-shot localize from a video). dubtool's tracker defers that package: it is
+    not executed for tracking, and still works for code that uses it."""
+    pytest.importorskip("mediapipe")
+    code = ("import sys\nfrom dubtool.extract import FaceTracker\nFaceTracker()\n"
+            "print(sorted(m for m in ('matplotlib', 'cv2') if m in sys.modules))\n"
+            "import mediapipe as mp\nprint(mp.solutions.drawing_utils.DrawingSpec.__name__, 'matplotlib' in sys.modules)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[:2] == ["[]", "DrawingSpec True"]
+
+
+@pytest.mark.parametrize("preset,expected", [(None, 1), ("2", 2)])
+def test_the_command_runs_numpy_with_one_blas_thread_unless_told(preset, expected, tmp_path):
+    """numpy's OpenBLAS kept a second thread spinning after every small product of a line: half the CPU of a
+    batch line, taken from the core a second worker needs. `dubtool` runs one BLAS thread unless
+    OPENBLAS_NUM_THREADS says otherwise (workers inherit it)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")  # noqa: F841
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 cores")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    env["PYTHONPATH"] = str(ROOT)
+    if preset:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    code = ("from dubtool.cli import thread_defaults\nthread_defaults()\nimport numpy, threadpoolctl\n"
+            "print(max(i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert int(r.stdout.strip()) == expected
