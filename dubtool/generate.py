@@ -32,6 +32,7 @@ STYLE_DIM = 2 * NUM_CHANNELS
 # Chunks per network call: bounds the activations (attention maps) whatever the take's length. 32 holds a
 # line of up to ~2 minutes (with guidance's doubled batch) in one call.
 MAX_CHUNK_BATCH = 32
+ENCODE_CHUNK_BATCH = 16  # chunks per encode call of the ONNX backend: its activations (~1 MB a chunk) stay in ORT's arena
 # Long takes are sampled in groups of chunks (Generator.generate): GROUP_CHUNKS chunks kept per group, plus a
 # margin on each side that is sampled and thrown away. A takes of up to GROUP_CHUNKS + 2 margins chunks (about
 # 3 minutes at the default 4 steps) is one group: exactly the whole-take sampling.
@@ -550,7 +551,9 @@ class Generator:
             lo, hi = max(0, c0 - margin), min(k, c1 + margin)
             fa, fb = starts[lo], starts[hi - 1] + chunk
             kp, st = self._check_conditioning(keypoints_of(fa, fb), style, fb - fa)
-            mel, kp_t, st_t = self.normalize_inputs(mel_rows(fa, fb) - level, kp, st)
+            mel = mel_rows(fa, fb)
+            mel -= level
+            mel, kp_t, st_t = self.normalize_inputs(mel, kp, st)
             x = self.sample(mel[None], kp_t[None], st_t[None], steps=steps, guidance=guidance, seed=seed,
                             x0=noise.frames(fa, fb))
             keep_a = starts[c0] if c0 > 0 else 0
@@ -836,8 +839,10 @@ class OnnxGenerator(Generator):
 
     def normalize_inputs(self, mel: np.ndarray, kp: np.ndarray, st: np.ndarray):
         s = self._stats
-        mel_n = (np.asarray(mel, np.float32) - s["mel_mean"]) / s["mel_std"]
-        kp_n = (np.asarray(kp, np.float32) - s["kp_mean"]) / s["kp_std"]
+        mel_n = np.subtract(mel, s["mel_mean"], dtype=np.float32)  # then divided in place: one array, not two
+        mel_n /= s["mel_std"]
+        kp_n = np.subtract(kp, s["kp_mean"], dtype=np.float32)
+        kp_n /= s["kp_std"]
         st_n = (np.asarray(st, np.float32) - s["style_mean"]) / s["style_std"]
         return mel_n, kp_n, np.clip(st_n, -STYLE_Z_LIMIT, STYLE_Z_LIMIT)
 
@@ -882,53 +887,66 @@ class OnnxGenerator(Generator):
         weights = _chunk_weights(n, chunk, starts, sc.overlap_frames)[None, :, :, None]
         idx = np.stack([np.arange(s, s + chunk) for s in starts])  # (K,c)
         k = len(starts)
+        rows = b * k  # chunk rows (batch-major, as x[:, idx].reshape(b * k, ...)); doubled under guidance
+        guided = guidance != 1.0
+        total = rows * (2 if guided else 1)
         m = MAX_CHUNK_BATCH
 
-        def chunks(x):  # (B,T,D) -> (B*K, c, D)
-            return x[:, idx].reshape(b * k, chunk, x.shape[-1])
+        # The network sees the same slices of MAX_CHUNK_BATCH rows of the chunked arrays as if they were
+        # built whole (and under guidance the same [conditional; unconditional] rows), but each slice is
+        # gathered when its call needs it: a group of chunks holds its frames once, not once per chunk view.
+        def chunk_rows(x, r0: int, r1: int):  # rows r0..r1-1 of x[:, idx].reshape(b * k, chunk, D)
+            r = np.arange(r0, r1) % rows
+            return x[(r // k)[:, None], idx[r % k]]
 
         if x0 is None:
             x0 = self._noise(b, n, seed)
         rt = self.runtime
-        mc, kc, stc = chunks(mel), chunks(kp), np.repeat(st, k, axis=0)
-
-        def encode(drop: bool):
-            flags = np.full(b * k, drop)
-            parts = [rt.encode(mc[i:i + m], kc[i:i + m], stc[i:i + m], flags[i:i + m]) for i in range(0, b * k, m)]
-            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-        cf, cg = encode(False)
-        if guidance != 1.0:
-            uf, ug = encode(True)
-            cf, cg = np.concatenate([cf, uf]), np.concatenate([cg, ug])
+        stc = np.repeat(st, k, axis=0)
+        cf = cg = None
+        for drop in ((False, True) if guided else (False,)):
+            off = rows if drop else 0
+            flags = np.full(min(ENCODE_CHUNK_BATCH, rows), drop)
+            for i in range(0, rows, ENCODE_CHUNK_BATCH):
+                j = min(rows, i + ENCODE_CHUNK_BATCH)
+                f, g = rt.encode(chunk_rows(mel, i, j), chunk_rows(kp, i, j), stc[i:j], flags[:j - i])
+                if cf is None:  # (rows x 2 under guidance, chunk, d) condition arrays, filled slice by slice
+                    cf = np.empty((total, *f.shape[1:]), f.dtype)
+                    cg = np.empty((total, *g.shape[1:]), g.dtype)
+                cf[off + i:off + j], cg[off + i:off + j] = f, g
+                del f, g
+        del stc
         if chunk not in self._mask:
             self._mask[chunk] = band_mask(chunk, self.dims.attn_window)
         mask = self._mask[chunk]
-
-        def net_velocity(xc, tc):
-            return np.concatenate([rt.velocity(xc[i:i + m], tc[i:i + m], cf[i:i + m], cg[i:i + m], mask)
-                                   for i in range(0, xc.shape[0], m)])
+        v = np.empty((total, chunk, self.dims.n_channels), np.float32)  # the batch's velocities, reused
+        tc = np.empty(m, np.float32)
 
         def velocity(x, t):
-            xc = chunks(x)
-            tc = np.full(xc.shape[0], t, np.float32)
-            if guidance != 1.0:
-                vc, vu = np.split(net_velocity(np.concatenate([xc, xc]), np.concatenate([tc, tc])), 2)
-                v = vu + np.float32(guidance) * (vc - vu)
-            else:
-                v = net_velocity(xc, tc)
-            v = v.reshape(b, k, chunk, -1) * weights
+            tc.fill(t)
+            for i in range(0, total, m):
+                j = min(total, i + m)
+                v[i:j] = rt.velocity(chunk_rows(x, i, j), tc[:j - i], cf[i:j], cg[i:j], mask)
+            vk = v[:rows]
+            if guided:  # vu + guidance * (vc - vu), in place
+                np.subtract(vk, v[rows:], out=vk)
+                vk *= np.float32(guidance)
+                vk += v[rows:]
+            vk = vk.reshape(b, k, chunk, -1)
+            vk *= weights
             out = np.zeros_like(x)
             for j, s in enumerate(starts):
-                out[:, s:s + chunk] += v[:, j]
+                out[:, s:s + chunk] += vk[:, j]
             return out
 
-        x = np.asarray(x0, np.float32)
+        x = np.array(x0, np.float32)
         dt = 1.0 / steps
         for i in range(steps):
             t = np.float32(i * dt)
-            v = velocity(x, t)
+            vel = velocity(x, t)
             if method == "midpoint":
-                v = velocity(x + np.float32(0.5 * dt) * v, t + np.float32(0.5 * dt))
-            x = x + np.float32(dt) * v
+                vel = velocity(x + np.float32(0.5 * dt) * vel, t + np.float32(0.5 * dt))
+            vel *= np.float32(dt)
+            x += vel
+            del vel
         return x
