@@ -32,7 +32,7 @@ STYLE_DIM = 2 * NUM_CHANNELS
 # Chunks per network call: bounds the activations (attention maps) whatever the take's length. 32 holds a
 # line of up to ~2 minutes (with guidance's doubled batch) in one call.
 MAX_CHUNK_BATCH = 32
-ENCODE_CHUNK_BATCH = 16  # chunks per encode call of the ONNX backend: its activations (~1 MB a chunk) stay in ORT's arena
+ENCODE_CHUNK_BATCH = 8  # chunks per encode call of the ONNX backend: its activations (~1 MB a chunk) stay in ORT's arena
 # Long takes are sampled in groups of chunks (Generator.generate): GROUP_CHUNKS chunks kept per group, plus a
 # margin on each side that is sampled and thrown away. A takes of up to GROUP_CHUNKS + 2 margins chunks (about
 # 3 minutes at the default 4 steps) is one group: exactly the whole-take sampling.
@@ -448,6 +448,12 @@ class Generator:
 
             return solve_ode(velocity, x0, steps, method or sc.method)
 
+    def _sample_group(self, inputs, *, x0, steps: int, guidance: float, seed: int):
+        """`sample` of one group of a long take on the normalised (mel, kp, st) that `inputs()` returns;
+        a backend may drop them once encoded (OnnxGenerator does)."""
+        mel, kp, st = inputs()
+        return self.sample(mel[None], kp[None], st[None], steps=steps, guidance=guidance, seed=seed, x0=x0)
+
     def _noise(self, b: int, n: int, seed: int):
         torch = _torch()
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -550,16 +556,18 @@ class Generator:
             c1 = min(k, c0 + group)
             lo, hi = max(0, c0 - margin), min(k, c1 + margin)
             fa, fb = starts[lo], starts[hi - 1] + chunk
-            kp, st = self._check_conditioning(keypoints_of(fa, fb), style, fb - fa)
-            mel = mel_rows(fa, fb)
-            mel -= level
-            mel, kp_t, st_t = self.normalize_inputs(mel, kp, st)
-            x = self.sample(mel[None], kp_t[None], st_t[None], steps=steps, guidance=guidance, seed=seed,
-                            x0=noise.frames(fa, fb))
+
+            def inputs(fa=fa, fb=fb):  # the group's normalised conditioning (nothing else keeps it)
+                kp, st = self._check_conditioning(keypoints_of(fa, fb), style, fb - fa)
+                mel = mel_rows(fa, fb)
+                mel -= level
+                return self.normalize_inputs(mel, kp, st)
+
+            x = self._sample_group(inputs, x0=noise.frames(fa, fb), steps=steps, guidance=guidance, seed=seed)
             keep_a = starts[c0] if c0 > 0 else 0
             keep_b = starts[c1] if c1 < k else n
             values = self._values(x[0, keep_a - fa:keep_b - fa])
-            del mel, kp, kp_t, x
+            del x
             _release_freed_memory()
             yield keep_a, values
 
@@ -872,50 +880,77 @@ class OnnxGenerator(Generator):
 
     def sample(self, mel, kp, st, *, steps: int, guidance: float, seed: int, method: str | None = None, x0=None):
         """`Generator.sample` on numpy arrays: the same chunks, crossfade, guidance and ODE steps."""
-        from .onnxrt import band_mask
+        method = self._check_method(steps, method)
+        b, n = np.shape(mel)[0], np.shape(mel)[1]
+        if x0 is None:
+            x0 = self._noise(b, n, seed)
+        return self._integrate(self._conditions(mel, kp, st, guidance), x0, steps=steps, guidance=guidance,
+                               method=method)
 
+    def _sample_group(self, inputs, *, x0, steps: int, guidance: float, seed: int):
+        # The group's mel features and keypoints are only needed by the encoder: dropped before the ODE steps.
+        method = self._check_method(steps, None)
+        return self._integrate(self._conditions(*(a[None] for a in inputs()), guidance), x0, steps=steps,
+                               guidance=guidance, method=method)
+
+    def _check_method(self, steps: int, method: str | None) -> str:
         method = method or self.sampler.method
         if steps < 1:
             raise InputError(f"sampling steps must be >= 1, got {steps}")
         if method not in ("euler", "midpoint"):
             raise InputError(f"unknown ODE method {method!r}; use euler or midpoint")
-        mel, kp, st = (np.asarray(a, np.float32) for a in (mel, kp, st))
-        b, n = mel.shape[0], mel.shape[1]
+        return method
+
+    def _chunking(self, n: int):
         sc = self.sampler
         chunk = min(sc.chunk_frames, n)
         starts = _chunk_starts(n, chunk, sc.overlap_frames)
-        weights = _chunk_weights(n, chunk, starts, sc.overlap_frames)[None, :, :, None]
-        idx = np.stack([np.arange(s, s + chunk) for s in starts])  # (K,c)
-        k = len(starts)
-        rows = b * k  # chunk rows (batch-major, as x[:, idx].reshape(b * k, ...)); doubled under guidance
-        guided = guidance != 1.0
-        total = rows * (2 if guided else 1)
-        m = MAX_CHUNK_BATCH
+        return chunk, starts, np.stack([np.arange(s, s + chunk) for s in starts])  # idx (K,c)
 
-        # The network sees the same slices of MAX_CHUNK_BATCH rows of the chunked arrays as if they were
-        # built whole (and under guidance the same [conditional; unconditional] rows), but each slice is
-        # gathered when its call needs it: a group of chunks holds its frames once, not once per chunk view.
-        def chunk_rows(x, r0: int, r1: int):  # rows r0..r1-1 of x[:, idx].reshape(b * k, chunk, D)
-            r = np.arange(r0, r1) % rows
-            return x[(r // k)[:, None], idx[r % k]]
+    # The network sees the same slices of MAX_CHUNK_BATCH rows of the chunked arrays as if they were built
+    # whole (under guidance the same [conditional; unconditional] rows), but each slice is gathered when its
+    # call needs it: a group of chunks holds its frames once, not once per chunk view.
+    @staticmethod
+    def _chunk_rows(x, idx, rows: int, r0: int, r1: int):
+        """Rows r0..r1-1 of x[:, idx].reshape(b * k, chunk, D), row indices taken modulo rows (b * k)."""
+        k = idx.shape[0]
+        r = np.arange(r0, r1) % rows
+        return x[(r // k)[:, None], idx[r % k]]
 
-        if x0 is None:
-            x0 = self._noise(b, n, seed)
-        rt = self.runtime
-        stc = np.repeat(st, k, axis=0)
+    def _conditions(self, mel, kp, st, guidance: float):
+        """The encoder's (b, n, per-frame conditions, global conditions) of every chunk row, the
+        unconditional rows after the conditional ones under guidance."""
+        mel, kp, st = (np.asarray(a, np.float32) for a in (mel, kp, st))
+        b, n = mel.shape[0], mel.shape[1]
+        chunk, starts, idx = self._chunking(n)
+        rows = b * len(starts)
+        total = rows * (2 if guidance != 1.0 else 1)
+        stc = np.repeat(st, len(starts), axis=0)
+        e = ENCODE_CHUNK_BATCH
         cf = cg = None
-        for drop in ((False, True) if guided else (False,)):
+        for drop in ((False, True) if guidance != 1.0 else (False,)):
             off = rows if drop else 0
-            flags = np.full(min(ENCODE_CHUNK_BATCH, rows), drop)
-            for i in range(0, rows, ENCODE_CHUNK_BATCH):
-                j = min(rows, i + ENCODE_CHUNK_BATCH)
-                f, g = rt.encode(chunk_rows(mel, i, j), chunk_rows(kp, i, j), stc[i:j], flags[:j - i])
-                if cf is None:  # (rows x 2 under guidance, chunk, d) condition arrays, filled slice by slice
+            flags = np.full(min(e, rows), drop)
+            for i in range(0, rows, e):
+                j = min(rows, i + e)
+                f, g = self.runtime.encode(self._chunk_rows(mel, idx, rows, i, j), self._chunk_rows(kp, idx, rows, i, j),
+                                           stc[i:j], flags[:j - i])
+                if cf is None:  # (total, chunk, d) and (total, d), filled slice by slice
                     cf = np.empty((total, *f.shape[1:]), f.dtype)
                     cg = np.empty((total, *g.shape[1:]), g.dtype)
                 cf[off + i:off + j], cg[off + i:off + j] = f, g
-                del f, g
-        del stc
+        return b, n, cf, cg
+
+    def _integrate(self, conditions, x0, *, steps: int, guidance: float, method: str):
+        from .onnxrt import band_mask
+
+        b, n, cf, cg = conditions
+        chunk, starts, idx = self._chunking(n)
+        weights = _chunk_weights(n, chunk, starts, self.sampler.overlap_frames)[None, :, :, None]
+        k = len(starts)
+        rows, total = b * k, cf.shape[0]
+        guided = guidance != 1.0
+        m = MAX_CHUNK_BATCH
         if chunk not in self._mask:
             self._mask[chunk] = band_mask(chunk, self.dims.attn_window)
         mask = self._mask[chunk]
@@ -926,7 +961,7 @@ class OnnxGenerator(Generator):
             tc.fill(t)
             for i in range(0, total, m):
                 j = min(total, i + m)
-                v[i:j] = rt.velocity(chunk_rows(x, i, j), tc[:j - i], cf[i:j], cg[i:j], mask)
+                v[i:j] = self.runtime.velocity(self._chunk_rows(x, idx, rows, i, j), tc[:j - i], cf[i:j], cg[i:j], mask)
             vk = v[:rows]
             if guided:  # vu + guidance * (vc - vu), in place
                 np.subtract(vk, v[rows:], out=vk)
@@ -939,7 +974,7 @@ class OnnxGenerator(Generator):
                 out[:, s:s + chunk] += vk[:, j]
             return out
 
-        x = np.array(x0, np.float32)
+        x = np.array(x0, np.float32)  # a copy: x0 may be the noise stream's buffer
         dt = 1.0 / steps
         for i in range(steps):
             t = np.float32(i * dt)
