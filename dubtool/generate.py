@@ -32,7 +32,10 @@ STYLE_DIM = 2 * NUM_CHANNELS
 # Chunks per network call: bounds the activations (attention maps) whatever the take's length. 32 holds a
 # line of up to ~2 minutes (with guidance's doubled batch) in one call.
 MAX_CHUNK_BATCH = 32
-ENCODE_CHUNK_BATCH = 8  # chunks per encode call of the ONNX backend: its activations (~1 MB a chunk) stay in ORT's arena
+# The ONNX backend's calls: ORT keeps the largest call's activations in its arena for the rest of the run, so
+# smaller calls (the same numbers: each chunk row is computed alone) keep the arena the size of a short line's.
+ENCODE_CHUNK_BATCH = 8  # chunks per encode call (~1 MB of activations a chunk)
+VELOCITY_CHUNK_BATCH = 16  # chunk rows per velocity call (~4 MB of activations a row)
 # Long takes are sampled in groups of chunks (Generator.generate): GROUP_CHUNKS chunks kept per group, plus a
 # margin on each side that is sampled and thrown away. A takes of up to GROUP_CHUNKS + 2 margins chunks (about
 # 3 minutes at the default 4 steps) is one group: exactly the whole-take sampling.
@@ -945,12 +948,13 @@ class OnnxGenerator(Generator):
         from .onnxrt import band_mask
 
         b, n, cf, cg = conditions
+        _release_freed_memory()  # what the inputs, the encoder and the caller's last block freed, before the peak
         chunk, starts, idx = self._chunking(n)
         weights = _chunk_weights(n, chunk, starts, self.sampler.overlap_frames)[None, :, :, None]
         k = len(starts)
         rows, total = b * k, cf.shape[0]
         guided = guidance != 1.0
-        m = MAX_CHUNK_BATCH
+        m = VELOCITY_CHUNK_BATCH
         if chunk not in self._mask:
             self._mask[chunk] = band_mask(chunk, self.dims.attn_window)
         mask = self._mask[chunk]
