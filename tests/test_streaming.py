@@ -263,8 +263,9 @@ def test_extract_on_disk_equals_extract_in_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(ex._FrameBuffers, "BATCH", 5)
     monkeypatch.setattr(audiomod, "STREAM_AUDIO_S", 0)
     monkeypatch.setattr(pf, "SAVE_BLOCK_ROWS", 3)
-    disk = ex.extract(video)
+    disk = ex.extract(video, ex.ExtractOptions(channels_on_disk=True))  # what the extract command asks for
     assert isinstance(disk.landmarks_image, diskarray.DiskArray) and isinstance(disk.audio.samples, diskarray.DiskArray)
+    assert isinstance(disk.animation.values, diskarray.DiskArray)
     assert disk.meta["gaps"] == memory.meta["gaps"] and len(memory.meta["gaps"]) == 2
     pf.save_performance(disk, tmp_path / "disk.perf")
     a, b = pf.load_performance(tmp_path / "memory.perf"), pf.load_performance(tmp_path / "disk.perf")
@@ -274,3 +275,8 @@ def test_extract_on_disk_equals_extract_in_memory(tmp_path, monkeypatch):
         np.testing.assert_array_equal(x, y, err_msg=name)
     np.testing.assert_array_equal(a.animation.values, b.animation.values)
     np.testing.assert_array_equal(a.audio.samples, b.audio.samples)
+    from dubtool.livelink import write_csv
+
+    write_csv(memory.animation, tmp_path / "memory.csv")
+    write_csv(disk.animation, tmp_path / "disk.csv")  # the CSV of channels left on disk: the same text
+    assert (tmp_path / "disk.csv").read_text() == (tmp_path / "memory.csv").read_text()
