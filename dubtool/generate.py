@@ -910,9 +910,8 @@ class OnnxGenerator(Generator):
         starts = _chunk_starts(n, chunk, sc.overlap_frames)
         return chunk, starts, np.stack([np.arange(s, s + chunk) for s in starts])  # idx (K,c)
 
-    # The network sees the same slices of MAX_CHUNK_BATCH rows of the chunked arrays as if they were built
-    # whole (under guidance the same [conditional; unconditional] rows), but each slice is gathered when its
-    # call needs it: a group of chunks holds its frames once, not once per chunk view.
+    # Each network call gets its rows of the chunked arrays (under guidance the [conditional; unconditional]
+    # rows), gathered when it runs: a group of chunks holds its frames once, not once per chunk view.
     @staticmethod
     def _chunk_rows(x, idx, rows: int, r0: int, r1: int):
         """Rows r0..r1-1 of x[:, idx].reshape(b * k, chunk, D), row indices taken modulo rows (b * k)."""
