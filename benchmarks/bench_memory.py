@@ -27,16 +27,27 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 DUBTOOL = [sys.executable, "-m", "dubtool"]
 
 
+# The job runs under a small Python process that forks it and prints its ru_maxrss. Started straight from
+# this process it would report at least this process's own peak: Linux carries the peak RSS of the address
+# space a vfork()ed child borrows (subprocess uses vfork) into the child's ru_maxrss, and this process
+# built an hour of dub (that made every job after the 1 h dub read ~270 MB before 2026-12-02 06:30).
+_MEASURE = ("import os, sys\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)\n"
+            "    os.execvp(sys.argv[1], sys.argv[1:])\n"
+            "_, status, usage = os.wait4(pid, 0)\n"
+            "print(usage.ru_maxrss, os.waitstatus_to_exitcode(status))\n")
+
+
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
-    """(peak RSS of the child in MB, wall seconds); raises if the command fails."""
+    """(peak RSS of the job in MB, wall seconds); raises if the command fails."""
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err.decode(errors='replace')[-500:]}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - t  # Linux: ru_maxrss in KiB
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True)
+    maxrss_kib, code = (int(x) for x in proc.stdout.split())
+    if code != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({code}): {proc.stderr.decode(errors='replace')[-500:]}")
+    return maxrss_kib / 1024, time.perf_counter() - t  # Linux: ru_maxrss in KiB
 
 
 def looped_video(src: Path, seconds: float, out: Path) -> Path:

@@ -100,6 +100,11 @@ class Animation:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from .diskarray import DiskArray
+
+        if isinstance(self.values, DiskArray):  # a long take's channels left in their temporary file (extract)
+            self._check_on_disk(self.values)
+            return
         v = np.asarray(self.values, dtype=np.float32)
         if v.ndim != 2 or v.shape[1] != NUM_CHANNELS:
             raise InputError(f"animation must be frames x {NUM_CHANNELS}, got shape {v.shape}")
@@ -109,6 +114,17 @@ class Animation:
         if not (self.fps > 0 and np.isfinite(self.fps)):
             raise InputError(f"fps must be positive, got {self.fps}")
         self.values = v
+
+    def _check_on_disk(self, v) -> None:
+        if v.ndim != 2 or v.shape[1] != NUM_CHANNELS or v.dtype != np.float32:
+            raise InputError(f"animation must be frames x {NUM_CHANNELS} float32, got shape {tuple(v.shape)}")
+        for a in range(0, len(v), 8192):
+            block = v.read(a, a + 8192)
+            if not np.all(np.isfinite(block)):
+                bad = a + int(np.argwhere(~np.isfinite(block))[0][0])
+                raise InputError(f"animation has NaN/inf values (first at frame {bad})")
+        if not (self.fps > 0 and np.isfinite(self.fps)):
+            raise InputError(f"fps must be positive, got {self.fps}")
 
     @property
     def num_frames(self) -> int:

@@ -332,7 +332,7 @@ def _log_mel(frames: np.ndarray, fb: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(spec @ fb.T.astype(np.float64), 1e-6)).astype(np.float32)
 
 
-MEL_BLOCK_STFT_FRAMES = 1000  # 10 s of 10 ms STFT frames per FFT block in mel_features_window (small temporaries)
+MEL_BLOCK_STFT_FRAMES = 250  # 2.5 s of 10 ms STFT frames per FFT block in mel_features_window (temporaries ~4 MB)
 
 
 def mel_features_window(samples: np.ndarray, sample_rate: int, fps: float, frames: tuple[int, int],

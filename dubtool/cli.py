@@ -222,6 +222,27 @@ def thread_defaults() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
+# glibc raises its mmap threshold (up to 32 MB) each time a large block is freed; numpy's multi-MB temporaries
+# then come from the heap and fragment it, and resident memory creeps with the input's length (localize's
+# groups, extract's frames: docs/errors.md, "Memory on long inputs"). A fixed threshold keeps blocks of
+# 128 KiB (glibc's starting value) and more mmapped, handed back to the system when freed. MALLOC_MMAP_THRESHOLD_ in the environment wins.
+MMAP_THRESHOLD_BYTES = 128 << 10
+
+
+def _fix_mmap_threshold() -> None:
+    import os
+
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, MMAP_THRESHOLD_BYTES)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
 def main() -> None:
     import os
     import signal
@@ -232,6 +253,7 @@ def main() -> None:
     sys.argv[1:] = _fill_optional_values(sys.argv[1:])
     set_output_mode(*_requested_modes(sys.argv[1:]))
     thread_defaults()
+    _fix_mmap_threshold()
     if not os.environ.get("DUBTOOL_DEBUG"):
         warnings.showwarning = _warning_line
     if threading_main():

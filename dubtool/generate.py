@@ -32,6 +32,10 @@ STYLE_DIM = 2 * NUM_CHANNELS
 # Chunks per network call: bounds the activations (attention maps) whatever the take's length. 32 holds a
 # line of up to ~2 minutes (with guidance's doubled batch) in one call.
 MAX_CHUNK_BATCH = 32
+# The ONNX backend's calls: ORT keeps the largest call's activations in its arena for the rest of the run, so
+# smaller calls (the same numbers: each chunk row is computed alone) keep the arena the size of a short line's.
+ENCODE_CHUNK_BATCH = 8  # chunks per encode call (~1 MB of activations a chunk)
+VELOCITY_CHUNK_BATCH = 16  # chunk rows per velocity call (~4 MB of activations a row)
 # Long takes are sampled in groups of chunks (Generator.generate): GROUP_CHUNKS chunks kept per group, plus a
 # margin on each side that is sampled and thrown away. A takes of up to GROUP_CHUNKS + 2 margins chunks (about
 # 3 minutes at the default 4 steps) is one group: exactly the whole-take sampling.
@@ -447,6 +451,12 @@ class Generator:
 
             return solve_ode(velocity, x0, steps, method or sc.method)
 
+    def _sample_group(self, inputs, *, x0, steps: int, guidance: float, seed: int):
+        """`sample` of one group of a long take on the normalised (mel, kp, st) that `inputs()` returns;
+        a backend may drop them once encoded (OnnxGenerator does)."""
+        mel, kp, st = inputs()
+        return self.sample(mel[None], kp[None], st[None], steps=steps, guidance=guidance, seed=seed, x0=x0)
+
     def _noise(self, b: int, n: int, seed: int):
         torch = _torch()
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -549,14 +559,18 @@ class Generator:
             c1 = min(k, c0 + group)
             lo, hi = max(0, c0 - margin), min(k, c1 + margin)
             fa, fb = starts[lo], starts[hi - 1] + chunk
-            kp, st = self._check_conditioning(keypoints_of(fa, fb), style, fb - fa)
-            mel, kp_t, st_t = self.normalize_inputs(mel_rows(fa, fb) - level, kp, st)
-            x = self.sample(mel[None], kp_t[None], st_t[None], steps=steps, guidance=guidance, seed=seed,
-                            x0=noise.frames(fa, fb))
+
+            def inputs(fa=fa, fb=fb):  # the group's normalised conditioning (nothing else keeps it)
+                kp, st = self._check_conditioning(keypoints_of(fa, fb), style, fb - fa)
+                mel = mel_rows(fa, fb)
+                mel -= level
+                return self.normalize_inputs(mel, kp, st)
+
+            x = self._sample_group(inputs, x0=noise.frames(fa, fb), steps=steps, guidance=guidance, seed=seed)
             keep_a = starts[c0] if c0 > 0 else 0
             keep_b = starts[c1] if c1 < k else n
             values = self._values(x[0, keep_a - fa:keep_b - fa])
-            del mel, kp, kp_t, x
+            del x
             _release_freed_memory()
             yield keep_a, values
 
@@ -836,8 +850,10 @@ class OnnxGenerator(Generator):
 
     def normalize_inputs(self, mel: np.ndarray, kp: np.ndarray, st: np.ndarray):
         s = self._stats
-        mel_n = (np.asarray(mel, np.float32) - s["mel_mean"]) / s["mel_std"]
-        kp_n = (np.asarray(kp, np.float32) - s["kp_mean"]) / s["kp_std"]
+        mel_n = np.subtract(mel, s["mel_mean"], dtype=np.float32)  # then divided in place: one array, not two
+        mel_n /= s["mel_std"]
+        kp_n = np.subtract(kp, s["kp_mean"], dtype=np.float32)
+        kp_n /= s["kp_std"]
         st_n = (np.asarray(st, np.float32) - s["style_mean"]) / s["style_std"]
         return mel_n, kp_n, np.clip(st_n, -STYLE_Z_LIMIT, STYLE_Z_LIMIT)
 
@@ -867,63 +883,108 @@ class OnnxGenerator(Generator):
 
     def sample(self, mel, kp, st, *, steps: int, guidance: float, seed: int, method: str | None = None, x0=None):
         """`Generator.sample` on numpy arrays: the same chunks, crossfade, guidance and ODE steps."""
-        from .onnxrt import band_mask
+        method = self._check_method(steps, method)
+        b, n = np.shape(mel)[0], np.shape(mel)[1]
+        if x0 is None:
+            x0 = self._noise(b, n, seed)
+        return self._integrate(self._conditions(mel, kp, st, guidance), x0, steps=steps, guidance=guidance,
+                               method=method)
 
+    def _sample_group(self, inputs, *, x0, steps: int, guidance: float, seed: int):
+        # The group's mel features and keypoints are only needed by the encoder: dropped before the ODE steps.
+        method = self._check_method(steps, None)
+        return self._integrate(self._conditions(*(a[None] for a in inputs()), guidance), x0, steps=steps,
+                               guidance=guidance, method=method)
+
+    def _check_method(self, steps: int, method: str | None) -> str:
         method = method or self.sampler.method
         if steps < 1:
             raise InputError(f"sampling steps must be >= 1, got {steps}")
         if method not in ("euler", "midpoint"):
             raise InputError(f"unknown ODE method {method!r}; use euler or midpoint")
-        mel, kp, st = (np.asarray(a, np.float32) for a in (mel, kp, st))
-        b, n = mel.shape[0], mel.shape[1]
+        return method
+
+    def _chunking(self, n: int):
         sc = self.sampler
         chunk = min(sc.chunk_frames, n)
         starts = _chunk_starts(n, chunk, sc.overlap_frames)
-        weights = _chunk_weights(n, chunk, starts, sc.overlap_frames)[None, :, :, None]
-        idx = np.stack([np.arange(s, s + chunk) for s in starts])  # (K,c)
+        return chunk, starts, np.stack([np.arange(s, s + chunk) for s in starts])  # idx (K,c)
+
+    # Each network call gets its rows of the chunked arrays (under guidance the [conditional; unconditional]
+    # rows), gathered when it runs: a group of chunks holds its frames once, not once per chunk view.
+    @staticmethod
+    def _chunk_rows(x, idx, rows: int, r0: int, r1: int):
+        """Rows r0..r1-1 of x[:, idx].reshape(b * k, chunk, D), row indices taken modulo rows (b * k)."""
+        k = idx.shape[0]
+        r = np.arange(r0, r1) % rows
+        return x[(r // k)[:, None], idx[r % k]]
+
+    def _conditions(self, mel, kp, st, guidance: float):
+        """The encoder's (b, n, per-frame conditions, global conditions) of every chunk row, the
+        unconditional rows after the conditional ones under guidance."""
+        mel, kp, st = (np.asarray(a, np.float32) for a in (mel, kp, st))
+        b, n = mel.shape[0], mel.shape[1]
+        chunk, starts, idx = self._chunking(n)
+        rows = b * len(starts)
+        total = rows * (2 if guidance != 1.0 else 1)
+        stc = np.repeat(st, len(starts), axis=0)
+        e = ENCODE_CHUNK_BATCH
+        cf = cg = None
+        # Conditional rows then the audio-free ones, in calls of e rows: a short line's two encodings are one
+        # batch-2 call (as the velocity's passes).
+        for i in range(0, total, e):
+            j = min(total, i + e)
+            r = np.arange(i, j)
+            f, g = self.runtime.encode(self._chunk_rows(mel, idx, rows, i, j), self._chunk_rows(kp, idx, rows, i, j),
+                                       stc[r % rows], r >= rows)
+            if cf is None:  # (total, chunk, d) and (total, d), filled slice by slice
+                cf = np.empty((total, *f.shape[1:]), f.dtype)
+                cg = np.empty((total, *g.shape[1:]), g.dtype)
+            cf[i:j], cg[i:j] = f, g
+        return b, n, cf, cg
+
+    def _integrate(self, conditions, x0, *, steps: int, guidance: float, method: str):
+        from .onnxrt import band_mask
+
+        b, n, cf, cg = conditions
+        _release_freed_memory()  # what the inputs, the encoder and the caller's last block freed, before the peak
+        chunk, starts, idx = self._chunking(n)
+        weights = _chunk_weights(n, chunk, starts, self.sampler.overlap_frames)[None, :, :, None]
         k = len(starts)
-        m = MAX_CHUNK_BATCH
-
-        def chunks(x):  # (B,T,D) -> (B*K, c, D)
-            return x[:, idx].reshape(b * k, chunk, x.shape[-1])
-
-        if x0 is None:
-            x0 = self._noise(b, n, seed)
-        rt = self.runtime
-        mc, kc, stc = chunks(mel), chunks(kp), np.repeat(st, k, axis=0)
-        if guidance != 1.0:  # the conditional and the audio-free encodings in one batch (as the velocity's passes)
-            mc, kc, stc = np.concatenate([mc, mc]), np.concatenate([kc, kc]), np.concatenate([stc, stc])
-        flags = np.arange(mc.shape[0]) >= b * k
-        parts = [rt.encode(mc[i:i + m], kc[i:i + m], stc[i:i + m], flags[i:i + m]) for i in range(0, mc.shape[0], m)]
-        cf, cg = parts[0] if len(parts) == 1 else (np.concatenate([p[j] for p in parts]) for j in (0, 1))
+        rows, total = b * k, cf.shape[0]
+        guided = guidance != 1.0
+        m = VELOCITY_CHUNK_BATCH
         if chunk not in self._mask:
             self._mask[chunk] = band_mask(chunk, self.dims.attn_window)
         mask = self._mask[chunk]
-
-        def net_velocity(xc, tc):
-            return np.concatenate([rt.velocity(xc[i:i + m], tc[i:i + m], cf[i:i + m], cg[i:i + m], mask)
-                                   for i in range(0, xc.shape[0], m)])
+        v = np.empty((total, chunk, self.dims.n_channels), np.float32)  # the batch's velocities, reused
+        tc = np.empty(m, np.float32)
 
         def velocity(x, t):
-            xc = chunks(x)
-            tc = np.full(xc.shape[0], t, np.float32)
-            if guidance != 1.0:
-                vc, vu = np.split(net_velocity(np.concatenate([xc, xc]), np.concatenate([tc, tc])), 2)
-                v = vu + np.float32(guidance) * (vc - vu)
-            else:
-                v = net_velocity(xc, tc)
-            v = v.reshape(b, k, chunk, -1) * weights
+            tc.fill(t)
+            for i in range(0, total, m):
+                j = min(total, i + m)
+                v[i:j] = self.runtime.velocity(self._chunk_rows(x, idx, rows, i, j), tc[:j - i], cf[i:j], cg[i:j], mask)
+            vk = v[:rows]
+            if guided:  # vu + guidance * (vc - vu), in place
+                np.subtract(vk, v[rows:], out=vk)
+                vk *= np.float32(guidance)
+                vk += v[rows:]
+            vk = vk.reshape(b, k, chunk, -1)
+            vk *= weights
             out = np.zeros_like(x)
             for j, s in enumerate(starts):
-                out[:, s:s + chunk] += v[:, j]
+                out[:, s:s + chunk] += vk[:, j]
             return out
 
-        x = np.asarray(x0, np.float32)
+        x = np.array(x0, np.float32)  # a copy: x0 may be the noise stream's buffer
         dt = 1.0 / steps
         for i in range(steps):
             t = np.float32(i * dt)
-            v = velocity(x, t)
+            vel = velocity(x, t)
             if method == "midpoint":
-                v = velocity(x + np.float32(0.5 * dt) * v, t + np.float32(0.5 * dt))
-            x = x + np.float32(dt) * v
+                vel = velocity(x + np.float32(0.5 * dt) * vel, t + np.float32(0.5 * dt))
+            vel *= np.float32(dt)
+            x += vel
+            del vel
         return x

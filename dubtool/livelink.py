@@ -141,7 +141,7 @@ def timecodes_for(times_s: np.ndarray, rate: float | None = None) -> list[str]:
     return [format_timecode(t, 30.0) for t in times_s]
 
 
-CSV_BLOCK_ROWS = 2048  # rows formatted at a time: the text of an hour never sits in memory at once
+CSV_BLOCK_ROWS = 256  # rows formatted at a time: a few MB of Python floats and strings, whatever the take
 
 
 def _rows_text(values: np.ndarray, tcs: list[str]) -> str:

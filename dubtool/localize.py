@@ -665,13 +665,13 @@ class _LineMetrics:
             d = np.abs(np.diff(ext, n=2, axis=0))
             self.jit_sum += float(d.sum())
             self.jit_count += d.size
-        self.tail = ext[-2:]
+        self.tail = ext[-2:].copy()  # copies: a view would keep the whole block alive (an hour: 26 MB of them)
         self.mouth.append(m.mouth_opening(v))
         if self.with_gap:
             self.gap.append(m.normalized_lip_gap(v))
         ch = index("browInnerUp")
         times = np.arange(j0, j0 + len(v), dtype=np.float64) / self.fps + self.start
-        self.brow_out.append(np.asarray(values, np.float32)[:, ch])
+        self.brow_out.append(np.array(values[:, ch], np.float32))
         self.brow_src.append(warp_values(self.src.values[:, ch:ch + 1], self.src.fps,
                                          self.timemap.source_time(times))[:, 0])
 

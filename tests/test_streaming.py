@@ -263,8 +263,9 @@ def test_extract_on_disk_equals_extract_in_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(ex._FrameBuffers, "BATCH", 5)
     monkeypatch.setattr(audiomod, "STREAM_AUDIO_S", 0)
     monkeypatch.setattr(pf, "SAVE_BLOCK_ROWS", 3)
-    disk = ex.extract(video)
+    disk = ex.extract(video, ex.ExtractOptions(channels_on_disk=True))  # what the extract command asks for
     assert isinstance(disk.landmarks_image, diskarray.DiskArray) and isinstance(disk.audio.samples, diskarray.DiskArray)
+    assert isinstance(disk.animation.values, diskarray.DiskArray)
     assert disk.meta["gaps"] == memory.meta["gaps"] and len(memory.meta["gaps"]) == 2
     pf.save_performance(disk, tmp_path / "disk.perf")
     a, b = pf.load_performance(tmp_path / "memory.perf"), pf.load_performance(tmp_path / "disk.perf")
@@ -274,3 +275,31 @@ def test_extract_on_disk_equals_extract_in_memory(tmp_path, monkeypatch):
         np.testing.assert_array_equal(x, y, err_msg=name)
     np.testing.assert_array_equal(a.animation.values, b.animation.values)
     np.testing.assert_array_equal(a.audio.samples, b.audio.samples)
+    from dubtool.livelink import write_csv
+
+    write_csv(memory.animation, tmp_path / "memory.csv")
+    write_csv(disk.animation, tmp_path / "disk.csv")  # the CSV of channels left on disk: the same text
+    assert (tmp_path / "disk.csv").read_text() == (tmp_path / "memory.csv").read_text()
+
+
+def test_line_metrics_keep_no_block_of_frames_alive():
+    """localize's metrics keep per-frame curves only: a block of output frames they were given is freed once
+    the caller drops it (a column view of each block kept an hour of output alive, 26 MB)."""
+    import gc
+    import weakref
+
+    from dubtool.localize import _LineMetrics
+    from dubtool.timemap import uniform_timemap
+
+    rng = np.random.default_rng(0)
+    src = Animation(rng.uniform(0, 1, (90, NUM_CHANNELS)).astype(np.float32), 30.0)
+    acc = _LineMetrics(src, uniform_timemap(3.0, 6.0), 0.0, 30.0, with_gap=False)
+    refs = []
+    for j0 in range(0, 180, 60):
+        block = rng.uniform(0, 1, (60, NUM_CHANNELS)).astype(np.float32)
+        acc.add(j0, block)
+        refs.append(weakref.ref(block))
+        del block
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert acc.n == 180 and sum(len(b) for b in acc.brow_out) == 180

@@ -53,7 +53,7 @@ def extract(
     if timecode is not None:
         start_timecode_s(timecode, fps or 30.0)  # a bad timecode fails before the tracking starts
     opts = ExtractOptions(fps=fps, smoothing=OneEuroConfig(min_cutoff, beta) if smooth else None,
-                          max_track_width=max_width)
+                          max_track_width=max_width, channels_on_disk=True)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
