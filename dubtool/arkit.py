@@ -102,29 +102,19 @@ class Animation:
     def __post_init__(self) -> None:
         from .diskarray import DiskArray
 
-        if isinstance(self.values, DiskArray):  # a long take's channels left in their temporary file (extract)
-            self._check_on_disk(self.values)
-            return
-        v = np.asarray(self.values, dtype=np.float32)
-        if v.ndim != 2 or v.shape[1] != NUM_CHANNELS:
-            raise InputError(f"animation must be frames x {NUM_CHANNELS}, got shape {v.shape}")
-        if not np.all(np.isfinite(v)):
-            bad = int(np.argwhere(~np.isfinite(v))[0][0])
-            raise InputError(f"animation has NaN/inf values (first at frame {bad})")
-        if not (self.fps > 0 and np.isfinite(self.fps)):
-            raise InputError(f"fps must be positive, got {self.fps}")
-        self.values = v
-
-    def _check_on_disk(self, v) -> None:
+        on_disk = isinstance(self.values, DiskArray)  # a long take's channels left in their temporary file (extract)
+        v = self.values if on_disk else np.asarray(self.values, dtype=np.float32)
         if v.ndim != 2 or v.shape[1] != NUM_CHANNELS or v.dtype != np.float32:
-            raise InputError(f"animation must be frames x {NUM_CHANNELS} float32, got shape {tuple(v.shape)}")
-        for a in range(0, len(v), 8192):
-            block = v.read(a, a + 8192)
+            raise InputError(f"animation must be frames x {NUM_CHANNELS}{' float32' if on_disk else ''}, "
+                             f"got shape {tuple(v.shape)}")
+        blocks = ((a, v.read(a, a + 8192)) for a in range(0, len(v), 8192)) if on_disk else ((0, v),)
+        for a, block in blocks:
             if not np.all(np.isfinite(block)):
                 bad = a + int(np.argwhere(~np.isfinite(block))[0][0])
                 raise InputError(f"animation has NaN/inf values (first at frame {bad})")
         if not (self.fps > 0 and np.isfinite(self.fps)):
             raise InputError(f"fps must be positive, got {self.fps}")
+        self.values = v
 
     @property
     def num_frames(self) -> int:
