@@ -28,7 +28,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 import wave
 from pathlib import Path
 
@@ -91,12 +90,7 @@ def lines_for(lang: str, root: Path, max_ratio: float, limit: int) -> list[tuple
 
 
 def run(args) -> dict:
-    from dubtool.audio import load_audio
-    from dubtool.baselines import teacher_without_source
-    from dubtool.errors import DubtoolError
-    from dubtool.localize import LocalizeOptions, get_generator, localize
-    from dubtool.phonealign import align_phonemes
-    from dubtool.timemap import uniform_timemap
+    from dubtool.localize import get_generator
 
     sets = {f"{lang} ({PACKAGES[lang][0]})": (lang, lines_for(lang, Path(args.root), args.max_ratio, args.per_lang))
             for lang in PACKAGES}
@@ -106,45 +100,9 @@ def run(args) -> dict:
 
         generator.sampler = replace(generator.sampler, **{k: v for k, v in
                                     (("guidance", args.guidance), ("temperature", args.temperature)) if v is not None})
-    source = unseen.source_performance(Path(args.cache))
     report = {"benchmark": "realval", "model": str(args.model_path or "models/dubtool_flow_v5.pt"),
-              "max_ratio": args.max_ratio, "sampler": vars(generator.sampler), "languages": {}, "files": {}}
-    t_gen, speech_s = 0.0, 0.0
-    pooled: dict[str, list] = {}
-    for name, (code, lines) in sets.items():
-        per = {"flow": [], "teacher": []}
-        used, skipped = [], 0
-        for path, text in lines:
-            try:
-                audio = load_audio(path, what="speech")
-                phon = align_phonemes(audio, text, code)
-                if audio.duration_s > source.duration_s:
-                    raise DubtoolError("longer than the source performance")
-                t0 = time.perf_counter()
-                opts = LocalizeOptions(lang=code, source_lang="en", model="flow", seed=args.seed)
-                flow = localize(source, audio, opts, generator=generator,
-                                timemap=uniform_timemap(audio.duration_s, audio.duration_s, "identity")).animation
-            except DubtoolError as e:
-                skipped += 1
-                log(f"  skip {path.name}: {e}")
-                continue
-            t_gen += time.perf_counter() - t0
-            speech_s += audio.duration_s
-            teacher = teacher_without_source(phon, flow.num_frames, generator.fps)
-            per["flow"].append(unseen.score_line(flow, audio, phon))
-            per["teacher"].append(unseen.score_line(teacher, audio, phon))
-            used.append(str(path.name))
-        report["languages"][name] = {s: unseen.summarise(items) for s, items in per.items()}
-        report["languages"][name]["skipped"] = skipped
-        report["files"][name] = used
-        f = report["languages"][name]["flow"]
-        log(f"{name}: {f['lines']} lines, {f['bilabials']} /p b m/: closure {f['closure']:.2f}, "
-            f"open vowels closed {f['open_vowel_closed']:.2f}")
-        pooled.setdefault("flow", []).extend(per["flow"])
-        pooled.setdefault("teacher", []).extend(per["teacher"])
-    report["languages"]["pooled"] = {s: unseen.summarise(items) for s, items in pooled.items()}
-    report["speech_s"] = round(speech_s, 1)
-    report["generation_realtime_factor"] = round(speech_s / max(t_gen, 1e-9), 1)
+              "max_ratio": args.max_ratio, "sampler": vars(generator.sampler)}
+    report.update(unseen.score_sets(sets, generator, unseen.source_performance(Path(args.cache)), args.seed))
     return report
 
 

@@ -130,50 +130,31 @@ def summarise(items: list[dict]) -> dict:
             "median_min_gap_at_pbm": float(np.median(gaps)) if gaps else math.nan}
 
 
-def run(args) -> dict:
+def score_sets(sets: dict[str, tuple[str, list[tuple[Path, str]]]], generator, source, seed: int = 0) -> dict:
+    """Score each set {name: (--lang code, [(audio, transcript)])}: the flow model (audio only, `source` as the
+    performance, identity time map) and the teacher with the transcript. Lines that fail to load or align,
+    or run longer than the source, are skipped and counted."""
     from dubtool.audio import load_audio
     from dubtool.baselines import teacher_without_source
     from dubtool.errors import DubtoolError
-    from dubtool.localize import LocalizeOptions, get_generator, localize
+    from dubtool.localize import LocalizeOptions, localize
     from dubtool.phonealign import align_phonemes
     from dubtool.timemap import uniform_timemap
 
-    sets: dict[str, list[tuple[Path, str]]] = {}
-    for folder, code in KLETTRES_LANGS.items():
-        if (KLETTRES / folder / "sounds.xml").is_file():
-            sets[f"{code} (klettres syllables)"] = [(p, t) for p, t in klettres_lines(folder, args.per_lang)]
-    if ASTERISK_IT_TEXT.is_file():
-        sets["it (asterisk prompts)"] = asterisk_it_lines(args.per_lang)
-    if args.langs:
-        keep = {c.strip() for c in args.langs.split(",")}
-        sets = {k: v for k, v in sets.items() if k.split()[0] in keep}
-    if not sets:
-        raise SystemExit("no unseen-language sets installed: run scripts/setup.sh --dev (klettres-data, "
-                         "asterisk-core-sounds-it-wav)")
-    generator = get_generator(args.model_path, args.device)
-    source = source_performance(Path(args.cache))
-    fps = generator.fps
-    report = {"benchmark": "unseen_lang", "model": str(args.model_path or "models/dubtool_flow_v5.pt"),
-              "held_out_paths": list(HELD_OUT_PATHS), "languages": {}, "files": {}}
+    report = {"languages": {}, "files": {}}
     t_gen, speech_s = 0.0, 0.0
-    for name, lines in sets.items():
-        code = name.split()[0]
+    pooled: dict[str, list] = {"flow": [], "teacher": []}
+    for name, (code, lines) in sets.items():
         per = {"flow": [], "teacher": []}
         used, skipped = [], 0
         for path, text in lines:
             try:
                 audio = load_audio(path, what="speech")
                 phon = align_phonemes(audio, text, code)
-            except DubtoolError as e:
-                skipped += 1
-                log(f"  skip {path.name}: {e}")
-                continue
-            if audio.duration_s > source.duration_s:
-                skipped += 1
-                continue
-            t0 = time.perf_counter()
-            opts = LocalizeOptions(lang=code, source_lang="en", model="flow", seed=args.seed)
-            try:
+                if audio.duration_s > source.duration_s:
+                    raise DubtoolError("longer than the source performance")
+                t0 = time.perf_counter()
+                opts = LocalizeOptions(lang=code, source_lang="en", model="flow", seed=seed)
                 flow = localize(source, audio, opts, generator=generator,
                                 timemap=uniform_timemap(audio.duration_s, audio.duration_s, "identity")).animation
             except DubtoolError as e:
@@ -182,18 +163,44 @@ def run(args) -> dict:
                 continue
             t_gen += time.perf_counter() - t0
             speech_s += audio.duration_s
-            teacher = teacher_without_source(phon, flow.num_frames, fps)
+            teacher = teacher_without_source(phon, flow.num_frames, generator.fps)
             per["flow"].append(score_line(flow, audio, phon))
             per["teacher"].append(score_line(teacher, audio, phon))
             used.append(str(path))
+        for sys_ in per:
+            pooled[sys_].extend(per[sys_])
         report["languages"][name] = {sys_: summarise(items) for sys_, items in per.items()}
         report["languages"][name]["skipped"] = skipped
         report["files"][name] = used
         f, t = report["languages"][name]["flow"], report["languages"][name]["teacher"]
         log(f"{name}: {f['lines']} lines, {f['bilabials']} /p b m/: closure flow {f['closure']:.2f} teacher "
             f"{t['closure']:.2f}; open vowels closed flow {f['open_vowel_closed']:.2f}; jaw-env r {f['jaw_env_r']:.2f}")
+    if len(sets) > 1:
+        report["languages"]["pooled"] = {sys_: summarise(items) for sys_, items in pooled.items()}
     report["speech_s"] = round(speech_s, 1)
     report["generation_realtime_factor"] = round(speech_s / max(t_gen, 1e-9), 1)
+    return report
+
+
+def run(args) -> dict:
+    from dubtool.localize import get_generator
+
+    sets: dict[str, tuple[str, list[tuple[Path, str]]]] = {}
+    for folder, code in KLETTRES_LANGS.items():
+        if (KLETTRES / folder / "sounds.xml").is_file():
+            sets[f"{code} (klettres syllables)"] = (code, klettres_lines(folder, args.per_lang))
+    if ASTERISK_IT_TEXT.is_file():
+        sets["it (asterisk prompts)"] = ("it", asterisk_it_lines(args.per_lang))
+    if args.langs:
+        keep = {c.strip() for c in args.langs.split(",")}
+        sets = {k: v for k, v in sets.items() if k.split()[0] in keep}
+    if not sets:
+        raise SystemExit("no unseen-language sets installed: run scripts/setup.sh --dev (klettres-data, "
+                         "asterisk-core-sounds-it-wav)")
+    generator = get_generator(args.model_path, args.device)
+    report = {"benchmark": "unseen_lang", "model": str(args.model_path or "models/dubtool_flow_v5.pt"),
+              "held_out_paths": list(HELD_OUT_PATHS)}
+    report.update(score_sets(sets, generator, source_performance(Path(args.cache)), args.seed))
     return report
 
 
