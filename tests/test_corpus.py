@@ -246,3 +246,9 @@ def test_shipped_recipe_never_trains_or_validates_on_a_benchmark_language():
     assert unseen and not unseen & used, unseen & used
     source = (root / "dubtool" / "corpus.py").read_text()
     assert "klettres" not in source and "fillets" not in source and '"it": "it_IT' not in source
+    # nor the real-speech validation set's two speakers (benchmarks/bench_realval.py)
+    spec = importlib.util.spec_from_file_location("bench_realval", root / "benchmarks" / "bench_realval.py")
+    realval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(realval)
+    packages = [pkg for pkg, _folder, _core in realval.PACKAGES.values()]
+    assert len(packages) == 2 and not any(pkg in source or "asterisk-prompt" in source for pkg in packages)
