@@ -25,7 +25,6 @@ Scored exactly as bench_unseen_lang.py (closure, open-vowel frames closed, of th
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import wave
@@ -84,9 +83,7 @@ def lines_for(lang: str, root: Path, max_ratio: float, limit: int) -> list[tuple
         ratio = (gsm.stat().st_size / GSM_BYTES_PER_S) / wav_seconds(core_wav)
         if 1 / max_ratio <= ratio <= max_ratio:
             out.append((gsm, text))
-    if limit and len(out) > limit:
-        out = out[:: max(1, len(out) // limit)][:limit]
-    return out
+    return unseen.spread(out, limit)
 
 
 def run(args) -> dict:
@@ -121,14 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     res = run(args)
-    md = unseen.markdown(res).replace("unseen-language real speech", "real-speech validation set")
-    print(md, end="")
-    from dubtool.fileio import write_text_atomic
-
-    if args.json:
-        write_text_atomic(args.json, json.dumps(res, indent=1, ensure_ascii=False, default=float) + "\n")
-    if args.md:
-        write_text_atomic(args.md, md)
+    unseen.write_report(res, unseen.markdown(res, title="real-speech validation set"), args)
     return 0
 
 

@@ -63,6 +63,14 @@ def klettres_lines(folder: str, limit: int) -> list[tuple[Path, str]]:
     return out[:limit] if limit else out
 
 
+def spread(lines: list, limit: int) -> list:
+    """At most `limit` of the lines (0 = all), every k-th: a spread over the whole list rather than its
+    alphabetical start."""
+    if limit and len(lines) > limit:
+        return lines[:: max(1, len(lines) // limit)][:limit]
+    return lines
+
+
 def asterisk_it_lines(limit: int) -> list[tuple[Path, str]]:
     """(audio, transcript) of Italian Asterisk prompts with a plain-text transcript (no [sound] notes)."""
     out = []
@@ -74,10 +82,7 @@ def asterisk_it_lines(limit: int) -> list[tuple[Path, str]]:
             path = ASTERISK_IT / (m.group(1) + ".wav")
             if path.is_file() and len(m.group(2).split()) >= 3:
                 out.append((path, m.group(2)))
-    # Every k-th prompt: a spread over the whole list rather than its alphabetical start.
-    if limit and len(out) > limit:
-        out = out[:: max(1, len(out) // limit)][:limit]
-    return out
+    return spread(out, limit)
 
 
 def source_performance(cache: Path):
@@ -208,8 +213,8 @@ def _f(x, fmt="{:.2f}") -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
 
 
-def markdown(res: dict) -> str:
-    lines = [f"# unseen-language real speech: {res['model']} ({res['speech_s']} s)", "",
+def markdown(res: dict, title: str = "unseen-language real speech") -> str:
+    lines = [f"# {title}: {res['model']} ({res['speech_s']} s)", "",
              "closure = /p b m/ with the lips sealed (normalized gap < 0.2); open-vowel closed = fraction of "
              "open-vowel frames with the lips sealed; flow = no transcript, teacher = with transcript.", "",
              "| set | lines | /p b m/ | closure flow | closure teacher | open-vowel closed flow | teacher | "
@@ -225,9 +230,20 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_report(res: dict, md: str, args) -> None:
+    """The markdown table on stdout; the report as --json and the table as --md, written atomically."""
+    from dubtool.fileio import write_text_atomic
+
+    print(md, end="")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(res, indent=1, ensure_ascii=False, default=float) + "\n")
+    if args.md:
+        write_text_atomic(args.md, md)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model-path", default=None, help="flow checkpoint (default: the shipped v3)")
+    ap.add_argument("--model-path", default=None, help="flow checkpoint (default: the shipped one)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None)
     ap.add_argument("--per-lang", type=int, default=40, help="at most this many lines per set (0 = all)")
@@ -237,14 +253,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     res = run(args)
-    md = markdown(res)
-    print(md, end="")
-    from dubtool.fileio import write_text_atomic
-
-    if args.json:
-        write_text_atomic(args.json, json.dumps(res, indent=1, ensure_ascii=False, default=float) + "\n")
-    if args.md:
-        write_text_atomic(args.md, md)
+    write_report(res, markdown(res), args)
     return 0
 
 
