@@ -155,7 +155,7 @@ def _generation_worker(wavs, perf, runs, barrier, queue) -> None:
     from dubtool.performance import load_performance
 
     set_num_threads(1)
-    gen = get_generator(None, "cpu")
+    gen = get_generator(os.environ.get("BENCH_MODEL_PATH") or None, "cpu")
     src = load_performance(perf)
     style = style_context(src.animation.values)
     kp_src = np.asarray(keypoints_from_curves(src.animation.values), np.float32)
@@ -205,7 +205,11 @@ def main() -> None:
     ap.add_argument("--parts", default="first,batch,workers2,five,five2,floor,generate,generate2,oneshot",
                     help="comma list of the figures to measure")
     ap.add_argument("--json", help="also write all figures here")
+    ap.add_argument("--model-path", default=None, help="flow checkpoint (default: the shipped one); the spawned "
+                    "workers read it from BENCH_MODEL_PATH")
     args = ap.parse_args()
+    if args.model_path:
+        os.environ["BENCH_MODEL_PATH"] = str(Path(args.model_path).resolve())
 
     import torch
 
@@ -230,9 +234,9 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     figures: dict = {"lines": len(lines), "audio_s": audio_s}
 
-    options = LocalizeOptions()
+    options = LocalizeOptions(model_path=os.environ.get("BENCH_MODEL_PATH") or None)
     t = time.perf_counter()
-    gen = get_generator(None, "cpu")
+    gen = get_generator(os.environ.get("BENCH_MODEL_PATH") or None, "cpu")
     log(f"model load {time.perf_counter() - t:.2f} s; sampler {gen.sampler}")
     print(f"# generator backend: {type(gen).__name__} ({'ONNX Runtime' if hasattr(gen, 'runtime') else 'torch'})")
 

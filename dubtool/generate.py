@@ -64,6 +64,10 @@ class ModelDimensions:
     audio_subframes: int = 1  # log-mel vectors stacked per animation frame (audio.mel_features)
     viseme_classes: int = 0  # >0: a linear viseme classifier on the audio features (training-only auxiliary loss)
     fps: float = 30.0
+    # Speaker/channel equalisation of the audio features (0 = off): each take's long-term speech spectrum
+    # (`speech_spectrum`) is moved this far (1 = all the way) onto the training corpus's (stats "mel_ref"),
+    # so a voice or microphone the corpus never heard reaches the network with the corpus's average colour.
+    mel_cmn: float = 0.0
 
     @property
     def mel_width(self) -> int:
@@ -99,6 +103,24 @@ def normalize_mel(mel: np.ndarray) -> np.ndarray:
     m = np.asarray(mel, dtype=np.float32)
     level = float(np.percentile(m.mean(axis=1), 95)) if m.size else 0.0
     return m - level
+
+
+SPEECH_MARGIN = 4.0  # log-mel units (natural log of power, ~17 dB) under the loud-frame level that count as speech
+
+
+def speech_spectrum(mel: np.ndarray) -> np.ndarray:
+    """The take's long-term speech spectrum: the per-column mean of the frames within SPEECH_MARGIN of the
+    loud-frame level (95th percentile of the frame means), silence and pauses left out."""
+    m = np.asarray(mel, dtype=np.float32)
+    if not len(m):
+        return np.zeros(m.shape[1:], np.float32)
+    means = m.mean(axis=1)
+    return m[means >= np.percentile(means, 95) - SPEECH_MARGIN].mean(axis=0)
+
+
+def equalize_spectrum(mel: np.ndarray, spectrum: np.ndarray, ref: np.ndarray, amount: float) -> np.ndarray:
+    """Move the take's speech spectrum `amount` of the way onto `ref` (a per-column offset, new array)."""
+    return np.subtract(mel, np.float32(amount) * (np.asarray(spectrum, np.float32) - ref), dtype=np.float32)
 
 
 def _torch():
@@ -361,7 +383,23 @@ class Generator:
         mel = mel_features(audio.samples, audio.sample_rate, self.fps, self.dims.n_mels,
                            self.dims.audio_subframes)
         mel = _fit_length(mel, n, "mel features", tolerance=n)
-        return self.normalize_inputs(normalize_mel(mel), kp, st)
+        return self.normalize_inputs(self.equalize(normalize_mel(mel)), kp, st)
+
+    def equalize(self, mel: np.ndarray, spectrum: np.ndarray | None = None) -> np.ndarray:
+        """Gain-normalised log-mel -> what the network reads before standardising: the take's speech
+        spectrum (`spectrum`, or measured on `mel` itself) moved onto the corpus's, where the checkpoint
+        asks for it (dims.mel_cmn > 0); otherwise `mel` unchanged."""
+        amount = float(getattr(self.dims, "mel_cmn", 0.0))
+        if amount <= 0:
+            return mel
+        spectrum = speech_spectrum(mel) if spectrum is None else spectrum
+        return equalize_spectrum(mel, spectrum, self.stats_ref(), amount)
+
+    def stats_ref(self) -> np.ndarray:
+        ref = self.stats().get("mel_ref")
+        if ref is None:
+            raise ModelError("checkpoint sets mel_cmn but stores no mel_ref statistic")
+        return np.asarray(ref, np.float32)
 
     def _check_conditioning(self, keypoints: np.ndarray, style: np.ndarray, n: int):
         kp = np.asarray(keypoints, np.float32)
@@ -553,6 +591,15 @@ class Generator:
         # normalize_mel's loud-frame level over the whole take, from the frame means only (first pass)
         means = np.concatenate([mel_rows(a, min(n, a + step)).mean(axis=1) for a in range(0, n, step)])
         level = float(np.percentile(means, 95))
+        spectrum = None
+        if getattr(self.dims, "mel_cmn", 0.0) > 0:  # speech_spectrum over the whole take (second pass)
+            total, count = np.zeros(dims.mel_width, np.float64), 0
+            for a in range(0, n, step):
+                rows = mel_rows(a, min(n, a + step))
+                keep = rows[rows.mean(axis=1) >= level - SPEECH_MARGIN]
+                total += keep.sum(axis=0)
+                count += len(keep)
+            spectrum = (total / max(count, 1)).astype(np.float32) - level
         noise = _NoiseStream(self, n, seed)
         k = len(starts)
         for c0 in range(0, k, group):
@@ -564,7 +611,7 @@ class Generator:
                 kp, st = self._check_conditioning(keypoints_of(fa, fb), style, fb - fa)
                 mel = mel_rows(fa, fb)
                 mel -= level
-                return self.normalize_inputs(mel, kp, st)
+                return self.normalize_inputs(self.equalize(mel, spectrum), kp, st)
 
             x = self._sample_group(inputs, x0=noise.frames(fa, fb), steps=steps, guidance=guidance, seed=seed)
             keep_a = starts[c0] if c0 > 0 else 0
@@ -703,6 +750,7 @@ def export_onnx(path) -> list[Path]:
 
 
 STAT_KEYS = ("mel_mean", "mel_std", "kp_mean", "kp_std", "style_mean", "style_std", "target_mean", "target_std")
+OPTIONAL_STAT_KEYS = ("mel_ref",)  # speech_spectrum of the training corpus (models with mel_cmn > 0)
 
 
 def identity_stats(dims: ModelDimensions) -> dict:
@@ -759,6 +807,7 @@ def load_model(path: str | None = None, device: str = "cpu", backend: str | None
         dims = _dataclass_from(ModelDimensions, ckpt["dims"], p)
         sampler = _dataclass_from(SamplerConfig, ckpt["sampler"], p)
         stats = {k: np.asarray(ckpt["stats"][k], np.float32) for k in STAT_KEYS}
+        stats.update({k: np.asarray(ckpt["stats"][k], np.float32) for k in OPTIONAL_STAT_KEYS if k in ckpt["stats"]})
         state = ckpt["state_dict"]
     except (KeyError, TypeError) as e:
         raise ModelError(f"{p}: checkpoint is missing {e}") from None
@@ -834,6 +883,8 @@ class OnnxGenerator(Generator):
         dims = _dataclass_from(ModelDimensions, manifest["dims"], checkpoint)
         sampler = _dataclass_from(SamplerConfig, manifest["sampler"], checkpoint)
         stats = {k: np.asarray(manifest["stats"][k], np.float32) for k in STAT_KEYS}
+        stats.update({k: np.asarray(manifest["stats"][k], np.float32) for k in OPTIONAL_STAT_KEYS
+                      if k in manifest["stats"]})
         meta = manifest.get("meta", {})
         _check_meta(meta, checkpoint)
         return cls(runtime, dims, sampler, stats, meta, checkpoint)

@@ -23,7 +23,8 @@ import numpy as np
 from .arkit import BILABIAL_CLOSURE, LOWER_IDX, NUM_BLENDSHAPES, UPPER_IDX, indices
 from .corpus import CorpusConfig, SPLITS, build_corpus, load_corpus
 from .errors import DubtoolError, InputError
-from .generate import Generator, ModelDimensions, RectifiedFlow, SamplerConfig, build_net, save_checkpoint
+from .generate import (SPEECH_MARGIN, Generator, ModelDimensions, RectifiedFlow, SamplerConfig, build_net,
+                       save_checkpoint, speech_spectrum)
 from .phonemes import VISEME_CLASSES
 
 FLOW_CONFIG_VERSION = 1
@@ -146,7 +147,15 @@ def compute_stats(corpus) -> dict:
     st = corpus.style[corpus.split == SPLITS.index("train")].astype(np.float64)
     st_m, st_s = st.mean(axis=0).astype(np.float32), np.maximum(st.std(axis=0), 0.01).astype(np.float32)
     return {"mel_mean": mel_m, "mel_std": mel_s, "kp_mean": kp_m, "kp_std": kp_s, "style_mean": st_m,
-            "style_std": st_s, "target_mean": tg_m, "target_std": tg_s}
+            "style_std": st_s, "target_mean": tg_m, "target_std": tg_s, "mel_ref": corpus_speech_spectrum(corpus)}
+
+
+def corpus_speech_spectrum(corpus) -> np.ndarray:
+    """The mean of the training clips' speech spectra (generate.speech_spectrum, clip by clip): the colour
+    a model with mel_cmn > 0 moves every take onto."""
+    spectra = [speech_spectrum(corpus.mel[s:s + n].astype(np.float32))
+               for s, n, sp in zip(corpus.starts, corpus.lengths, corpus.split) if sp == SPLITS.index("train") and n]
+    return np.mean(spectra, axis=0).astype(np.float32)
 
 
 def _device(name: str) -> str:
@@ -163,11 +172,12 @@ class _Batcher:
     """Random training windows with audio/keypoint swaps, built on the training device."""
 
     def __init__(self, corpus, stats: dict, cfg: TrainConfig, device: str, seed: int, n_mels: int = 80,
-                 fps: float = 30.0):
+                 fps: float = 30.0, mel_cmn: float = 0.0):
         import torch
 
         self.torch = torch
         self.cfg, self.device, self.n_mels, self.fps = cfg, device, n_mels, float(fps)
+        self.mel_cmn = float(mel_cmn)
         t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=device)
         self.mel = t(corpus.mel)
         self.target = t(corpus.target)
@@ -276,6 +286,17 @@ class _Batcher:
         out = out - (new_level - level)[:, None, None]
         return out.reshape(b, t, sub, m)
 
+    def equalize(self, x):
+        """generate.equalize_spectrum on windows x (B, T, subframes, n_mels), each window its own take: its
+        speech spectrum (frames within SPEECH_MARGIN of its loud-frame level) moved onto stats mel_ref."""
+        b, t, sub, m = x.shape
+        flat = x.reshape(b, t, sub * m)
+        means = flat.mean(dim=2)
+        keep = (means >= self.torch.quantile(means, 0.95, dim=1, keepdim=True) - SPEECH_MARGIN).float()[..., None]
+        spectrum = (flat * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
+        shift = self.mel_cmn * (spectrum - self.stats["mel_ref"])
+        return x - shift.view(b, 1, sub, m)
+
     def augment_mel(self, mel):
         """Raw log-mel windows (B, T, subframes * n_mels) -> normalised and augmented."""
         torch, cfg, m = self.torch, self.cfg, self.n_mels
@@ -291,6 +312,8 @@ class _Batcher:
         if cfg.room_reverb_p > 0 or cfg.room_noise_p > 0 or cfg.room_lowpass_p > 0:
             x = self.augment_room(x)
         s = self.stats
+        if self.mel_cmn > 0:
+            x = self.equalize(x)
         x = (x - s["mel_mean"].view(width // m, m)) / s["mel_std"].view(width // m, m)
         bins = torch.arange(m, device=self.device)
         if cfg.mel_tilt > 0:
@@ -304,7 +327,8 @@ class _Batcher:
             x = torch.where(band[:, None, None, :], torch.zeros((), device=self.device), x)
         x = x.reshape(b, t, width)
         if cfg.mel_augment_p < 1.0:
-            plain = (mel - s["mel_mean"]) / s["mel_std"]
+            plain = self.equalize(mel.reshape(b, t, width // m, m)).reshape(b, t, width) if self.mel_cmn > 0 else mel
+            plain = (plain - s["mel_mean"]) / s["mel_std"]
             x = torch.where((self.rand(b) < cfg.mel_augment_p)[:, None, None], x, plain)
         return x
 
@@ -406,7 +430,7 @@ def validate(gen: Generator, corpus, split: str, n_clips: int, seed: int = 0) ->
         mel = corpus.mel[s:s + n].astype(np.float32)
         kp = corpus.keypoints[s:s + n].astype(np.float32)
         tgt = corpus.target[s:s + n].astype(np.float32)
-        m, k, st = gen.normalize_inputs(mel, kp, corpus.style[i].astype(np.float32))
+        m, k, st = gen.normalize_inputs(gen.equalize(mel), kp, corpus.style[i].astype(np.float32))
         x = gen.sample(m[None], k[None], st[None], steps=gen.sampler.steps, guidance=gen.sampler.guidance,
                        seed=seed + int(i))
         pred = gen.denormalize(x[0]).float().cpu().numpy()
@@ -465,7 +489,7 @@ def heldout_report(gen: Generator, corpus, n_clips: int = 24, seed: int = 0) -> 
     from .phonemes import Phoneme
 
     def run(mel, kp, style, s):
-        m, k, st = gen.normalize_inputs(mel, kp, style)
+        m, k, st = gen.normalize_inputs(gen.equalize(mel), kp, style)
         x = gen.sample(m[None], k[None], st[None], steps=gen.sampler.steps, guidance=gen.sampler.guidance, seed=s)
         p = gen.denormalize(x[0]).float().cpu().numpy()
         p[:, :52] = np.clip(p[:, :52], 0, 1)
@@ -583,7 +607,7 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, tc.warmup_steps))
-    batch = _Batcher(corpus, stats, tc, device, tc.seed, cfg.model.n_mels, cfg.model.fps)
+    batch = _Batcher(corpus, stats, tc, device, tc.seed, cfg.model.n_mels, cfg.model.fps, cfg.model.mel_cmn)
     weights = torch.as_tensor(channel_weights(tc), device=device)
     gap_basis, _ = lip_gap_basis(device)
     t_mean, t_std = (torch.as_tensor(stats[k], device=device) for k in ("target_mean", "target_std"))
@@ -623,6 +647,85 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
             "train_steps": total, "device": device, "train_seconds": round(time.time() - t0, 1),
             "torch": torch.__version__}
     return save_checkpoint(out, ema, cfg.model, cfg.sampler, stats, meta, onnx=True)
+
+
+def distill_guidance(teacher_path, corpus_dir, out, device: str = "cpu", steps: int = 3000, batch_size: int = 256,
+                     lr: float = 2e-4, time_limit_s: float | None = None, log=print, onnx: bool = True) -> Path:
+    """Guidance distillation (Meng et al. 2023, stage one): a student with the teacher's weights learns to
+    give in one network pass the velocity the teacher gives with classifier-free guidance in two
+    (v_audio-free + g (v_audio - v_audio-free), g = the teacher's sampler guidance), so sampling costs half.
+    The states it learns on are the ones inference visits: the teacher's own guided Euler path from
+    temperature-scaled noise (its sampler's steps and temperature), plus one random point of the training
+    interpolant per window (other --steps still work). Writes a checkpoint whose sampler guidance is 1.0;
+    meta keeps the teacher's articulation gains and names the teacher."""
+    import copy
+
+    import torch
+
+    from .generate import load_model
+
+    device = _device(device)
+    teacher = load_model(teacher_path, device=device, backend="torch")
+    g, sc = float(teacher.sampler.guidance), teacher.sampler
+    if g == 1.0:
+        raise InputError(f"{teacher_path}: sampler guidance is already 1.0; there is nothing to distil")
+    corpus = load_corpus(corpus_dir)
+    tc = TrainConfig(**{k: v for k, v in teacher.meta.get("config", {}).get("train", {}).items()
+                        if k in TrainConfig.__dataclass_fields__ and not isinstance(v, list)})
+    tc = replace(tc, p_drop_audio=0.0, p_drop_keypoints=0.0, p_drop_style=0.0)
+    stats = teacher.stats()
+    t_net = teacher.net.eval().requires_grad_(False)
+    net = copy.deepcopy(t_net).train().requires_grad_(True)
+    ema = copy.deepcopy(t_net)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, 100))
+    batch = _Batcher(corpus, stats, tc, device, tc.seed + 7, teacher.dims.n_mels, teacher.fps, teacher.dims.mel_cmn)
+    weights = torch.as_tensor(channel_weights(tc), device=device)
+    history, t0, total = [], time.time(), steps
+
+    def guided(x, t, cf, cg, uf, ug):
+        vc, vu = t_net.velocity(x, t, cf, cg), t_net.velocity(x, t, uf, ug)
+        return vu + g * (vc - vu)
+
+    for step in range(1, total + 1):
+        mel, kp, style, y, _drops, frame_w, _vis = batch(batch_size)
+        b = y.shape[0]
+        with torch.no_grad():
+            cf, cg = t_net.encode(mel, kp, style)
+            uf, ug = t_net.encode(mel, kp, style, torch.ones(b, dtype=torch.bool, device=device))
+            xs, ts, vs = [], [], []
+            x = sc.temperature * torch.randn(y.shape, generator=batch.gen, device=device)
+            for i in range(sc.steps):  # the teacher's sampling path
+                t = torch.full((b,), i / sc.steps, device=device)
+                v = guided(x, t, cf, cg, uf, ug)
+                xs.append(x), ts.append(t), vs.append(v)
+                x = x + v / sc.steps
+            t = RectifiedFlow.sample_time(b, batch.gen, device)  # and a point of the training interpolant
+            x = RectifiedFlow.interpolate(torch.randn(y.shape, generator=batch.gen, device=device), y, t)
+            xs.append(x), ts.append(t), vs.append(guided(x, t, cf, cg, uf, ug))
+        x, t, target = torch.cat(xs), torch.cat(ts), torch.cat(vs)
+        n = len(xs)
+        pred = net(x, t, mel.repeat(n, 1, 1), kp.repeat(n, 1, 1), style.repeat(n, 1))
+        err = ((pred - target) ** 2) * weights
+        fw = frame_w.repeat(n, 1)
+        loss = (err * fw[:, :, None]).sum() / (fw.sum() * err.shape[-1])
+        optimizer_step(loss, net, ema, opt, sched, step, 1.0, 0.999)
+        over_time = time_limit_s is not None and time.time() - t0 > time_limit_s
+        if step % 500 == 0 or step == total or over_time:
+            row = {"step": step, "loss": round(float(loss.detach()), 5), "elapsed_s": round(time.time() - t0, 1)}
+            history.append(row)
+            log(json.dumps(row))
+        if over_time:
+            log(f"time limit reached: stopping at step {step} of {total}")
+            total = step
+            break
+    meta = copy.deepcopy(teacher.meta)
+    meta.update({"name": f"{teacher.meta.get('name', 'dubtool_flow')}_distilled",
+                 "distilled": {"teacher": Path(teacher_path).name, "teacher_guidance": g, "steps": total,
+                               "seconds": round(time.time() - t0, 1), "history": history, "device": device,
+                               "torch": torch.__version__}})
+    return save_checkpoint(out, ema.eval(), teacher.dims, replace(teacher.sampler, guidance=1.0), stats, meta,
+                           onnx=onnx)
 
 
 @dataclass(frozen=True)
@@ -718,14 +821,16 @@ def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_l
     n_mels = gen.dims.n_mels
     n_base = int(round(cfg.batch_size * cfg.base_share)) if base_corpus is not None else 0
     n_cap = max(1, cfg.batch_size - n_base)
-    cap_batch = _Batcher(corpus, stats, tc, device, cfg.seed, n_mels, gen.fps)
-    base_batch = _Batcher(base_corpus, stats, tc, device, cfg.seed + 1, n_mels, gen.fps) if n_base else None
+    cap_batch = _Batcher(corpus, stats, tc, device, cfg.seed, n_mels, gen.fps, gen.dims.mel_cmn)
+    base_batch = (_Batcher(base_corpus, stats, tc, device, cfg.seed + 1, n_mels, gen.fps, gen.dims.mel_cmn)
+                  if n_base else None)
 
     def fixed(c, seed):  # the same windows, noise and flow times before and after
         if c is None:
             return None
         try:
-            b = _Batcher(c, stats, replace(tc, window_frames=min(window, int(c.lengths.min()))), device, seed, n_mels, gen.fps)
+            b = _Batcher(c, stats, replace(tc, window_frames=min(window, int(c.lengths.min()))), device, seed, n_mels,
+                         gen.fps, gen.dims.mel_cmn)
         except InputError:
             return None
         return b(cfg.eval_windows), torch.Generator(device=device).manual_seed(seed)
@@ -808,6 +913,10 @@ def main(argv=None) -> None:
 
         for path in a[1:]:
             print("\n".join(str(p) for p in export_onnx(path)))
+        return
+    if a and a[0] == "distill":  # python -m dubtool.train distill TEACHER.pt CORPUS OUT.pt DEVICE [STEPS] [TIME_LIMIT_S]
+        distill_guidance(a[1], a[2], a[3], a[4], int(a[5]) if len(a) > 5 else 3000,
+                         time_limit_s=float(a[6]) if len(a) > 6 else None)
         return
     cfg = load_config(a[0])
     train(cfg, a[1], a[2], a[3], int(a[4]) if len(a) > 4 and a[4] != "-" else None, progress=False,

@@ -138,6 +138,9 @@ class _Replay:
         self.sampler = SimpleNamespace(steps=1, guidance=1.0)
         self.fps = 30.0
 
+    def equalize(self, mel, spectrum=None):
+        return mel
+
     def normalize_inputs(self, mel, kp, st):
         return torch.as_tensor(mel), torch.as_tensor(kp), torch.as_tensor(st)
 
@@ -173,3 +176,68 @@ def test_validation_counts_sealed_open_vowels_and_closures():
     c, t = open_vowel_false_closures(teacher, ph, 30.0)
     assert c / t < 0.5  # the teacher opens on its open vowels: the two cases differ
     assert out["lower_mae"] == 0.0
+
+
+def test_training_equalization_is_inference_equalization_on_each_window():
+    """mel_cmn > 0: each training window's speech spectrum is moved onto mel_ref exactly as
+    generate.equalize_spectrum moves a take's at inference (so the network trains on what it will read)."""
+    from dubtool.generate import equalize_spectrum, speech_spectrum
+
+    sub = 3
+    bt = _batcher(sub=sub)
+    ref = np.linspace(-5.0, -1.0, sub * M).astype(np.float32)
+    bt.stats["mel_ref"] = torch.as_tensor(ref)
+    bt.mel_cmn = 0.7
+    rng = np.random.default_rng(3)
+    x = rng.normal(-4.0, 1.5, (3, 50, sub * M)).astype(np.float32)
+    x[:, 10:20] -= 8.0  # a pause: its frames are not speech and do not count
+    out = bt.augment_mel(torch.as_tensor(x)).numpy() * 2.0 + 1.0  # undo the plain normalisation
+    for i in range(3):
+        want = equalize_spectrum(x[i], speech_spectrum(x[i]), ref, 0.7)
+        np.testing.assert_allclose(out[i], want, rtol=0, atol=2e-4)
+
+
+def test_guidance_distillation_learns_the_guided_velocity_in_one_pass(tmp_path):
+    """`distill_guidance`: the student's single pass comes closer to the teacher's two-pass guided
+    velocity (v_free + g (v_audio - v_free)) than the teacher's own conditional pass, on windows it
+    did not train on; the result samples with guidance 1.0 and keeps the teacher's articulation gains."""
+    from dubtool.corpus import CorpusConfig, build_corpus
+    from dubtool.generate import (ModelDimensions, SamplerConfig, build_net, identity_stats, load_model,
+                                  save_checkpoint)
+    from dubtool.train import _Batcher, distill_guidance
+
+    dims = ModelDimensions(d_model=32, n_layers=1, n_heads=2, ff_mult=2, audio_subframes=3)
+    torch.manual_seed(0)
+    net = build_net(dims)
+    with torch.no_grad():
+        for p in net.parameters():  # an untrained net's zero-initialised output layers would give v = 0
+            p.normal_(0.0, 0.15)
+    teacher = tmp_path / "teacher.pt"
+    save_checkpoint(teacher, net, dims, SamplerConfig(steps=2, guidance=2.5), identity_stats(dims),
+                    {"name": "tiny-teacher", "articulation_gain": {"jawOpen": 1.2}}, onnx=False)
+    build_corpus(replace(CorpusConfig(), espeak_clips=2, val_voice_clips=0, val_lang_clips=0, asterisk_prompts=0,
+                         asterisk_prompts_other=0, min_clip_s=4.5, max_clip_s=6.0, audio_subframes=3),
+                 tmp_path / "corpus", progress=False, workers=1)
+    out = distill_guidance(teacher, tmp_path / "corpus", tmp_path / "student.pt", steps=60, batch_size=8, lr=3e-3,
+                           onnx=False, log=lambda *_: None)
+    t_gen, s_gen = load_model(str(teacher), backend="torch"), load_model(str(out), backend="torch")
+    assert s_gen.sampler.guidance == 1.0 and s_gen.meta["articulation_gain"] == {"jawOpen": 1.2}
+    assert s_gen.meta["distilled"]["teacher_guidance"] == 2.5
+
+    from dubtool.corpus import load_corpus
+    from dubtool.train import TrainConfig as TC
+
+    batch = _Batcher(load_corpus(tmp_path / "corpus"), t_gen.stats(), TC(p_drop_audio=0, p_drop_keypoints=0,
+                     p_drop_style=0), "cpu", 99, dims.n_mels)
+    mel, kp, style, y, _d, _w, _v = batch(8)
+    x = 0.4 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    t = torch.full((8,), 0.5)
+    with torch.no_grad():
+        tn = t_gen.net
+        cond = tn(x, t, mel, kp, style)
+        free = tn(x, t, mel, kp, style, torch.ones(8, dtype=torch.bool))
+        guided = free + 2.5 * (cond - free)
+        student = s_gen.net(x, t, mel, kp, style)
+    before = float(((cond - guided) ** 2).mean())
+    after = float(((student - guided) ** 2).mean())
+    assert after < 0.5 * before, (before, after)
