@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +69,9 @@ class ExtractOptions:
     max_gap_s: float = 0.5
     min_face_ratio: float = 0.1
     decode_threads: int = 0
+    # Trackers at once (0: one per core, at most 2): a take held in memory is tracked as two halves side
+    # by side (track_in_two), each on its own decoder; 1 tracks it in one piece. Deterministic either way.
+    track_threads: int = 0
     # A take past IN_MEMORY_FRAMES keeps its 61 channels in a temporary file too (Animation.values a
     # DiskArray), for callers that only write them out (the extract command): 22 MB an hour less.
     channels_on_disk: bool = False
@@ -302,9 +306,17 @@ class FaceTracker:
         with _native_stderr_silenced():
             self._landmarker = vision.FaceLandmarker.create_from_options(opts)
         self._warm = False
+        self.seconds = 0.0  # spent in track()
 
     def track(self, rgb: np.ndarray, timestamp_ms: int):
         """-> (landmarks (478,3) normalised, blendshapes (52,) by ARKit name, pose (4,4)) or None."""
+        t0 = time.perf_counter()
+        try:
+            return self._track(rgb, timestamp_ms)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def _track(self, rgb: np.ndarray, timestamp_ms: int):
         image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
         if not self._warm:  # the first inference logs feedback-tensor notices
             with _native_stderr_silenced():
@@ -443,6 +455,66 @@ def _smooth_on_disk(arr, fps: float, cfg: OneEuroConfig, scale: float, clip: tup
                                POST_BLOCK_FRAMES)
 
 
+SPLIT_WARMUP_FRAMES = 12  # the second half's tracker starts this many frames early; their results are dropped
+MIN_SPLIT_FRAMES = 48  # takes shorter than this are tracked in one piece
+
+
+def track_threads(asked: int) -> int:
+    """Trackers for ExtractOptions.track_threads (0: one per core, at most 2; MediaPipe itself runs one
+    thread per tracker and releases the GIL while it infers)."""
+    if asked < 0:
+        raise InputError(f"track threads must be >= 0, got {asked}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return asked or max(1, min(2, cores))
+
+
+def track_in_two(frames_from, fps: float, trackers: list, n: int):
+    """Each frame's `FaceTracker.track` result, in frame order, the take tracked as two halves at once:
+    trackers[0] the first n // 2 frames, trackers[1] (in a thread, on its own decoder: `frames_from()`
+    makes a fresh frame iterator of the whole take) the rest, starting SPLIT_WARMUP_FRAMES early so its
+    tracking and MediaPipe's landmark smoothing have settled where its results are kept. The second
+    half's results wait in memory (a few KB a frame: callers split only takes held in memory)."""
+    import itertools
+
+    h = n // 2
+    start = max(0, h - SPLIT_WARMUP_FRAMES)
+    second: list = []
+    failed: list = []
+    stop = threading.Event()
+
+    def track_second() -> None:
+        frames = frames_from()
+        try:
+            for i, frame in enumerate(itertools.islice(frames, start, None), start):
+                if stop.is_set():
+                    return
+                r = trackers[1].track(frame, int(round(i * 1000.0 / fps)))
+                if i >= h:
+                    second.append(r)
+        except BaseException as e:  # raised in the caller's thread below
+            failed.append(e)
+        finally:
+            frames.close()
+
+    worker = threading.Thread(target=track_second, daemon=True, name="dubtool-track-2")
+    worker.start()
+    frames = frames_from()
+    try:
+        count = 0
+        for i, frame in enumerate(itertools.islice(frames, h)):
+            yield trackers[0].track(frame, int(round(i * 1000.0 / fps)))
+            count += 1
+        worker.join()
+        if failed:
+            raise failed[0]
+        if count == h:  # a take shorter than probed ends inside the first half: nothing follows
+            yield from second
+    finally:
+        stop.set()
+        frames.close()
+        worker.join(timeout=10.0)
+
+
 def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOptions(),
             progress: ProgressFn | None = None) -> Performance:
     """Track a video of a speaking actor into a Performance (see module docstring for conventions).
@@ -468,23 +540,28 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
     audio_job = pool.submit(load_audio, info.path, what="video file", windowed=True) if info.has_audio else None
     pool.shutdown(wait=False)
 
-    tracker = FaceTracker()
     expected = max(1, int(round(info.duration_s * fps))) if info.duration_s else 0
     # Per-frame results go straight into preallocated arrays (no list of small arrays plus a stacked
     # copy): a frame costs its 478 landmarks once. Untracked frames stay zero.
     buf = _FrameBuffers(expected + 2, on_disk=expected > IN_MEMORY_FRAMES)
-    t_track = 0.0
+    split = MIN_SPLIT_FRAMES <= expected and not buf.on_disk and track_threads(options.track_threads) > 1
+
+    def frames_from():
+        return iter_frames(info.path, fps=fps, size=size, threads=options.decode_threads)
+
+    trackers = [FaceTracker() for _ in range(2 if split else 1)]
     try:
-        for i, frame in enumerate(iter_frames(info.path, fps=fps, size=size, threads=options.decode_threads)):
-            ts = time.perf_counter()
-            r = tracker.track(frame, int(round(i * 1000.0 / fps)))
-            t_track += time.perf_counter() - ts
+        results = (track_in_two(frames_from, fps, trackers, expected) if split else
+                   (trackers[0].track(f, int(round(i * 1000.0 / fps))) for i, f in enumerate(frames_from())))
+        for i, r in enumerate(results):
             buf.add(r)
             if progress is not None:
                 progress(i + 1, max(expected, i + 1))
     finally:
-        tracker.close()
+        for tracker in trackers:
+            tracker.close()
     t_decode_track = time.perf_counter() - t0
+    t_track = sum(t.seconds for t in trackers)  # CPU-side seconds of all trackers (they overlap in time)
 
     landmarks, blend, pose, face_found = buf.arrays()
     on_disk = buf.on_disk
