@@ -267,23 +267,36 @@ def fill_gaps(arrays: list[np.ndarray], found: np.ndarray, fps: float, max_gap_s
 # ---------------------------------------------------------------------------------------------
 # Tracker
 
+_SILENCE_LOCK = threading.Lock()
+_silence = {"depth": 0, "saved": -1}  # fd 2's original, while any thread is inside _native_stderr_silenced
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced():
     """MediaPipe's C++ side logs GPU/XNNPACK notices straight to fd 2 at start-up; keep them out of
-    the user's terminal (Python exceptions still propagate)."""
+    the user's terminal (Python exceptions still propagate). Safe from several threads at once (two
+    trackers warm up together): the first to enter redirects fd 2, the last to leave restores it."""
     if os.environ.get("DUBTOOL_DEBUG"):
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    with _SILENCE_LOCK:
+        if _silence["depth"] == 0:
+            sys.stderr.flush()
+            _silence["saved"] = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        _silence["depth"] += 1
     try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _SILENCE_LOCK:
+            _silence["depth"] -= 1
+            if _silence["depth"] == 0:
+                os.dup2(_silence["saved"], 2)
+                os.close(_silence["saved"])
+                _silence["saved"] = -1
+
 
 _BLEND_INDEX = {n: i for i, n in enumerate(BLENDSHAPE_NAMES)}
 

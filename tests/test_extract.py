@@ -380,3 +380,30 @@ def test_two_halves_tracked_at_once_give_the_one_piece_result(media):
     assert np.abs(a[h:] - b[h:]).max() < 0.05  # weights 0..1, rotations in radians
     lm = np.abs(np.asarray(one.landmarks_image) - np.asarray(two.landmarks_image))
     assert lm[:h].max() == 0 and lm[h:].max() < 0.01  # image fractions: under 2 px of the 192 px frame
+
+
+def test_stderr_survives_two_trackers_warming_up_at_once(media):
+    """Each tracker silences MediaPipe's native start-up notices on fd 2 while it warms up; with two
+    trackers in two threads the terminal's stderr must come back (error messages after an extract)."""
+    import threading
+    from dataclasses import replace
+
+    from dubtool import extract as ex
+
+    before = os.fstat(2)
+    extract(media / "motion.mp4", replace(ExtractOptions(smoothing=None), track_threads=2))
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    inside = threading.Barrier(4)
+
+    def overlap():
+        with ex._native_stderr_silenced():
+            inside.wait(timeout=5)
+
+    threads = [threading.Thread(target=overlap) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino) and ex._silence["depth"] == 0
