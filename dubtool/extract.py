@@ -481,33 +481,41 @@ def track_threads(asked: int) -> int:
     return asked or max(1, min(2, cores))
 
 
-def track_in_two(frames_from, fps: float, trackers: list, n: int):
+def track_in_two(frames_from, fps: float, tracker, make_tracker, n: int):
     """Each frame's `FaceTracker.track` result, in frame order, the take tracked as two halves at once:
-    trackers[0] the first n // 2 frames, trackers[1] (in a thread, on its own decoder: `frames_from()`
-    makes a fresh frame iterator of the whole take) the rest, starting SPLIT_WARMUP_FRAMES early so its
-    tracking and MediaPipe's landmark smoothing have settled where its results are kept. The second
-    half's results wait in memory (a few KB a frame: callers split only takes held in memory)."""
+    `tracker` the first half (a little more), a second one (`make_tracker()`, made, used and closed in a thread,
+    on its own decoder: `frames_from()` makes a fresh frame iterator of the whole take) the rest,
+    starting SPLIT_WARMUP_FRAMES early so its tracking and MediaPipe's landmark smoothing have settled
+    where its results are kept. The second half's results wait in memory (a few KB a frame: callers
+    split only takes held in memory). The second tracker's seconds are added to `tracker.seconds`."""
     import itertools
 
-    h = n // 2
+    h = min(n, (n + 2 * SPLIT_WARMUP_FRAMES) // 2)  # the second tracker also makes itself and tracks the warm-up
     start = max(0, h - SPLIT_WARMUP_FRAMES)
     second: list = []
     failed: list = []
+    seconds: list = []
     stop = threading.Event()
 
     def track_second() -> None:
-        frames = frames_from()
+        other = frames = None
         try:
+            other = make_tracker()
+            frames = frames_from()
             for i, frame in enumerate(itertools.islice(frames, start, None), start):
                 if stop.is_set():
                     return
-                r = trackers[1].track(frame, int(round(i * 1000.0 / fps)))
+                r = other.track(frame, int(round(i * 1000.0 / fps)))
                 if i >= h:
                     second.append(r)
         except BaseException as e:  # raised in the caller's thread below
             failed.append(e)
         finally:
-            frames.close()
+            if frames is not None:
+                frames.close()
+            if other is not None:
+                other.close()
+                seconds.append(other.seconds)
 
     worker = threading.Thread(target=track_second, daemon=True, name="dubtool-track-2")
     worker.start()
@@ -515,7 +523,7 @@ def track_in_two(frames_from, fps: float, trackers: list, n: int):
     try:
         count = 0
         for i, frame in enumerate(itertools.islice(frames, h)):
-            yield trackers[0].track(frame, int(round(i * 1000.0 / fps)))
+            yield tracker.track(frame, int(round(i * 1000.0 / fps)))
             count += 1
         worker.join()
         if failed:
@@ -526,6 +534,7 @@ def track_in_two(frames_from, fps: float, trackers: list, n: int):
         stop.set()
         frames.close()
         worker.join(timeout=10.0)
+        tracker.seconds += sum(seconds)
 
 
 def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOptions(),
@@ -562,19 +571,19 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
     def frames_from():
         return iter_frames(info.path, fps=fps, size=size, threads=options.decode_threads)
 
-    trackers = [FaceTracker() for _ in range(2 if split else 1)]
+    tracker = FaceTracker()
     try:
-        results = (track_in_two(frames_from, fps, trackers, expected) if split else
-                   (trackers[0].track(f, int(round(i * 1000.0 / fps))) for i, f in enumerate(frames_from())))
+        results = (track_in_two(frames_from, fps, tracker, FaceTracker, expected) if split else
+                   (tracker.track(f, int(round(i * 1000.0 / fps))) for i, f in enumerate(frames_from())))
         for i, r in enumerate(results):
             buf.add(r)
             if progress is not None:
                 progress(i + 1, max(expected, i + 1))
+        results.close()
     finally:
-        for tracker in trackers:
-            tracker.close()
+        tracker.close()
     t_decode_track = time.perf_counter() - t0
-    t_track = sum(t.seconds for t in trackers)  # CPU-side seconds of all trackers (they overlap in time)
+    t_track = tracker.seconds  # of both trackers when split (they overlap in time)
 
     landmarks, blend, pose, face_found = buf.arrays()
     on_disk = buf.on_disk
