@@ -49,6 +49,11 @@ VOICES = (("fr_CA_f_June", "fr"), ("es_MX_f_Allison", "es"), ("en_US_f_Allison",
 PAUSE_S = 0.3
 
 
+def _model_path() -> str | None:
+    """--model-path, as main sets it for this process and the spawned workers (None: the shipped model)."""
+    return os.environ.get("BENCH_MODEL_PATH") or None
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -155,7 +160,7 @@ def _generation_worker(wavs, perf, runs, barrier, queue) -> None:
     from dubtool.performance import load_performance
 
     set_num_threads(1)
-    gen = get_generator(os.environ.get("BENCH_MODEL_PATH") or None, "cpu")
+    gen = get_generator(_model_path(), "cpu")
     src = load_performance(perf)
     style = style_context(src.animation.values)
     kp_src = np.asarray(keypoints_from_curves(src.animation.values), np.float32)
@@ -234,9 +239,9 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     figures: dict = {"lines": len(lines), "audio_s": audio_s}
 
-    options = LocalizeOptions(model_path=os.environ.get("BENCH_MODEL_PATH") or None)
+    options = LocalizeOptions(model_path=_model_path())
     t = time.perf_counter()
-    gen = get_generator(os.environ.get("BENCH_MODEL_PATH") or None, "cpu")
+    gen = get_generator(_model_path(), "cpu")
     log(f"model load {time.perf_counter() - t:.2f} s; sampler {gen.sampler}")
     print(f"# generator backend: {type(gen).__name__} ({'ONNX Runtime' if hasattr(gen, 'runtime') else 'torch'})")
 

@@ -468,6 +468,11 @@ def _smooth_on_disk(arr, fps: float, cfg: OneEuroConfig, scale: float, clip: tup
                                POST_BLOCK_FRAMES)
 
 
+def _timestamp_ms(i: int, fps: float) -> int:
+    """MediaPipe VIDEO mode's timestamp of frame i (increasing, per tracker)."""
+    return int(round(i * 1000.0 / fps))
+
+
 SPLIT_WARMUP_FRAMES = 12  # the second half's tracker starts this many frames early; their results are dropped
 MIN_SPLIT_FRAMES = 48  # takes shorter than this are tracked in one piece
 
@@ -505,7 +510,7 @@ def track_in_two(frames_from, fps: float, tracker, make_tracker, n: int):
             for i, frame in enumerate(itertools.islice(frames, start, None), start):
                 if stop.is_set():
                     return
-                r = other.track(frame, int(round(i * 1000.0 / fps)))
+                r = other.track(frame, _timestamp_ms(i, fps))
                 if i >= h:
                     second.append(r)
         except BaseException as e:  # raised in the caller's thread below
@@ -523,7 +528,7 @@ def track_in_two(frames_from, fps: float, tracker, make_tracker, n: int):
     try:
         count = 0
         for i, frame in enumerate(itertools.islice(frames, h)):
-            yield tracker.track(frame, int(round(i * 1000.0 / fps)))
+            yield tracker.track(frame, _timestamp_ms(i, fps))
             count += 1
         worker.join()
         if failed:
@@ -574,7 +579,7 @@ def extract(video_path: str | os.PathLike, options: ExtractOptions = ExtractOpti
     tracker = FaceTracker()
     try:
         results = (track_in_two(frames_from, fps, tracker, FaceTracker, expected) if split else
-                   (tracker.track(f, int(round(i * 1000.0 / fps))) for i, f in enumerate(frames_from())))
+                   (tracker.track(f, _timestamp_ms(i, fps)) for i, f in enumerate(frames_from())))
         for i, r in enumerate(results):
             buf.add(r)
             if progress is not None:

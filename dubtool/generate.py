@@ -389,7 +389,7 @@ class Generator:
         """Gain-normalised log-mel -> what the network reads before standardising: the take's speech
         spectrum (`spectrum`, or measured on `mel` itself) moved onto the corpus's, where the checkpoint
         asks for it (dims.mel_cmn > 0); otherwise `mel` unchanged."""
-        amount = float(getattr(self.dims, "mel_cmn", 0.0))
+        amount = float(self.dims.mel_cmn)
         if amount <= 0:
             return mel
         spectrum = speech_spectrum(mel) if spectrum is None else spectrum
@@ -592,7 +592,7 @@ class Generator:
         means = np.concatenate([mel_rows(a, min(n, a + step)).mean(axis=1) for a in range(0, n, step)])
         level = float(np.percentile(means, 95))
         spectrum = None
-        if getattr(self.dims, "mel_cmn", 0.0) > 0:  # speech_spectrum over the whole take (second pass)
+        if dims.mel_cmn > 0:  # speech_spectrum over the whole take (second pass)
             total, count = np.zeros(dims.mel_width, np.float64), 0
             for a in range(0, n, step):
                 rows = mel_rows(a, min(n, a + step))

@@ -670,8 +670,7 @@ def distill_guidance(teacher_path, corpus_dir, out, device: str = "cpu", steps: 
     if g == 1.0:
         raise InputError(f"{teacher_path}: sampler guidance is already 1.0; there is nothing to distil")
     corpus = load_corpus(corpus_dir)
-    tc = TrainConfig(**{k: v for k, v in teacher.meta.get("config", {}).get("train", {}).items()
-                        if k in TrainConfig.__dataclass_fields__ and not isinstance(v, list)})
+    tc = _sub(TrainConfig, teacher.meta.get("config", {}).get("train", {}), f"{teacher_path}: meta config train")
     tc = replace(tc, p_drop_audio=0.0, p_drop_keypoints=0.0, p_drop_style=0.0)
     stats = teacher.stats()
     t_net = teacher.net.eval().requires_grad_(False)
