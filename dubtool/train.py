@@ -745,6 +745,7 @@ class FinetuneConfig:
     grad_clip: float = 1.0
     l2_base: float = 0.1  # L2-SP (Li et al. 2018): + l2_base x sum of squared changes of the weights from the base's (picked on the select split: 0.01 / 0.1 / 1.0, docs/captures.md)
     base_share: float = 0.5  # share of each batch drawn from the base corpus, when one is given
+    base_weights: str = "recipe"  # loss weights of the base-corpus windows: "recipe" (the base recipe's closure-channel and sealed-frame weights: the teacher's /p b m/ seals stay taught) or "capture" (the fine-tune's, as for the takes)
     eval_windows: int = 32  # fixed windows on which the loss is measured before and after
     time_limit_s: float = 480.0  # default safety net: the whole job stays within 10 minutes on a 2-core CPU
     upper_weight: float = 0.0  # loss weight of the upper-face and head channels relative to the recipe's (0: fit the lower face only)
@@ -755,6 +756,20 @@ class FinetuneConfig:
     amplitude: str = "shipped"  # lower-face amplitude of the targets: "tracked" (as captured), "takes" (every take scaled to the takes' median lip-gap std), "shipped" (each take scaled to the base model's lip-gap std on its audio)
     cpu_threads: int = 1  # torch threads on CPU: 2 threads on 2 busy cores ran 4x slower per step than 1
     seed: int = 0
+
+
+def finetune_loss_configs(cfg: FinetuneConfig, recipe: TrainConfig, window: int) -> tuple[TrainConfig, TrainConfig]:
+    """(the takes' objective, the base-corpus windows' objective) of a fine-tune: the base recipe's swaps,
+    drops and audio augmentation, no viseme loss (real takes have no phoneme labels), the fine-tune's
+    lip-gap loss. The takes get the fine-tune's closure weights (a tracker's press/roll are noisy); the
+    base corpus's teacher curves seal the lips exactly on /p b m/, so with base_weights "recipe" its
+    windows keep the recipe's closure-channel and sealed-frame weights: the seals the takes do not show."""
+    if cfg.base_weights not in ("recipe", "capture"):
+        raise InputError(f"base_weights must be 'recipe' or 'capture', got {cfg.base_weights!r}")
+    base = replace(recipe, window_frames=window, batch_size=cfg.batch_size, lr=cfg.lr, viseme_weight=0.0,
+                   lip_gap_weight=cfg.lip_gap_weight, seed=cfg.seed)
+    takes = replace(base, **{k: getattr(cfg, k) for k in ("lip_weight", "closure_frame_weight") if getattr(cfg, k) is not None})
+    return takes, (base if cfg.base_weights == "recipe" else takes)
 
 
 def fine_tune(gen: Generator, corpus, cfg: FinetuneConfig = FinetuneConfig(), *, base_corpus=None,
@@ -781,21 +796,18 @@ def fine_tune(gen: Generator, corpus, cfg: FinetuneConfig = FinetuneConfig(), *,
     window = min(cfg.window_frames, shortest)
     if window < cfg.min_window_frames:
         raise InputError(f"the shortest training take has {shortest} frames; fine-tuning needs {cfg.min_window_frames}")
-    # The base recipe's swaps, drops and audio augmentation; no viseme or lip-gap loss (real takes have
-    # no phoneme labels).
-    tc = replace(train_cfg or TrainConfig(), window_frames=window, batch_size=cfg.batch_size, lr=cfg.lr,
-                 viseme_weight=0.0, lip_gap_weight=cfg.lip_gap_weight, seed=cfg.seed)
-    tc = replace(tc, **{k: getattr(cfg, k) for k in ("lip_weight", "closure_frame_weight") if getattr(cfg, k) is not None})
+    tc, tc_base = finetune_loss_configs(cfg, train_cfg or TrainConfig(), window)
     threads = torch.get_num_threads()
     if device == "cpu" and cfg.cpu_threads:
         torch.set_num_threads(cfg.cpu_threads)
     try:
-        return _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_limit_s, device, progress, log)
+        return _fine_tune(gen, corpus, cfg, tc, tc_base, window, total, base_corpus, heldout, time_limit_s, device,
+                          progress, log)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_limit_s, device, progress, log):
+def _fine_tune(gen, corpus, cfg, tc, tc_base, window, total, base_corpus, heldout, time_limit_s, device, progress, log):
     import copy
 
     import torch
@@ -807,9 +819,12 @@ def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_l
     ema.requires_grad_(False)
     base_params = [p.detach().clone() for p in net.parameters()]
     n_params = sum(p.numel() for p in base_params)
-    w = channel_weights(tc)
-    w[np.setdiff1d(np.arange(len(w)), LOWER_IDX)] *= cfg.upper_weight
-    weights = torch.as_tensor(w, device=device)
+    def loss_weights(c):
+        w = channel_weights(c)
+        w[np.setdiff1d(np.arange(len(w)), LOWER_IDX)] *= cfg.upper_weight
+        return torch.as_tensor(w, device=device)
+
+    weights, base_weights = loss_weights(tc), loss_weights(tc_base)
     lip_gap = None
     if cfg.lip_gap_weight > 0:
         t_mean, t_std = (torch.as_tensor(np.asarray(stats[k], np.float32), device=device)
@@ -821,7 +836,7 @@ def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_l
     n_base = int(round(cfg.batch_size * cfg.base_share)) if base_corpus is not None else 0
     n_cap = max(1, cfg.batch_size - n_base)
     cap_batch = _Batcher(corpus, stats, tc, device, cfg.seed, n_mels, gen.fps, gen.dims.mel_cmn)
-    base_batch = (_Batcher(base_corpus, stats, tc, device, cfg.seed + 1, n_mels, gen.fps, gen.dims.mel_cmn)
+    base_batch = (_Batcher(base_corpus, stats, tc_base, device, cfg.seed + 1, n_mels, gen.fps, gen.dims.mel_cmn)
                   if n_base else None)
 
     def fixed(c, seed):  # the same windows, noise and flow times before and after
@@ -864,12 +879,10 @@ def _fine_tune(gen, corpus, cfg, tc, window, total, base_corpus, heldout, time_l
         task = bar.add_task("fine-tune", total=total, loss=float("nan"))
         for step in range(1, total + 1):
             net.train()
-            batch = cap_batch(n_cap)
-            if base_batch is not None:
-                other = base_batch(n_base)
-                batch = tuple([torch.cat([a, b]) for a, b in zip(x, y)] if isinstance(x, list) else torch.cat([x, y])
-                              for x, y in zip(batch, other))
-            loss = flow_loss(net, batch, tc, weights, cap_batch.gen, lip_gap)
+            loss = flow_loss(net, cap_batch(n_cap), tc, weights, cap_batch.gen, lip_gap)
+            if base_batch is not None:  # each source under its own weights, mixed by its share of the batch
+                base_loss = flow_loss(net, base_batch(n_base), tc_base, base_weights, cap_batch.gen, lip_gap)
+                loss = (n_cap * loss + n_base * base_loss) / (n_cap + n_base)
             if cfg.l2_base > 0:
                 loss = loss + cfg.l2_base * sum(((p - p0) ** 2).sum() for p, p0 in zip(net.parameters(), base_params))
             optimizer_step(loss, net, ema, opt, sched, step, cfg.grad_clip, cfg.ema_decay)

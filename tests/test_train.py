@@ -241,3 +241,29 @@ def test_guidance_distillation_learns_the_guided_velocity_in_one_pass(tmp_path):
     before = float(((cond - guided) ** 2).mean())
     after = float(((student - guided) ** 2).mean())
     assert after < 0.5 * before, (before, after)
+
+
+def test_fine_tune_base_windows_keep_the_recipe_closure_weights():
+    """`dubtool train --captures` mixing in the base corpus: the takes are fitted with the fine-tune's light
+    closure weights (a tracker's press is noisy), while the base corpus's windows, whose teacher curves seal the
+    lips on /p b m/, keep the recipe's: a sealed frame of a base window weighs 1 + 12, of a take 1."""
+    from dubtool.arkit import index
+    from dubtool.train import FinetuneConfig, InputError, finetune_loss_configs
+
+    recipe = TrainConfig(lip_weight=5.0, closure_frame_weight=12.0, viseme_weight=0.3)
+    takes, base = finetune_loss_configs(FinetuneConfig(), recipe, 64)
+    assert (takes.lip_weight, takes.closure_frame_weight) == (1.0, 0.0)
+    assert (base.lip_weight, base.closure_frame_weight) == (5.0, 12.0)
+    for c in (takes, base):  # no phoneme labels on real takes; the fine-tune's window, batch and lip-gap loss
+        assert (c.viseme_weight, c.window_frames, c.batch_size, c.lip_gap_weight) == (0.0, 64, 16, 0.5)
+    same = finetune_loss_configs(FinetuneConfig(base_weights="capture"), recipe, 64)
+    assert same[0] == same[1] == takes
+    with pytest.raises(InputError, match="base_weights"):
+        finetune_loss_configs(FinetuneConfig(base_weights="teacher"), recipe, 64)
+
+    b = _batcher()
+    b.target[:, [index("mouthPressLeft"), index("mouthPressRight")]] = 0.6  # every frame sealed
+    for cfg, want in ((base, 13.0), (takes, 1.0)):
+        b.cfg = replace(cfg, p_swap_audio=0, p_swap_keypoints=0, p_swap_style=0)
+        frame_w = b(2)[5]
+        assert torch.allclose(frame_w, torch.full_like(frame_w, want))
