@@ -15,7 +15,7 @@ Evaluation only: the fine-tuned checkpoints are written to a temporary folder an
 trained on the realclips).
 
     nice python benchmarks/bench_captures.py [--split source|random1|...|tests|select] [--steps N]
-        [--set key=value ...] [--base-corpus DIR|none] [--json out.json]
+        [--set key=value ...] [--base-corpus DIR|auto|none] [--base-share X] [--json out.json]
     python benchmarks/bench_captures.py --plot a.json b.json --png docs/captures_benchmark.png
 """
 
@@ -89,7 +89,8 @@ def run_split(split: str, perfs: list[Path], args) -> dict:
                 (caps / p.name).symlink_to(p.resolve())
         base_corpus = None if args.base_corpus == "none" else args.base_corpus
         t0 = time.time()
-        cfg = replace(FinetuneConfig(), base_share=args.base_share, **parse_sets(args.set))
+        share = {} if args.base_share is None else {"base_share": args.base_share}
+        cfg = replace(FinetuneConfig(), **share, **parse_sets(args.set))
         run = train_on_captures(caps, Path(tmp) / "actor.pt", args.base, holdout=0.2, steps=args.steps,
                                 time_limit_s=args.time_limit, base_corpus=base_corpus, heldout_names=held,
                                 cfg=cfg, progress=False, log=log)
@@ -196,10 +197,10 @@ def main() -> None:
                     help="one or more splits, in turn (tests: every test split)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--time-limit", type=float, default=None)
-    ap.add_argument("--base-corpus", default="none", help="corpus folder to mix in, or none (L2-SP only, what a "
-                                                          "studio checkout without build/ gets)")
-    ap.add_argument("--base-share", type=float, default=0.5, help="share of each batch from --base-corpus (0: the "
-                    "corpus only measures forgetting)")
+    ap.add_argument("--base-corpus", default="auto", help="corpus folder to mix in, auto (the replay corpus, what "
+                    "`dubtool train --captures` uses by default) or none (L2-SP only)")
+    ap.add_argument("--base-share", type=float, default=None, help="share of each batch from the base corpus "
+                    "(default: FinetuneConfig's; 0: no mix)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="a FinetuneConfig field (l2_base=1, "
                     "amplitude=tracked, ...): the configurations compared in docs/captures.md")
     ap.add_argument("--clean-speech", dest="clean_speech", action="store_true",

@@ -303,27 +303,37 @@ def capture_corpus(captures: list[Capture], dims, split: str = "train", gains: l
                   np.full(len(feats), SPLITS.index(split), np.int8), clips, {"fps": float(dims.fps)})
 
 
-def find_base_corpus(dims, search=None):
-    """The first build/corpus*/ (beside the current folder, then the checkout) whose mel features fit
-    the model, loaded; None when there is none (the fine-tune then relies on L2-SP alone)."""
-    from .assets import REPO_ROOT
-    from .corpus import load_corpus
+REPLAY_CLIPS = 96  # espeak clips of the replay corpus: ~14 min of speech, every training language 4+ times
 
-    roots = search if search is not None else [Path.cwd() / "build", Path(REPO_ROOT) / "build"]
-    seen = set()
-    for root in roots:
-        for npz in sorted(Path(root).glob("corpus*/corpus.npz")):
-            d = npz.parent.resolve()
-            if d in seen:
-                continue
-            seen.add(d)
-            try:
-                c = load_corpus(d)
-            except InputError:
-                continue
-            if c.mel.shape[1] == dims.mel_width:
-                return d, c
-    return None, None
+
+def replay_corpus(gen, clips: int | None = None, cache=None, log=print):
+    """(folder, corpus) of the default base mix (a pip install has no built corpus, and the mix was
+    validated on this one, docs/captures.md): the first `clips` espeak training clips of the base model's own corpus config, rebuilt here with the
+    teacher (corpus.replay_config; ~15 s for 96 clips on 2 cores) and cached under the dubtool cache
+    keyed by that config, so later fine-tunes of the same base reuse it. None when the checkpoint
+    records no corpus config or its features do not fit the model."""
+    from .assets import cache_dir
+    from .corpus import CORPUS_VERSION, build_corpus, load_corpus, replay_config
+
+    base_cfg = gen.meta.get("config", {}).get("corpus")
+    if not isinstance(base_cfg, dict):
+        return None, None
+    clips = REPLAY_CLIPS if clips is None else clips
+    cfg = replay_config(base_cfg, clips)
+    if cfg.audio_subframes != gen.dims.audio_subframes or gen.dims.n_mels != 80:
+        return None, None
+    key = hashlib.sha256(json.dumps([CORPUS_VERSION, asdict(cfg)], sort_keys=True).encode()).hexdigest()[:12]
+    folder = Path(cache) if cache is not None else cache_dir() / f"replay-{key}"
+    try:
+        return folder, load_corpus(folder)
+    except InputError:
+        pass
+    log(f"replay corpus: building {clips} espeak clips of the base model's corpus (teacher curves) -> {folder}")
+    try:
+        return folder, build_corpus(cfg, folder, progress=False, log=log)
+    except (DubtoolError, OSError) as e:  # no espeak voice, a read-only cache: fine-tune on L2-SP alone
+        log(f"warning: replay corpus not built ({e}); the fine-tune relies on L2-SP alone")
+        return None, None
 
 
 # ------------------------------------------------------------------------------------- evaluation
@@ -411,7 +421,7 @@ def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps:
     """The whole job: collect and validate the pairs, split off the held-out takes, fine-tune the base
     checkpoint, score the held-out takes with the base and the fine-tuned model, write the checkpoint
     and its model card (`out` with .md) atomically. `base_corpus`: a corpus folder, "auto"
-    (build/corpus*/ when one fits) or None (L2-SP to the base weights only). `heldout_names`
+    (the cached replay corpus, `replay_corpus`) or None (L2-SP to the base weights only). `heldout_names`
     replaces the automatic split (benchmarks split by speaker)."""
     from .generate import DEFAULT_MODEL, load_model, save_checkpoint
     from .train import FinetuneConfig, TrainConfig, fine_tune
@@ -444,7 +454,8 @@ def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps:
     held_corpus = capture_corpus(held_caps, gen.dims) if held_caps else None
     base_dir, base_c = (None, None)
     if base_corpus == "auto":
-        base_dir, base_c = find_base_corpus(gen.dims)
+        if cfg.base_share > 0:
+            base_dir, base_c = replay_corpus(gen, log=log)
     elif base_corpus is not None:
         from .corpus import load_corpus
 
@@ -453,7 +464,7 @@ def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps:
             raise InputError(f"{base_corpus}: corpus mel features are {base_c.mel.shape[1]} wide, the model reads "
                              f"{gen.dims.mel_width}; give the corpus the base model was trained on")
     if base_c is None:
-        mix = "; no base corpus found (build/corpus*/), so no corpus mix"
+        mix = "; no base corpus (none given, or the checkpoint records no corpus config to replay), so no corpus mix"
     elif cfg.base_share > 0:
         mix = f" + {cfg.base_share:.0%} of every batch from the base corpus {base_dir}"
     else:

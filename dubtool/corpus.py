@@ -27,7 +27,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -589,6 +589,17 @@ def build_corpus(cfg: CorpusConfig, out_dir, progress: bool = True, log=print, w
     save_corpus(corpus, out_dir)
     log(f"corpus: {len(clips)} clips, {corpus.duration_s / 60:.1f} min, {len(errors)} skipped -> {out_dir}")
     return corpus
+
+
+def replay_config(base: dict, clips: int) -> CorpusConfig:
+    """A small espeak-only slice of a model's corpus config (its card's `config.corpus`): the same seed,
+    languages, voices, rates and augmentation, so the clips are that corpus's first `clips` espeak
+    training clips, ones the base model trained on. No held-out clips and no real prompts (those need
+    the Debian speech packages and pocketsphinx): the replay mix of a fine-tune (captures.py)."""
+    names = {f.name for f in fields(CorpusConfig)}
+    known = {k: tuple(v) if isinstance(v, list) else v for k, v in base.items() if k in names}
+    return replace(CorpusConfig(**known), espeak_clips=int(clips), val_voice_clips=0, val_lang_clips=0,
+                   asterisk_prompts=0, asterisk_prompts_other=0, asterisk_languages=())
 
 
 def summary(corpus: Corpus) -> dict:

@@ -744,7 +744,7 @@ class FinetuneConfig:
     ema_decay: float = 0.99
     grad_clip: float = 1.0
     l2_base: float = 0.1  # L2-SP (Li et al. 2018): + l2_base x sum of squared changes of the weights from the base's (picked on the select split: 0.01 / 0.1 / 1.0, docs/captures.md)
-    base_share: float = 0.5  # share of each batch drawn from the base corpus, when one is given
+    base_share: float = 0.125  # share of each batch from the base corpus (2 of 16 windows; picked on the select split over 3 seeds: 0 / 0.125 / 0.25, docs/captures.md)
     base_weights: str = "recipe"  # loss weights of the base-corpus windows: "recipe" (the base recipe's closure-channel and sealed-frame weights: the teacher's /p b m/ seals stay taught) or "capture" (the fine-tune's, as for the takes)
     eval_windows: int = 32  # fixed windows on which the loss is measured before and after
     time_limit_s: float = 480.0  # default safety net: the whole job stays within 10 minutes on a 2-core CPU

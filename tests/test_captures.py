@@ -220,3 +220,58 @@ def test_the_verdict_needs_a_higher_median_and_half_the_takes():
     assert heldout_verdict(scores([(0.3, 0.2), (0.4, 0.35), (0.2, 0.5)])).startswith("not better")  # median falls
     assert heldout_verdict(scores([(0.3, 0.9), (0.4, 0.3), (0.5, 0.45), (0.6, 0.55)])).startswith("not better")  # 1 of 4
     assert heldout_verdict(scores([(float("nan"), 0.5)])).startswith("not scored")
+
+
+def test_replay_corpus_is_the_base_corpus_own_first_espeak_clips(tmp_path):
+    """With no built corpus at hand, the base mix is rebuilt from the checkpoint's own corpus config: the
+    same first espeak training clips (the base trained on them), no held-out or real-prompt clips, cached."""
+    from dubtool.captures import replay_corpus
+    from dubtool.corpus import CorpusConfig, _espeak_jobs, load_corpus, replay_config
+    from dubtool.generate import ModelDimensions
+
+    full = CorpusConfig(espeak_clips=40, audio_subframes=1)
+    small = replay_config({**json.loads(json.dumps(full.__dict__)), "unknown_future_key": 1}, 3)
+    assert (small.val_voice_clips, small.val_lang_clips, small.asterisk_languages) == (0, 0, ())
+    assert _espeak_jobs(small) == [j for j in _espeak_jobs(full) if j["split"] == "train"][:3]
+
+    class Base:  # what replay_corpus reads of a loaded checkpoint
+        dims = ModelDimensions(d_model=32, n_layers=1, n_heads=2, ff_mult=2)
+        meta = {"config": {"corpus": json.loads(json.dumps(full.__dict__))}}
+
+    lines = []
+    folder, corpus = replay_corpus(Base, clips=2, cache=tmp_path / "replay", log=lines.append)
+    assert folder == tmp_path / "replay" and len(corpus.clips) == 2 and lines[0].startswith("replay corpus: building 2")
+    assert [c["id"] for c in corpus.clips] == ["espeak-train-0000", "espeak-train-0001"]
+    assert corpus.mel.shape[1] == Base.dims.mel_width and (corpus.split == 0).all()
+    again = []
+    _, cached = replay_corpus(Base, clips=2, cache=tmp_path / "replay", log=again.append)
+    assert not any("building" in line for line in again)  # read back, as saved (8-bit codes)
+    assert np.array_equal(cached.target, load_corpus(folder).target) and np.allclose(cached.target, corpus.target, atol=0.01)
+    Base.meta = {}  # a checkpoint that records no corpus config: no replay, L2-SP alone
+    assert replay_corpus(Base, clips=2, cache=tmp_path / "other", log=lines.append) == (None, None)
+
+
+def test_by_default_the_fine_tune_mixes_the_replay_corpus(capture_dir, tiny_model, tmp_path, monkeypatch):
+    """By default `train --captures` rebuilds a replay slice of the base's own
+    corpus (its checkpoint records the config), caches it under DUBTOOL_HOME, and mixes it into every batch."""
+    import torch
+
+    from dubtool import captures
+    from dubtool.corpus import CorpusConfig
+    from dubtool.train import FinetuneConfig
+
+    ck = torch.load(tiny_model, map_location="cpu", weights_only=False)
+    ck["meta"]["config"] = {"corpus": json.loads(json.dumps(CorpusConfig(audio_subframes=1).__dict__))}
+    base = tmp_path / "base.pt"
+    torch.save(ck, base)
+    monkeypatch.setenv("DUBTOOL_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(captures, "REPLAY_CLIPS", 3)
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    run = captures.train_on_captures(capture_dir, tmp_path / "actor.pt", base, steps=4, progress=False,
+                                     cfg=FinetuneConfig(base_share=0.25), log=lines.append)
+    replay = next((tmp_path / "home").glob("replay-*"))
+    assert f"25% of every batch from the base corpus {replay}" in run.regulariser
+    assert run.fine_tune["batch"] == {"capture": 12, "base_corpus": 4}
+    assert any(line.startswith("replay corpus: building 3 espeak clips") for line in lines)
+    assert "base_corpus" in run.fine_tune["probe_loss_after"]  # forgetting is measured on it too

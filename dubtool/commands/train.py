@@ -31,7 +31,7 @@ def train(
                                   "before/after figures (at least 1; 0 = none)."),
     base_corpus: Optional[str] = typer.Option(None, "--base-corpus", help="With --captures: the base model's corpus "
                                               "folder to mix into every batch ('none' = L2-SP only; default: "
-                                              "build/corpus*/ when one fits)."),
+                                              "a replay corpus of the base's own espeak clips, built once and cached)."),
     amplitude: Optional[str] = typer.Option(None, "--amplitude", help="With --captures: mouth range the fine-tune "
                                             "learns: shipped (the base model's, default; only timing and shapes come "
                                             "from the takes), takes (the takes' median) or tracked (as captured)."),
