@@ -309,7 +309,7 @@ REPLAY_CLIPS = 96  # espeak clips of the replay corpus: ~14 min of speech, every
 def replay_corpus(gen, clips: int | None = None, cache=None, log=print):
     """(folder, corpus) of the default base mix (a pip install has no built corpus, and the mix was
     validated on this one, docs/captures.md): the first `clips` espeak training clips of the base model's own corpus config, rebuilt here with the
-    teacher (corpus.replay_config; ~15 s for 96 clips on 2 cores) and cached under the dubtool cache
+    teacher (corpus.replay_config; 6 s for 96 clips on 2 quiet cores) and cached under the dubtool cache
     keyed by that config, so later fine-tunes of the same base reuse it. None when the checkpoint
     records no corpus config or its features do not fit the model."""
     from .assets import cache_dir
@@ -466,7 +466,7 @@ def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps:
     if base_c is None:
         mix = "; no base corpus (none given, or the checkpoint records no corpus config to replay), so no corpus mix"
     elif cfg.base_share > 0:
-        mix = f" + {cfg.base_share:.0%} of every batch from the base corpus {base_dir}"
+        mix = f" + {100 * cfg.base_share:g}% of every batch from the base corpus {base_dir}"
     else:
         mix = f"; base corpus {base_dir} only measured (base_share 0), not mixed"
     regulariser = f"L2-SP to the base weights (l2_base {cfg.l2_base:g})" + mix

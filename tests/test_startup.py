@@ -136,3 +136,25 @@ def test_the_command_runs_numpy_with_one_blas_thread_unless_told(preset, expecte
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     assert int(r.stdout.strip()) == expected
+
+
+def test_the_fixed_mmap_threshold_is_kept_off_the_training_loop(monkeypatch):
+    """Every command but `train` fixes glibc's mmap threshold (flat memory on long inputs); a training loop
+    reuses the same tensors every step, which the fixed threshold turned into an mmap/munmap per block."""
+    import ctypes
+
+    from dubtool import cli
+
+    calls = []
+
+    class Libc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: Libc())
+    cli._fix_mmap_threshold(["localize", "a.perf", "b.wav", "-o", "c.csv"])
+    assert calls == [(-3, cli.MMAP_THRESHOLD_BYTES)]
+    cli._fix_mmap_threshold(["train", "--captures", "takes", "--out", "actor.pt"])
+    cli._fix_mmap_threshold(["--quiet", "train", "--config", "c.json"])
+    assert len(calls) == 1
