@@ -453,9 +453,13 @@ def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps:
     corpus = capture_corpus(train_caps, gen.dims, gains=gains)
     held_corpus = capture_corpus(held_caps, gen.dims) if held_caps else None
     base_dir, base_c = (None, None)
-    if base_corpus == "auto":
-        if cfg.base_share > 0:
-            base_dir, base_c = replay_corpus(gen, log=log)
+    no_mix = "--base-corpus none"
+    if base_corpus == "auto" and cfg.base_share <= 0:
+        no_mix = "base_share 0"
+    elif base_corpus == "auto":
+        base_dir, base_c = replay_corpus(gen, log=log)
+        no_mix = ("the replay corpus could not be built (see the warning above)" if gen.meta.get("config", {}).get("corpus")
+                  else "the checkpoint records no corpus config to replay")
     elif base_corpus is not None:
         from .corpus import load_corpus
 
@@ -464,7 +468,7 @@ def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps:
             raise InputError(f"{base_corpus}: corpus mel features are {base_c.mel.shape[1]} wide, the model reads "
                              f"{gen.dims.mel_width}; give the corpus the base model was trained on")
     if base_c is None:
-        mix = "; no base corpus (none given, or the checkpoint records no corpus config to replay), so no corpus mix"
+        mix = f"; no base corpus ({no_mix}), so no corpus mix"
     elif cfg.base_share > 0:
         mix = f" + {100 * cfg.base_share:g}% of every batch from the base corpus {base_dir}"
     else:

@@ -107,6 +107,12 @@ def language(code: str, needed_for: str = "") -> Language:
     """The Language for a --lang code; InputError for one espeak-ng does not speak. `needed_for` says
     what needs it (e.g. "transcript alignment") for the message."""
     lang = lookup(code)
+    if lang is None and not _espeak_voices():
+        from .errors import DependencyError
+
+        raise DependencyError(f"language {code!r} needs espeak-ng's voices, and espeak-ng is not installed here "
+                              f"(Debian/Ubuntu: apt-get install espeak-ng); without it only {', '.join(LANGUAGES)} "
+                              "are known")
     if lang is None:
         what = f"{needed_for} needs a language espeak-ng speaks" if needed_for else "espeak-ng has no voice for it"
         raise InputError(f"unsupported language {code!r}: {what}; use one of: {', '.join(LANGUAGES)}, or any code "

@@ -149,6 +149,7 @@ def test_fine_tune_end_to_end(capture_dir, tiny_model, tmp_path):
     assert len(summary["used"]) == 2 and len(summary["heldout"]) == 1
     ft = summary["fine_tune"]
     assert ft["steps"] == 20 and "L2-SP" in summary["regulariser"]
+    assert "no base corpus (the checkpoint records no corpus config to replay)" in summary["regulariser"]
     assert ft["probe_loss_after"]["capture"] < ft["probe_loss_before"]["capture"]  # same windows and noise: it learnt
     # A normal checkpoint, normalised with the base's statistics, that localize takes.
     tuned, base = load_model(tmp_path / "out" / "actor.pt"), load_model(tiny_model)

@@ -252,3 +252,15 @@ def test_shipped_recipe_never_trains_or_validates_on_a_benchmark_language():
     spec.loader.exec_module(realval)
     packages = [pkg for pkg, _folder, _core in realval.PACKAGES.values()]
     assert len(packages) == 2 and not any(pkg in source or "asterisk-prompt" in source for pkg in packages)
+
+
+def test_a_missing_espeak_is_named_not_reported_as_an_unsupported_language(monkeypatch):
+    """On a machine without espeak-ng (a GPU image, say) a non-curated language fails on the missing
+    program, with the install line, not with "espeak-ng has no voice for it"."""
+    from dubtool import lang
+    from dubtool.errors import DependencyError
+
+    monkeypatch.setattr(lang, "_espeak_voices", lambda: {})
+    assert voice_for("fr") == lang.LANGUAGES["fr"].voice  # curated codes need no look-up
+    with pytest.raises(DependencyError, match="'el' needs espeak-ng's voices, and espeak-ng is not installed"):
+        voice_for("el")
