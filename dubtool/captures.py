@@ -303,6 +303,12 @@ def capture_corpus(captures: list[Capture], dims, split: str = "train", gains: l
                   np.full(len(feats), SPLITS.index(split), np.int8), clips, {"fps": float(dims.fps)})
 
 
+def replay_matches(corpus, cfg) -> bool:
+    """Whether a built corpus is the replay of corpus config `cfg` (its recorded config, as JSON)."""
+    norm = lambda d: json.dumps(d, sort_keys=True, default=list)
+    return norm(corpus.meta.get("config")) == norm(json.loads(json.dumps(asdict(cfg))))
+
+
 REPLAY_CLIPS = 96  # espeak clips of the replay corpus: ~14 min of speech, every training language 4+ times
 
 
@@ -325,7 +331,9 @@ def replay_corpus(gen, clips: int | None = None, cache=None, log=print):
     key = hashlib.sha256(json.dumps([CORPUS_VERSION, asdict(cfg)], sort_keys=True).encode()).hexdigest()[:12]
     folder = Path(cache) if cache is not None else cache_dir() / f"replay-{key}"
     try:
-        return folder, load_corpus(folder)
+        cached = load_corpus(folder)
+        if replay_matches(cached, cfg):
+            return folder, cached
     except InputError:
         pass
     log(f"replay corpus: building {clips} espeak clips of the base model's corpus (teacher curves) -> {folder}")

@@ -276,3 +276,26 @@ def test_by_default_the_fine_tune_mixes_the_replay_corpus(capture_dir, tiny_mode
     assert run.fine_tune["batch"] == {"capture": 12, "base_corpus": 4}
     assert any(line.startswith("replay corpus: building 3 espeak clips") for line in lines)
     assert "base_corpus" in run.fine_tune["probe_loss_after"]  # forgetting is measured on it too
+
+
+def test_corpus_replay_of_builds_the_mix_for_a_machine_without_espeak(tiny_model, tmp_path):
+    """`dubtool corpus --replay-of MODEL --out DIR` builds the replay corpus alone (on a CPU machine with
+    espeak-ng), for `train --captures --base-corpus DIR` elsewhere; another corpus in DIR is not replaced."""
+    import torch
+
+    from dubtool.corpus import CorpusConfig, load_corpus
+
+    ck = torch.load(tiny_model, map_location="cpu", weights_only=False)
+    ck["meta"]["config"] = {"corpus": json.loads(json.dumps(CorpusConfig(audio_subframes=1).__dict__))}
+    base = tmp_path / "base.pt"
+    torch.save(ck, base)
+    r = _cli("corpus", "--replay-of", str(base), "--out", "replay", "--clips", "2", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["clips"] == 2 and len(load_corpus(tmp_path / "replay").clips) == 2
+    again = _cli("corpus", "--replay-of", str(base), "--out", "replay", "--clips", "2", cwd=tmp_path)
+    assert again.returncode == 0 and "building" not in again.stderr  # already there: read back
+    other = _cli("corpus", "--replay-of", str(base), "--out", "replay", "--clips", "3", cwd=tmp_path)
+    assert other.returncode == 2 and "already holds another corpus" in other.stderr
+    assert len(load_corpus(tmp_path / "replay").clips) == 2  # left as it was
+    bare = _cli("corpus", "--replay-of", tiny_model, "--out", "none", cwd=tmp_path)
+    assert bare.returncode == 2 and "records no corpus config" in bare.stderr and not (tmp_path / "none").exists()
