@@ -305,28 +305,36 @@ def capture_corpus(captures: list[Capture], dims, split: str = "train", gains: l
 
 def replay_matches(corpus, cfg) -> bool:
     """Whether a built corpus is the replay of corpus config `cfg` (its recorded config, as JSON)."""
-    norm = lambda d: json.dumps(d, sort_keys=True, default=list)
-    return norm(corpus.meta.get("config")) == norm(json.loads(json.dumps(asdict(cfg))))
+    norm = lambda d: json.dumps(d, sort_keys=True)
+    return norm(corpus.meta.get("config")) == norm(asdict(cfg))
 
 
 REPLAY_CLIPS = 96  # espeak clips of the replay corpus: ~14 min of speech, every training language 4+ times
 
 
-def replay_corpus(gen, clips: int | None = None, cache=None, log=print):
-    """(folder, corpus) of the default base mix (a pip install has no built corpus, and the mix was
-    validated on this one, docs/captures.md): the first `clips` espeak training clips of the base model's own corpus config, rebuilt here with the
-    teacher (corpus.replay_config; 6 s for 96 clips on 2 quiet cores) and cached under the dubtool cache
-    keyed by that config, so later fine-tunes of the same base reuse it. None when the checkpoint
-    records no corpus config or its features do not fit the model."""
-    from .assets import cache_dir
-    from .corpus import CORPUS_VERSION, build_corpus, load_corpus, replay_config
+def replay_corpus_config(gen, clips: int | None = None):
+    """The CorpusConfig of `gen`'s replay corpus (corpus.replay_config of the corpus config its checkpoint
+    records), or None when it records none or that corpus's features do not fit the model."""
+    from .corpus import replay_config
 
     base_cfg = gen.meta.get("config", {}).get("corpus")
     if not isinstance(base_cfg, dict):
-        return None, None
-    clips = REPLAY_CLIPS if clips is None else clips
-    cfg = replay_config(base_cfg, clips)
-    if cfg.audio_subframes != gen.dims.audio_subframes or gen.dims.n_mels != 80:
+        return None
+    cfg = replay_config(base_cfg, REPLAY_CLIPS if clips is None else clips)
+    return cfg if cfg.audio_subframes == gen.dims.audio_subframes and gen.dims.n_mels == 80 else None
+
+
+def replay_corpus(gen, clips: int | None = None, cache=None, log=print):
+    """(folder, corpus) of the default base mix (a pip install has no built corpus, and the mix was
+    validated on this one, docs/captures.md): the first `clips` espeak training clips of the base model's
+    own corpus config (`replay_corpus_config`), rebuilt here with the teacher (6 s for 96 clips on 2 quiet
+    cores) and cached under the dubtool cache keyed by that config, so later fine-tunes of the same base
+    reuse it. (None, None) when there is no such config or the build fails (a warning says why)."""
+    from .assets import cache_dir
+    from .corpus import CORPUS_VERSION, build_corpus, load_corpus
+
+    cfg = replay_corpus_config(gen, clips)
+    if cfg is None:
         return None, None
     key = hashlib.sha256(json.dumps([CORPUS_VERSION, asdict(cfg)], sort_keys=True).encode()).hexdigest()[:12]
     folder = Path(cache) if cache is not None else cache_dir() / f"replay-{key}"
@@ -336,7 +344,7 @@ def replay_corpus(gen, clips: int | None = None, cache=None, log=print):
             return folder, cached
     except InputError:
         pass
-    log(f"replay corpus: building {clips} espeak clips of the base model's corpus (teacher curves) -> {folder}")
+    log(f"replay corpus: building {cfg.espeak_clips} espeak clips of the base model's corpus (teacher curves) -> {folder}")
     try:
         return folder, build_corpus(cfg, folder, progress=False, log=log)
     except (DubtoolError, OSError) as e:  # no espeak voice, a read-only cache: fine-tune on L2-SP alone
@@ -466,7 +474,7 @@ def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps:
         no_mix = "base_share 0"
     elif base_corpus == "auto":
         base_dir, base_c = replay_corpus(gen, log=log)
-        no_mix = ("the replay corpus could not be built (see the warning above)" if gen.meta.get("config", {}).get("corpus")
+        no_mix = ("the replay corpus could not be built (see the warning above)" if replay_corpus_config(gen)
                   else "the checkpoint records no corpus config to replay")
     elif base_corpus is not None:
         from .corpus import load_corpus

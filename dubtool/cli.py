@@ -97,16 +97,21 @@ _json_errors = False
 _quiet = False
 
 
+def _command_word(argv: list[str]) -> str | None:
+    """The command named in argv (its first word that is not an option), None for bare `dubtool`."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def _requested_modes(argv: list[str]) -> tuple[bool, bool]:
     """(--json, --quiet) of the command in argv. `eval --json FILE` writes a file: only `--json -` is
     the stdout result there."""
-    words = [a for a in argv if not a.startswith("-")]
-    if not words:
+    command = _command_word(argv)
+    if command is None:
         return False, False
-    rest = argv[argv.index(words[0]) + 1:]
+    rest = argv[argv.index(command) + 1:]
     if "--" in rest:
         rest = rest[:rest.index("--")]
-    if words[0] == "eval":
+    if command == "eval":
         as_json = any(a == "--json" and rest[i + 1:i + 2] == ["-"] for i, a in enumerate(rest)) or "--json=-" in rest
     else:
         as_json = "--json" in rest
@@ -236,8 +241,7 @@ HEAP_COMMANDS = ("train",)
 def _fix_mmap_threshold(argv: list[str]) -> None:
     import os
 
-    words = [a for a in argv if not a.startswith("-")]
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or (words and words[0] in HEAP_COMMANDS):
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") or _command_word(argv) in HEAP_COMMANDS:
         return
     import ctypes
     import ctypes.util

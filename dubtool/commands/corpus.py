@@ -55,7 +55,7 @@ def _replay(model, clips, config, out: Path, force: bool, as_json: bool) -> None
     """`corpus --replay-of MODEL --out DIR`: the replay slice of the checkpoint's own corpus config."""
     import shutil
 
-    from ..captures import REPLAY_CLIPS, replay_corpus, replay_matches
+    from ..captures import REPLAY_CLIPS, replay_corpus, replay_corpus_config, replay_matches
     from ..errors import InputError
     from ..fileio import require_file
     from ..generate import load_model
@@ -69,10 +69,10 @@ def _replay(model, clips, config, out: Path, force: bool, as_json: bool) -> None
         raise InputError(f"--clips must be in 1..10000, got {clips}")
     gen = load_model(require_file(model, "checkpoint"))
     if (out / "corpus.npz").is_file():
-        from ..corpus import load_corpus, replay_config
+        from ..corpus import load_corpus
 
-        base_cfg = gen.meta.get("config", {}).get("corpus")
-        same = isinstance(base_cfg, dict) and replay_matches(load_corpus(out), replay_config(base_cfg, clips))
+        cfg = replay_corpus_config(gen, clips)
+        same = cfg is not None and replay_matches(load_corpus(out), cfg)
         if force:
             shutil.rmtree(out)
         elif not same:
