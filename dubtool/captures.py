@@ -237,15 +237,14 @@ def capture_features(cap: Capture, dims, gain: float = 1.0) -> dict:
     audio, target = the take's 61 curves (its lower-face blendshapes times `gain`, see `amplitude_gains`),
     keypoints from its upper face, style of the whole take. The real lower face carries its emotion
     itself, so the lower-face offset is zero; no viseme labels."""
-    from .audio import mel_features
-    from .generate import _fit_length, normalize_mel, style_context
+    from .generate import _fit_length, audio_input, style_context
     from .keypoints import keypoints_from_curves
 
     fps = float(dims.fps)
     n = int(round(cap.audio.duration_s * fps))
-    mel = normalize_mel(mel_features(cap.audio.samples, cap.audio.sample_rate, fps, dims.n_mels,
-                                     dims.audio_subframes))
-    mel = _fit_length(mel, n, "mel features", tolerance=n)
+    mel = audio_input(cap.audio.samples, cap.audio.sample_rate, fps, dims.audio_features, dims.n_mels,
+                      dims.audio_subframes)
+    mel = _fit_length(mel, n, "audio features", tolerance=n)
     values = cap.animation.resampled(fps).clamped().values.astype(np.float32)
     values = _fit_length(values, n, f"{cap.name}: curves", tolerance=n)
     kp = keypoints_from_curves(values)
@@ -321,7 +320,9 @@ def replay_corpus_config(gen, clips: int | None = None):
     if not isinstance(base_cfg, dict):
         return None
     cfg = replay_config(base_cfg, REPLAY_CLIPS if clips is None else clips)
-    return cfg if cfg.audio_subframes == gen.dims.audio_subframes and gen.dims.n_mels == 80 else None
+    d = gen.dims
+    fits = (cfg.audio_subframes, cfg.audio_features, cfg.n_mels) == (d.audio_subframes, d.audio_features, d.n_mels)
+    return cfg if fits else None
 
 
 def replay_corpus(gen, clips: int | None = None, cache=None, log=print):

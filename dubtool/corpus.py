@@ -80,6 +80,8 @@ class CorpusConfig:
     p_augment: float = 0.8
     p_telephone: float = 0.35  # share of espeak clips sent through a telephone band (real prompts are 8 kHz)
     audio_subframes: int = 1  # log-mel vectors per frame (must match the model's audio_subframes)
+    audio_features: str = "mel"  # or speech_features.NAME; must match the model's, as must n_mels
+    n_mels: int = 80  # log-mel bands, or projected speech-feature axes
 
 
 @dataclass
@@ -347,8 +349,7 @@ def _emotions() -> tuple:
 def make_clip(samples: np.ndarray, phonemes: list, rng: np.random.Generator, cfg: CorpusConfig, rig,
               augment_p: float, telephone_p: float = 0.0) -> dict:
     """One corpus clip from clean speech and its phonemes: augment, then mel, target, keypoints, style."""
-    from .audio import mel_features
-    from .generate import normalize_mel, style_context
+    from .generate import audio_input, style_context
     from .keypoints import keypoints_from_curves
     from .phonemes import Phoneme
     from .teacher import lower_face_from_phonemes
@@ -362,7 +363,7 @@ def make_clip(samples: np.ndarray, phonemes: list, rng: np.random.Generator, cfg
     aug, speed, applied = augment(samples, rng, augment_p, telephone_p)
     phonemes = [Phoneme(p.symbol, p.start_s / speed, p.end_s / speed) for p in phonemes]
     fps = cfg.fps
-    mel = normalize_mel(mel_features(aug, 16000, fps, subframes=cfg.audio_subframes))
+    mel = audio_input(aug, 16000, fps, cfg.audio_features, cfg.n_mels, cfg.audio_subframes)
     n = mel.shape[0]
     duration_s = n / fps
     lower = lower_face_from_phonemes(phonemes, duration_s, fps, intensity=float(rng.uniform(0.7, 1.2)), rng=rng)

@@ -68,6 +68,9 @@ class ModelDimensions:
     # (`speech_spectrum`) is moved this far (1 = all the way) onto the training corpus's (stats "mel_ref"),
     # so a voice or microphone the corpus never heard reaches the network with the corpus's average colour.
     mel_cmn: float = 0.0
+    # What the network hears: "mel" (log-mel, n_mels bands) or speech_features.NAME (a pretrained multilingual
+    # speech encoder's features, projected onto n_mels axes; no gain, room or spectrum handling needed)
+    audio_features: str = "mel"
 
     @property
     def mel_width(self) -> int:
@@ -103,6 +106,29 @@ def normalize_mel(mel: np.ndarray) -> np.ndarray:
     m = np.asarray(mel, dtype=np.float32)
     level = float(np.percentile(m.mean(axis=1), 95)) if m.size else 0.0
     return m - level
+
+
+def audio_input(samples: np.ndarray, sample_rate: int, fps: float, features: str = "mel", n_mels: int = 80,
+                subframes: int = 1, frames: tuple[int, int] | None = None) -> np.ndarray:
+    """What the network reads of a take's audio, per frame, before standardising: (frames, n_mels * subframes)
+    float32. "mel": gain-normalised log-mel (normalize_mel; whole takes only); speech_features.NAME: the speech
+    encoder's projected features (rows frames[0]:frames[1] if given)."""
+    if features == "mel":
+        from .audio import mel_features
+
+        if frames is not None:
+            raise ModelError("log-mel input is normalised over the whole take: no frame range")
+        return normalize_mel(mel_features(samples, sample_rate, fps, n_mels, subframes))
+    from . import speech_features
+
+    if features != speech_features.NAME:
+        raise ModelError(f"unknown audio features {features!r} (this dubtool reads 'mel' and "
+                         f"{speech_features.NAME!r}); update dubtool")
+    out = speech_features.feature_rows(samples, sample_rate, fps, frames, subframes)
+    if out.shape[1] != n_mels * subframes:
+        raise ModelError(f"speech features are {out.shape[1]} wide, the model reads {n_mels} x {subframes}: "
+                         f"models/speech_pca.npz does not belong to this checkpoint")
+    return out
 
 
 SPEECH_MARGIN = 4.0  # log-mel units (natural log of power, ~17 dB) under the loud-frame level that count as speech
@@ -374,16 +400,14 @@ class Generator:
     # -- conditioning preparation (numpy in, normalised torch out)
 
     def _prepare(self, audio, keypoints: np.ndarray, style: np.ndarray):
-        from .audio import mel_features
-
         n = int(round(audio.duration_s * self.fps))
         if n < 1:
             raise InputError("audio is too short to animate (under one frame)")
         kp, st = self._check_conditioning(keypoints, style, n)
-        mel = mel_features(audio.samples, audio.sample_rate, self.fps, self.dims.n_mels,
-                           self.dims.audio_subframes)
-        mel = _fit_length(mel, n, "mel features", tolerance=n)
-        return self.normalize_inputs(self.equalize(normalize_mel(mel)), kp, st)
+        d = self.dims
+        mel = audio_input(audio.samples, audio.sample_rate, self.fps, d.audio_features, d.n_mels, d.audio_subframes)
+        mel = _fit_length(mel, n, "audio features", tolerance=n)
+        return self.normalize_inputs(self.equalize(mel), kp, st)
 
     def equalize(self, mel: np.ndarray, spectrum: np.ndarray | None = None) -> np.ndarray:
         """Gain-normalised log-mel -> what the network reads before standardising: the take's speech
@@ -581,6 +605,9 @@ class Generator:
         step = MEL_WINDOW_FRAMES
 
         def mel_rows(a: int, b: int) -> np.ndarray:  # window by window into one array: small temporaries
+            if dims.audio_features != "mel":  # computed in fixed windows of absolute time already
+                return audio_input(audio.samples, audio.sample_rate, fps, dims.audio_features, dims.n_mels,
+                                   dims.audio_subframes, (a, b))
             out = np.empty((b - a, dims.mel_width), np.float32)
             for w in range(a, b, step):
                 out[w - a:min(b, w + step) - a] = mel_features_window(
@@ -589,8 +616,10 @@ class Generator:
             return out
 
         # normalize_mel's loud-frame level over the whole take, from the frame means only (first pass)
-        means = np.concatenate([mel_rows(a, min(n, a + step)).mean(axis=1) for a in range(0, n, step)])
-        level = float(np.percentile(means, 95))
+        level = 0.0
+        if dims.audio_features == "mel":
+            means = np.concatenate([mel_rows(a, min(n, a + step)).mean(axis=1) for a in range(0, n, step)])
+            level = float(np.percentile(means, 95))
         spectrum = None
         if dims.mel_cmn > 0:  # speech_spectrum over the whole take (second pass)
             total, count = np.zeros(dims.mel_width, np.float64), 0

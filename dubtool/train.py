@@ -596,6 +596,10 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
         raise InputError(f"{corpus_dir}: corpus mel features are {corpus.mel.shape[1]} wide but the model reads "
                          f"{cfg.model.n_mels} x {cfg.model.audio_subframes} subframes = {cfg.model.mel_width}; set "
                          f"corpus audio_subframes to the model's and rebuild the corpus")
+    heard = corpus.meta.get("config", {}).get("audio_features", "mel")
+    if heard != cfg.model.audio_features:
+        raise InputError(f"{corpus_dir}: corpus audio features are {heard!r} but the model reads "
+                         f"{cfg.model.audio_features!r}; rebuild the corpus with the model's config")
     torch.manual_seed(tc.seed)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
