@@ -3,7 +3,7 @@
 Material: Debian's asterisk prompts (real recorded speech, fr / es / en / ru voices), consecutive
 prompts of one voice joined with 0.3 s pauses into lines of 2-10 s (durations spread evenly, fixed
 seed), and the bundled example actor (examples/actor_en.mp4, extracted once) as the source .perf of
-every line. Shipped model models/dubtool_flow_v5.pt with its own sampler settings.
+every line. Shipped model models/dubtool_flow_v6.pt with its own sampler settings.
 
 Figures (medians of --runs passes, all in this one process unless said otherwise):
   (a) batch, model loaded: `localize --manifest`'s path (batch.run_manifest, 1 worker in-process) over

@@ -3,8 +3,8 @@ teacher path, `align` alone, and batch throughput (lines/minute) with 1 and 2 wo
 
 Material: Debian's asterisk prompts (en source, fr dub: same prompts, different speakers) chained
 into lines with pauses; the source upper face is procedural (upperface.py). The flow model is
-models/dubtool_flow_v5.pt when present, else an untrained checkpoint of the same configuration
-(configs/flow_v5.json: identical compute, meaningless output) -- the first line printed says which.
+models/dubtool_flow_v6.pt when present, else an untrained checkpoint of the same configuration
+(configs/flow_v6.json: identical compute, meaningless output) -- the first line printed says which.
 Prints one line per figure (median of several runs)."""
 
 from __future__ import annotations
@@ -59,16 +59,16 @@ def performance_for(src: Audio, fps: float = 30.0) -> Performance:
 
 
 def model_path(tmp: Path) -> tuple[str, str]:
-    ckpt = ROOT / "models" / "dubtool_flow_v5.pt"
+    ckpt = ROOT / "models" / "dubtool_flow_v6.pt"
     if ckpt.is_file():
-        return str(ckpt), "trained models/dubtool_flow_v5.pt"
+        return str(ckpt), "trained models/dubtool_flow_v6.pt"
     from dubtool.generate import ModelDimensions, SamplerConfig, build_net, identity_stats, save_checkpoint
 
-    cfg = json.loads((ROOT / "configs" / "flow_v5.json").read_text())
+    cfg = json.loads((ROOT / "configs" / "flow_v6.json").read_text())
     dims, sampler = ModelDimensions(**cfg["model"]), SamplerConfig(**cfg["sampler"])
-    p = tmp / "flow_v5_untrained.pt"
-    save_checkpoint(p, build_net(dims), dims, sampler, identity_stats(dims), {"name": "untrained-flow_v5-config"})
-    return str(p), "UNTRAINED checkpoint with configs/flow_v5.json dims (same compute as the trained model)"
+    p = tmp / "flow_v6_untrained.pt"
+    save_checkpoint(p, build_net(dims), dims, sampler, identity_stats(dims), {"name": "untrained-flow_v6-config"})
+    return str(p), "UNTRAINED checkpoint with configs/flow_v6.json dims (same compute as the trained model)"
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ frames, jawOpen r, per-channel amplitude ratio). Baseline: the dub's loudness en
 real mouth. Amplitude: std of each lower-face weight over all clips' speech frames, generated vs real
 ARKit speech (the table in --reference-stats, parsed at run time) and vs the clips' own extracted weights.
 
-    python benchmarks/bench_reallips.py [--model-path models/dubtool_flow_v5.pt] [--json out.json] [--md out.md]
+    python benchmarks/bench_reallips.py [--model-path models/dubtool_flow_v6.pt] [--json out.json] [--md out.md]
 
 Prints a markdown report on stdout (figure lines), progress on stderr.
 """
@@ -131,7 +131,7 @@ def run(args) -> dict:
     summary = {key: agg(key) for key in ("mouth_r", "mouth_r_best", "jaw_r", "envelope_r", "envelope_r_best",
                                          "lag_frames")}
     return {
-        "benchmark": "reallips", "model": str(args.model_path or "models/dubtool_flow_v5.pt"),
+        "benchmark": "reallips", "model": str(args.model_path or "models/dubtool_flow_v6.pt"),
         "clips": len(rows), "speech_s": round(speech_s, 1), "max_lag_frames": args.max_lag, "seed": args.seed,
         "mouth_source": rows[0]["mouth_source"] if rows else "",
         "generation_realtime_factor": round(sum(r["duration_s"] for r in rows) / max(t_gen, 1e-9), 1),
@@ -177,7 +177,7 @@ def markdown(res: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model-path", default=None, help="flow checkpoint (default: the shipped models/dubtool_flow_v5.pt)")
+    ap.add_argument("--model-path", default=None, help="flow checkpoint (default: the shipped models/dubtool_flow_v6.pt)")
     ap.add_argument("--json", type=Path, default=None, help="write all figures to this JSON file")
     ap.add_argument("--md", type=Path, default=None, help="also write the markdown report here")
     ap.add_argument("--clips", default=str(DEFAULT_CLIPS), help="folder of the real clips (*.mp4)")

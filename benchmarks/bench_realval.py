@@ -97,7 +97,7 @@ def run(args) -> dict:
 
         generator.sampler = replace(generator.sampler, **{k: v for k, v in
                                     (("guidance", args.guidance), ("temperature", args.temperature)) if v is not None})
-    report = {"benchmark": "realval", "model": str(args.model_path or "models/dubtool_flow_v5.pt"),
+    report = {"benchmark": "realval", "model": str(args.model_path or "models/dubtool_flow_v6.pt"),
               "max_ratio": args.max_ratio, "sampler": vars(generator.sampler)}
     report.update(unseen.score_sets(sets, generator, unseen.source_performance(Path(args.cache)), args.seed))
     return report

@@ -203,7 +203,7 @@ def run(args) -> dict:
         raise SystemExit("no unseen-language sets installed: run scripts/setup.sh --dev (klettres-data, "
                          "asterisk-core-sounds-it-wav)")
     generator = get_generator(args.model_path, args.device)
-    report = {"benchmark": "unseen_lang", "model": str(args.model_path or "models/dubtool_flow_v5.pt"),
+    report = {"benchmark": "unseen_lang", "model": str(args.model_path or "models/dubtool_flow_v6.pt"),
               "held_out_paths": list(HELD_OUT_PATHS)}
     report.update(score_sets(sets, generator, source_performance(Path(args.cache)), args.seed))
     return report

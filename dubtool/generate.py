@@ -27,7 +27,7 @@ from .errors import DependencyError, InputError, ModelError
 
 FORMAT = "dubtool-flow"
 FORMAT_VERSION = 1
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v5.pt"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v6.pt"
 STYLE_DIM = 2 * NUM_CHANNELS
 # Chunks per network call: bounds the activations (attention maps) whatever the take's length. 32 holds a
 # line of up to ~2 minutes (with guidance's doubled batch) in one call.
@@ -791,7 +791,7 @@ def identity_stats(dims: ModelDimensions) -> dict:
 
 
 def load_model(path: str | None = None, device: str = "cpu", backend: str | None = None) -> Generator:
-    """Load a generator checkpoint (default models/dubtool_flow_v5.pt). Raises ModelError when the
+    """Load a generator checkpoint (default models/dubtool_flow_v6.pt). Raises ModelError when the
     file is missing, corrupt, of another format version or of mismatched shapes.
 
     `backend` (default: $DUBTOOL_BACKEND, else "auto"): "auto" runs a CPU model on ONNX Runtime

@@ -7,7 +7,7 @@ with another sample's, and the target is rebuilt from the lower-face channels of
 head and eye channels of the keypoints' sample. A model that read lips off the keypoints would be
 wrong on every swapped sample. Conditions are dropped independently for classifier-free guidance.
 
-`train(config, corpus_dir, out, device)` reproduces the shipped checkpoint from configs/flow_v5.json.
+`train(config, corpus_dir, out, device)` reproduces the shipped checkpoint from configs/flow_v6.json.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class TrainConfig:
 class FlowConfig:
     """Everything `dubtool train` needs: model shape, sampler defaults, training and corpus recipe."""
 
-    name: str = "dubtool_flow_v5"
+    name: str = "dubtool_flow_v6"
     model: ModelDimensions = field(default_factory=ModelDimensions)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -101,7 +101,7 @@ def _sub(cls, data: dict, where: str):
 
 
 def load_config(path) -> FlowConfig:
-    """Read a FlowConfig JSON (see configs/flow_v5.json); InputError names the file and key."""
+    """Read a FlowConfig JSON (see configs/flow_v6.json); InputError names the file and key."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"training config not found: {p}")
@@ -117,7 +117,7 @@ def load_config(path) -> FlowConfig:
         raise InputError(f"{p}: config version is not {FLOW_CONFIG_VERSION}")
     try:
         cfg = FlowConfig(
-            name=str(raw.pop("name", "dubtool_flow_v5")),
+            name=str(raw.pop("name", "dubtool_flow_v6")),
             model=_sub(ModelDimensions, raw.pop("model", {}), f"{p} [model]"),
             sampler=_sub(SamplerConfig, raw.pop("sampler", {}), f"{p} [sampler]"),
             train=_sub(TrainConfig, raw.pop("train", {}), f"{p} [train]"),

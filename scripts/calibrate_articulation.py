@@ -12,7 +12,7 @@ not articulation). mouthClose takes jawOpen's gain, so a
 seal (mouthClose ~ jawOpen in ARKit's convention) stays a seal. No benchmark material is read: the real
 talking-face clips, the held-out prompts and the unseen-language sets score the result afterwards.
 
-Usage: calibrate_articulation.py [--model models/dubtool_flow_v5.pt] [--per-lang 40] [--out OUT.pt]
+Usage: calibrate_articulation.py [--model models/dubtool_flow_v6.pt] [--per-lang 40] [--out OUT.pt]
 (--out defaults to writing the gains into --model in place, atomically). Prints a markdown table.
 """
 
@@ -98,7 +98,7 @@ def gains_from(values: np.ndarray, real_std: dict[str, float]) -> tuple[dict[str
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=str(ROOT / "models" / "dubtool_flow_v5.pt"))
+    ap.add_argument("--model", default=str(ROOT / "models" / "dubtool_flow_v6.pt"))
     ap.add_argument("--per-lang", type=int, default=40)
     ap.add_argument("--reference-stats", default=str(DEFAULT_STATS))
     ap.add_argument("--out", default=None, help="write the calibrated checkpoint here (default: --model in place)")

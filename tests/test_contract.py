@@ -126,7 +126,7 @@ def media(tmp_path_factory) -> Path:
     write_csv(Animation(values, 25.0), d / "anim.csv")
     (d / "script.txt").write_text("[happy] Bonjour ! (nods) Je suis content de vous voir.\n")
     (d / "index.csv").write_text("id,line\nl1,Bonjour !\n")
-    shutil.copy(REPO / "configs" / "flow_v5.json", d / "cfg.json")
+    shutil.copy(REPO / "configs" / "flow_v6.json", d / "cfg.json")
     os.symlink("dub.wav", d / "dub_link.wav")
     os.link(d / "dub.wav", d / "dub_hard.glb")
     os.link(d / "anim.csv", d / "anim_hard.fbx")

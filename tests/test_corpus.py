@@ -241,7 +241,7 @@ def test_shipped_recipe_never_trains_or_validates_on_a_benchmark_language():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     unseen = {code.split("-")[0] for code in bench.KLETTRES_LANGS.values()} | {"cs"}
-    cfg = json.loads((root / "configs" / "flow_v5.json").read_text())["corpus"]
+    cfg = json.loads((root / "configs" / "flow_v6.json").read_text())["corpus"]
     used = {code.split("-")[0] for code in cfg["train_languages"] + cfg["val_languages"] + cfg["asterisk_languages"]}
     assert unseen and not unseen & used, unseen & used
     source = (root / "dubtool" / "corpus.py").read_text()

@@ -273,7 +273,7 @@ def test_set_verdict_reports_closure_and_jaw_gains_per_language():
     assert not v["matches_teacher_within_margin"] and v["closure_gap_to_teacher"] == pytest.approx(0.6)
 
 
-@pytest.mark.skipif(not (Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v5.pt").is_file(),
+@pytest.mark.skipif(not (Path(__file__).resolve().parent.parent / "models" / "dubtool_flow_v6.pt").is_file(),
                     reason="shipped checkpoint not present")
 def test_shipped_model_seals_most_bilabials_of_real_held_out_lines(tmp_path):
     """What issue 8 promises, on a slice of the real held-out set (8 prompts per language + the 10

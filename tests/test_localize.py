@@ -25,7 +25,7 @@ from dubtool.timemap import build_timemap
 SR = 16000
 ROOT = Path(__file__).resolve().parent.parent
 SOUNDS = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
-FLOW_CKPT = ROOT / "models" / "dubtool_flow_v5.pt"
+FLOW_CKPT = ROOT / "models" / "dubtool_flow_v6.pt"
 DUB_TEXT = "Composez votre mot de passe suivi du dièse. Merci."
 BROW = index("browInnerUp")
 
@@ -273,7 +273,7 @@ def test_end_to_end_extract_align_localize_csv(actor_perf, dub, tmp_path):
     _check_end_to_end(tmp_path, actor_perf, dub, ["--model", "teacher"], min_closure=0.75)
 
 
-@pytest.mark.skipif(not FLOW_CKPT.is_file(), reason="trained checkpoint models/dubtool_flow_v5.pt not present yet")
+@pytest.mark.skipif(not FLOW_CKPT.is_file(), reason="trained checkpoint models/dubtool_flow_v6.pt not present yet")
 def test_end_to_end_with_trained_flow_model(actor_perf, dub, tmp_path):
     """extract -> align -> localize (the shipped flow model) -> Live Link CSV."""
     # The shipped model seals ~half of real-speech bilabials (model card); espeak's run-to-run jitter
@@ -283,7 +283,7 @@ def test_end_to_end_with_trained_flow_model(actor_perf, dub, tmp_path):
     assert report["model"] == "flow" and report["fps"] == 30.0
 
 
-@pytest.mark.skipif(not FLOW_CKPT.is_file(), reason="trained checkpoint models/dubtool_flow_v5.pt not present yet")
+@pytest.mark.skipif(not FLOW_CKPT.is_file(), reason="trained checkpoint models/dubtool_flow_v6.pt not present yet")
 def test_upper_face_regenerated_by_the_model_follows_the_source(actor_perf, dub, tmp_path):
     """--upper model: the brows come out of the generator (keypoint conditioning), not a copy,
     and still follow the time-warped source."""

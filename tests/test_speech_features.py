@@ -92,3 +92,33 @@ def test_projection_is_the_committed_one():
     np.testing.assert_allclose(axes.T @ axes, np.eye(axes.shape[1]), atol=1e-4)  # orthonormal principal axes
     cfg = json.loads((sf.PROJECTION.parent.parent / "configs" / "flow_v6.json").read_text())
     assert cfg["model"]["n_mels"] == axes.shape[1] and cfg["model"]["audio_features"] == sf.NAME
+
+
+def test_generator_input_dispatch():
+    from dubtool.errors import ModelError
+    from dubtool.generate import audio_input
+
+    x = speechlike(2.0, seed=7)
+    feats = audio_input(x, 16000, 30.0, sf.NAME, sf.projection()[1].shape[1], 2)
+    assert feats.shape == (60, 2 * sf.projection()[1].shape[1])
+    assert audio_input(x, 16000, 30.0, "mel", 80, 3).shape == (60, 240)
+    with pytest.raises(ModelError, match="unknown audio features"):
+        audio_input(x, 16000, 30.0, "wav2vec9", 80, 1)
+    with pytest.raises(ModelError, match="does not belong"):
+        audio_input(x, 16000, 30.0, sf.NAME, 64, 2)
+
+
+def test_onnx_runtime_graph_is_the_numpy_encoder():
+    """models/speech_encoder.onnx (weights fed from the packages at run time) computes what encode() does."""
+    assert sf.ENCODER_GRAPH.stat().st_size < 200_000  # the graph only: no Whisper weights in the repository
+    assert sf._session() is not None
+    for seconds in (0.3, 7.0, 26.0):
+        x = speechlike(seconds, seed=11)
+        a, b = sf.encode(x), sf.encode_fast(x)
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-3
+
+
+def test_filter_bank_is_whispers():
+    import librosa
+
+    np.testing.assert_allclose(sf._filterbank(), librosa.filters.mel(sr=16000, n_fft=400, n_mels=80), atol=1e-6)

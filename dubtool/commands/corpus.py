@@ -14,7 +14,7 @@ from . import JSON_OPTION, QUIET_OPTION, emit, show_progress
 
 @app.command()
 def corpus(
-    config: Optional[Path] = typer.Option(None, "--config", help="Training config whose [corpus] recipe to build (JSON; default: configs/flow_v5.json)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Training config whose [corpus] recipe to build (JSON; default: configs/flow_v6.json)."),
     out: Path = typer.Option(Path("build/corpus"), "--out", "-o", help="Folder for corpus.npz and clips.json."),
     workers: int = typer.Option(2, "--workers", help="Worker processes (1..64)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when --out already holds a corpus."),
@@ -42,7 +42,7 @@ def corpus(
         emit(as_json, {"corpus": str(out), "clips": len(c.clips), "minutes": round(c.duration_s / 60, 2), "built": False},
              [f"corpus already built: {out} ({len(c.clips)} clips, {c.duration_s / 60:.1f} min); --force rebuilds it"])
         return
-    cfg = load_config(config or REPO_ROOT / "configs" / "flow_v5.json")
+    cfg = load_config(config or REPO_ROOT / "configs" / "flow_v6.json")
     c = build_corpus(cfg.corpus, out, workers=workers, progress=show_progress(quiet) and not as_json,
                      log=lambda m: stderr_console().print(m, highlight=False, markup=False))
     by_split = summary(c)["by_split"]

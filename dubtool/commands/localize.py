@@ -23,7 +23,7 @@ def localize_command(
     gltf: Optional[str] = typer.Option(None, "--gltf", help="Also write a glTF with the animation."),
     preview: Optional[str] = typer.Option(None, "--preview", help="Also render a preview mp4 with the dub audio."),
     model: str = typer.Option("flow", "--model", help="flow (trained generator) or teacher (needs --dub-text)."),
-    model_path: Optional[str] = typer.Option(None, "--model-path", help="Generator checkpoint (default models/dubtool_flow_v5.pt)."),
+    model_path: Optional[str] = typer.Option(None, "--model-path", help="Generator checkpoint (default models/dubtool_flow_v6.pt)."),
     dub_text: Optional[str] = typer.Option(None, "--dub-text", help="Transcript of the dub (teacher model, metrics, alignment)."),
     source_text: Optional[str] = typer.Option(None, "--source-text", help="Transcript of the source (alignment)."),
     source_lang: str = typer.Option("en", "--source-lang", help="Source language code."),

@@ -11,15 +11,15 @@ import typer
 from ..cli import app, stderr_console
 from . import JSON_OPTION, QUIET_OPTION, emit, show_progress
 
-DEFAULT_OUT = "runs/dubtool_flow_v5.pt"
+DEFAULT_OUT = "runs/dubtool_flow_v6.pt"
 
 
 @app.command()
 def train(
-    config: Optional[str] = typer.Option(None, "--config", help="Training config (JSON; default: the shipped configs/flow_v5.json)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Training config (JSON; default: the shipped configs/flow_v6.json)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     out: Optional[str] = typer.Option(None, "--out", help=f"Checkpoint to write (default {DEFAULT_OUT}; pass "
-                                      "models/dubtool_flow_v5.pt to replace the shipped one; required with --captures)."),
+                                      "models/dubtool_flow_v6.pt to replace the shipped one; required with --captures)."),
     corpus: str = typer.Option("build/corpus", "--corpus", help="Corpus folder (built here when missing; see `dubtool corpus`)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Override the number of steps (config's, or the fine-tune's 300)."),
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Stop early after this many seconds of training."),
@@ -62,7 +62,7 @@ def train(
 
     out = out or DEFAULT_OUT
     # Every path and option is checked before the corpus is built (that takes minutes).
-    config_path = config or REPO_ROOT / "configs" / "flow_v5.json"
+    config_path = config or REPO_ROOT / "configs" / "flow_v6.json"
     if Path(corpus).exists() and not Path(corpus).is_dir():
         raise InputError(f"--corpus must be a folder, got a file: {corpus}")
     require_distinct_outputs({"--config": config_path, "--corpus": Path(corpus) / "corpus.npz"}, {"--out": out})
