@@ -7,7 +7,8 @@ The first three transformer layers of OpenAI Whisper base's encoder (MIT licence
 front end learnt from four real voices and espeak does not recognise the phones of a voice it never heard
 (v5's card; models/dubtool_flow_v6.md); Whisper's middle layers were trained to, on every voice. Layer 3 is the one that
 predicts the real tracked mouths best (a diagnostic ridge regression on ../shared/realclips: layer 1 0.57,
-2 0.64, 3 0.69, 4 0.67, 6 0.62, log-mel 0.42; docs/eval.md).
+2 0.64, 3 0.69, 4 0.67, 6 0.62, log-mel 0.42; on the shipped axes 0.72: benchmarks/reallips_ceiling.py --features
+speech, docs/eval.md).
 
 No torch: ONNX Runtime runs the committed graph models/speech_encoder.onnx (its weights handed over from memory),
 numpy runs the same arithmetic where onnxruntime is missing (the two agree to 1e-4), and the numpy encoder is
