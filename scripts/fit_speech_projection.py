@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 def main(argv=None) -> int:
     from dubtool import corpus as C
     from dubtool import speech_features as sf
-    from dubtool.audio import load_audio
+    from dubtool.audio import load_audio, mel_frame_count
     from dubtool.espeak import synthesize
     from dubtool.fileio import atomic_path
 
@@ -43,11 +43,11 @@ def main(argv=None) -> int:
         text = " ".join(C.pseudo_sentence(C.load_sentences(job["lang"]), rng) for _ in range(2))
         syn = synthesize(text, job["voice"], job["rate"], job["pitch"], job["range"], job["variant"])
         x = syn.audio.samples
-        rows.append(sf.raw_rows(x, cfg.fps, (0, sf.frame_count(len(x), cfg.fps)), 1)[:, 0])
+        rows.append(sf.raw_rows(x, cfg.fps, (0, mel_frame_count(len(x), sf.SAMPLE_RATE, cfg.fps)), 1)[:, 0])
     for lang in cfg.asterisk_languages:
         for _, wav in C.asterisk_training_prompts(lang)[:args.prompts]:
             a = load_audio(wav)
-            rows.append(sf.raw_rows(a.samples, cfg.fps, (0, sf.frame_count(len(a.samples), cfg.fps)), 1)[:, 0])
+            rows.append(sf.raw_rows(a.samples, cfg.fps, (0, mel_frame_count(len(a.samples), sf.SAMPLE_RATE, cfg.fps)), 1)[:, 0])
     x = np.concatenate(rows).astype(np.float64)
     mean = x.mean(axis=0)
     _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
