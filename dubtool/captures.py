@@ -478,12 +478,10 @@ def train_on_captures(captures_dir, out, base=None, holdout: float = 0.2, steps:
         no_mix = ("the replay corpus could not be built (see the warning above)" if replay_corpus_config(gen)
                   else "the checkpoint records no corpus config to replay")
     elif base_corpus is not None:
-        from .corpus import load_corpus
+        from .corpus import check_fits, load_corpus
 
         base_dir, base_c = Path(base_corpus), load_corpus(base_corpus)
-        if base_c.mel.shape[1] != gen.dims.mel_width:
-            raise InputError(f"{base_corpus}: corpus mel features are {base_c.mel.shape[1]} wide, the model reads "
-                             f"{gen.dims.mel_width}; give the corpus the base model was trained on")
+        check_fits(base_c, gen.dims, base_corpus)
     if base_c is None:
         mix = f"; no base corpus ({no_mix}), so no corpus mix"
     elif cfg.base_share > 0:

@@ -182,6 +182,19 @@ def load_corpus(path) -> Corpus:
     return c
 
 
+def check_fits(corpus: Corpus, dims, where) -> None:
+    """Raise InputError unless `corpus` holds the audio features model `dims` reads: the same kind
+    (log-mel or speech states) and the same width per frame (n_mels x audio_subframes)."""
+    if corpus.mel.shape[1] != dims.mel_width:
+        raise InputError(f"{where}: corpus audio features are {corpus.mel.shape[1]} wide but the model reads "
+                         f"{dims.n_mels} x {dims.audio_subframes} subframes = {dims.mel_width}; use the corpus "
+                         f"built with the model's config (or rebuild it with that config)")
+    heard = corpus.meta.get("config", {}).get("audio_features", "mel")
+    if heard != dims.audio_features:
+        raise InputError(f"{where}: corpus audio features are {heard!r} but the model reads "
+                         f"{dims.audio_features!r}; use the corpus built with the model's config (or rebuild it)")
+
+
 # ----------------------------------------------------------------------------------------------
 # Text
 

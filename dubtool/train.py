@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .arkit import BILABIAL_CLOSURE, LOWER_IDX, NUM_BLENDSHAPES, UPPER_IDX, indices
-from .corpus import CorpusConfig, SPLITS, build_corpus, load_corpus
+from .corpus import CorpusConfig, SPLITS, build_corpus, check_fits, load_corpus
 from .errors import DubtoolError, InputError
 from .generate import (SPEECH_MARGIN, Generator, ModelDimensions, RectifiedFlow, SamplerConfig, build_net,
                        save_checkpoint, speech_spectrum)
@@ -592,14 +592,7 @@ def train(cfg: FlowConfig, corpus_dir, out, device: str = "cpu", steps: int | No
     if tc.viseme_weight > 0 and cfg.model.viseme_classes != len(VISEME_CLASSES):
         raise InputError(f"train viseme_weight > 0 needs model viseme_classes = {len(VISEME_CLASSES)} "
                          f"(got {cfg.model.viseme_classes})")
-    if corpus.mel.shape[1] != cfg.model.mel_width:
-        raise InputError(f"{corpus_dir}: corpus mel features are {corpus.mel.shape[1]} wide but the model reads "
-                         f"{cfg.model.n_mels} x {cfg.model.audio_subframes} subframes = {cfg.model.mel_width}; set "
-                         f"corpus audio_subframes to the model's and rebuild the corpus")
-    heard = corpus.meta.get("config", {}).get("audio_features", "mel")
-    if heard != cfg.model.audio_features:
-        raise InputError(f"{corpus_dir}: corpus audio features are {heard!r} but the model reads "
-                         f"{cfg.model.audio_features!r}; rebuild the corpus with the model's config")
+    check_fits(corpus, cfg.model, corpus_dir)
     torch.manual_seed(tc.seed)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -217,6 +217,16 @@ def test_corpus_stacks_mel_subframes_when_configured(tmp_path, tiny_cfg):
     cfg = replace(tiny_cfg, audio_subframes=3, espeak_clips=1, val_voice_clips=0, val_lang_clips=0)
     c = corpus.build_corpus(cfg, tmp_path / "s", progress=False, workers=1)
     assert c.mel.shape == (c.lengths.sum(), 3 * 80)
+    # A model that reads other features refuses it with the reason (train and train --captures --base-corpus).
+    from dubtool.errors import InputError
+    from dubtool.generate import ModelDimensions
+
+    corpus.check_fits(c, replace(ModelDimensions(), n_mels=80, audio_subframes=3, audio_features="mel"), "c")
+    with pytest.raises(InputError, match="240 wide but the model reads 80 x 2 subframes = 160"):
+        corpus.check_fits(c, replace(ModelDimensions(), n_mels=80, audio_subframes=2, audio_features="mel"), "c")
+    with pytest.raises(InputError, match="corpus audio features are 'mel' but the model reads 'whisper"):
+        corpus.check_fits(c, replace(ModelDimensions(), n_mels=80, audio_subframes=3,
+                                     audio_features="whisper-base-l3"), "c")
 
 
 def test_viseme_labels_mark_each_frame_by_the_phoneme_under_its_centre():
